@@ -1,0 +1,29 @@
+# KalamDB GraphQL. `make run` and `make test` install what is missing first.
+SHELL := /bin/bash
+CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TARGET_DIR
+BIN := $(CARGO_TARGET_DIR)/release/kalamdb
+KALAMDB_ROOT_PASSWORD ?= kalamdb-root
+export KALAMDB_ROOT_PASSWORD
+
+.PHONY: run test bench deps build lint
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	cargo build --release -p kalamdb-api --bin kalamdb
+
+run: build
+	@echo "root password at first start: $$KALAMDB_ROOT_PASSWORD (set KALAMDB_ROOT_PASSWORD to choose another)"
+	$(BIN) serve --demo
+
+test: build
+	KALAMDB_BIN=$(BIN) cargo test --release --workspace
+
+bench: build
+	cargo bench -p kalamdb-engine --bench engine
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --release --workspace --all-targets -- -D warnings

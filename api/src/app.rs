@@ -1,0 +1,92 @@
+//! Application assembly: the engine, the router and the server loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::FutureExt;
+use kalamdb_engine::engine::Engine;
+use kalamdb_engine::error::ErrorCode;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::sql_handler;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub config: Arc<Config>,
+}
+
+/// Turns a panic in a handler into a 500 with a generic message; the server goes on.
+async fn catch_panics(req: Request, next: Next) -> Response {
+    match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::error!("handler panicked");
+            ApiError::new(ErrorCode::Internal, "internal error").into_response()
+        }
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Opens the engine (applying the demo schema when configured) and builds the router.
+pub async fn build_app(config: Config) -> anyhow::Result<(Router, AppState)> {
+    let engine = Engine::open(config.engine_config()).await?;
+    if config.demo {
+        crate::demo::apply(&engine).await?;
+    }
+    let state = AppState {
+        engine,
+        config: Arc::new(config),
+    };
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/sql", post(sql_handler::handle))
+        .merge(kalamdb_playground::router())
+        .layer(middleware::from_fn(catch_panics))
+        .with_state(state.clone());
+    Ok((router, state))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,151 @@
+//! Configuration: embedded defaults, then `kalamdb.toml` (or `--config FILE`), then
+//! `KALAMDB_*` environment variables, then command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use kalamdb_engine::engine::EngineConfig;
+use kalamdb_storage::hot_store::Durability;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilitySetting {
+    Sync,
+    Async,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where RocksDB (and later Parquet segments) live.
+    pub data_dir: PathBuf,
+    /// `ADDR:PORT`; port 0 picks a free port.
+    pub listen: String,
+    pub durability: DurabilitySetting,
+    /// bcrypt cost for new password hashes.
+    pub bcrypt_cost: u32,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Whether root may log in from non-loopback addresses.
+    pub root_remote_login: bool,
+    /// Given to root at first start (`KALAMDB_ROOT_PASSWORD`).
+    pub root_password: Option<String>,
+    /// Apply the demo schema and demo user at start.
+    pub demo: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            listen: "127.0.0.1:8080".into(),
+            durability: DurabilitySetting::Sync,
+            bcrypt_cost: kalamdb_auth::password::DEFAULT_COST,
+            max_body_bytes: 1 << 20,
+            root_remote_login: false,
+            root_password: None,
+            demo: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("bad config file {0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+    #[error("bad value for {0}: {1}")]
+    Env(&'static str, String),
+}
+
+impl Config {
+    /// Reads `file` (or `./kalamdb.toml` when present), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let default_file = PathBuf::from("kalamdb.toml");
+        let path = match file {
+            Some(p) => Some(p.to_path_buf()),
+            None if default_file.exists() => Some(default_file),
+            None => None,
+        };
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(&p).map_err(|e| ConfigError::Read(p.clone(), e))?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(p, e))?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(key: &'static str, v: String) -> Result<T, ConfigError> {
+            v.parse().map_err(|_| ConfigError::Env(key, v))
+        }
+        if let Some(v) = get("KALAMDB_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("KALAMDB_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = get("KALAMDB_DURABILITY") {
+            self.durability = match v.as_str() {
+                "sync" => DurabilitySetting::Sync,
+                "async" => DurabilitySetting::Async,
+                _ => return Err(ConfigError::Env("KALAMDB_DURABILITY", v)),
+            };
+        }
+        if let Some(v) = get("KALAMDB_BCRYPT_COST") {
+            self.bcrypt_cost = parse("KALAMDB_BCRYPT_COST", v)?;
+        }
+        if let Some(v) = get("KALAMDB_MAX_BODY_BYTES") {
+            self.max_body_bytes = parse("KALAMDB_MAX_BODY_BYTES", v)?;
+        }
+        if let Some(v) = get("KALAMDB_ROOT_PASSWORD") {
+            self.root_password = Some(v);
+        }
+        Ok(())
+    }
+
+    pub fn engine_config(&self) -> EngineConfig {
+        let mut e = EngineConfig::new(&self.data_dir);
+        e.durability = match self.durability {
+            DurabilitySetting::Sync => Durability::Sync,
+            DurabilitySetting::Async => Durability::Async,
+        };
+        e.bcrypt_cost = self.bcrypt_cost;
+        e.root_password = self.root_password.clone();
+        e.root_remote_login = self.root_remote_login;
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_defaults() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "KALAMDB_LISTEN" => Some("127.0.0.1:0".into()),
+            "KALAMDB_DURABILITY" => Some("async".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:0");
+        assert_eq!(c.durability, DurabilitySetting::Async);
+        assert!(
+            c.apply_env(|k| (k == "KALAMDB_BCRYPT_COST").then(|| "x".into()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn toml_file_is_strict() {
+        let c: Config = toml::from_str("listen = \"0.0.0.0:9\"\ndurability = \"sync\"").unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9");
+        assert!(toml::from_str::<Config>("lisen = 1").is_err());
+    }
+}

@@ -1,0 +1,58 @@
+//! Turns request credentials into an [`ExecContext`]: HTTP Basic checked against bcrypt
+//! hashes, and `X-KalamDB-User-Id` for callers allowed to act as a user.
+
+use std::net::SocketAddr;
+
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use kalamdb_auth::identity::UserId;
+use kalamdb_engine::context::ExecContext;
+use kalamdb_engine::engine::Engine;
+use kalamdb_engine::error::{EngineError, ErrorCode};
+
+use crate::error::ApiError;
+
+pub const ACT_AS_HEADER: &str = "x-kalamdb-user-id";
+
+fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> {
+    let value = headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "missing credentials: use Authorization: Basic",
+        )
+    })?;
+    let value = value.to_str().map_err(|_| ApiError::unauthenticated())?;
+    let (scheme, rest) = value.split_once(' ').ok_or_else(ApiError::unauthenticated)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "unsupported authorization scheme: use Basic",
+        ));
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .map_err(|_| ApiError::unauthenticated())?;
+    let text = String::from_utf8(decoded).map_err(|_| ApiError::unauthenticated())?;
+    let (user, pass) = text.split_once(':').ok_or_else(ApiError::unauthenticated)?;
+    Ok((user.to_string(), pass.to_string()))
+}
+
+pub async fn authenticate(engine: &Engine, headers: &HeaderMap, peer: SocketAddr) -> Result<ExecContext, ApiError> {
+    let (user, pass) = basic_credentials(headers)?;
+    let ctx = engine.authenticate(&user, &pass, peer.ip().is_loopback()).await?;
+    match headers.get(ACT_AS_HEADER) {
+        None => Ok(ctx),
+        Some(v) => {
+            let subject = v
+                .to_str()
+                .ok()
+                .and_then(|s| UserId::parse(s).ok())
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidInput, format!("bad {ACT_AS_HEADER} header")))?;
+            let ctx = ctx.acting_as(subject.clone())?;
+            if engine.context_for(&subject).is_none() {
+                return Err(EngineError::UserNotFound(subject.to_string()).into());
+            }
+            Ok(ctx)
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! kalamdb-api: configuration, the axum application, HTTP handlers and the CLI.
+
+pub mod app;
+pub mod cli_sql;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod http_auth;
+pub mod sql_handler;

@@ -1,0 +1,7 @@
+//! kalamdb-auth: identities, password hashing, and the permission matrix as pure
+//! functions. It knows nothing of storage or the engine.
+
+pub mod error;
+pub mod identity;
+pub mod password;
+pub mod permissions;

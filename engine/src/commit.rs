@@ -1,0 +1,301 @@
+//! The commit pipeline: one writer thread takes every pending write request, checks
+//! each against the rows as they are at that moment (primary-key uniqueness,
+//! compare-and-set on `_seq`, `ON CONFLICT`), allocates `_seq`s in commit order and
+//! writes all of them as one RocksDB batch with one fsync (group commit). A request is
+//! all-or-nothing: if any of its rows fails, none of them is written.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+
+use kalamdb_auth::identity::UserId;
+use kalamdb_storage::{hot_store::HotStore, hot_store::Partition, hot_store::WriteBatch, seq::Seq};
+use tokio::sync::oneshot;
+
+use crate::catalog::Catalog;
+use crate::changelog::{ChangeEntry, ChangeKind, entry_key};
+use crate::codec::{decode_row, encode_row, encode_tombstone, row_key};
+use crate::error::{EngineError, Result};
+use crate::row_expr::RowExpr;
+use crate::schema::TableDef;
+use crate::types::Value;
+
+/// What an insert does when its primary key exists.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnConflict {
+    Error,
+    DoNothing,
+    /// Assign these columns (current schema indexes) on the existing row.
+    DoUpdate(Vec<(usize, RowExpr)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// A full row in the current schema's column order, defaults already applied.
+    Insert {
+        values: Vec<Value>,
+        on_conflict: OnConflict,
+    },
+    /// Assigns columns of the row with this key. With `expected_seq`, fails with a
+    /// write conflict unless the row is still at that version.
+    Update {
+        pk: Value,
+        expected_seq: Option<Seq>,
+        set: Vec<(usize, RowExpr)>,
+    },
+    Delete {
+        pk: Value,
+        expected_seq: Option<Seq>,
+    },
+}
+
+pub struct WriteRequest {
+    pub table: Arc<TableDef>,
+    /// The owner of the rows, for per-user tables.
+    pub user: Option<UserId>,
+    pub ops: Vec<WriteOp>,
+}
+
+/// One row change that was committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedChange {
+    pub kind: ChangeKind,
+    pub seq: Seq,
+    /// The row after the change (none for deletes).
+    pub new: Option<Vec<Value>>,
+    /// The row before the change (none for inserts).
+    pub old: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Default)]
+pub struct WriteOutcome {
+    pub changes: Vec<AppliedChange>,
+}
+
+type Exclusive = Box<dyn FnOnce(&HotStore) + Send>;
+
+enum Job {
+    Write(WriteRequest, oneshot::Sender<Result<WriteOutcome>>),
+    Exclusive(Exclusive),
+}
+
+pub struct CommitPipeline {
+    tx: mpsc::Sender<Job>,
+}
+
+/// The largest number of requests grouped into one batch.
+const MAX_GROUP: usize = 512;
+
+impl CommitPipeline {
+    pub fn start(store: Arc<HotStore>, catalog: Arc<Catalog>) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("kalamdb-commit".into())
+            .spawn(move || writer_loop(&store, &catalog, rx))
+            .expect("spawn the commit thread");
+        Self { tx }
+    }
+
+    pub async fn write(&self, req: WriteRequest) -> Result<WriteOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Write(req, tx))
+            .map_err(|_| EngineError::Internal("commit pipeline stopped".into()))?;
+        rx.await
+            .map_err(|_| EngineError::Internal("commit pipeline dropped a request".into()))?
+    }
+
+    /// Runs `f` on the writer thread between two batches, so it never interleaves with a
+    /// write (DDL that creates or drops partitions).
+    pub async fn exclusive<R: Send + 'static>(&self, f: impl FnOnce(&HotStore) -> R + Send + 'static) -> Result<R> {
+        let (tx, rx) = oneshot::channel();
+        let job: Exclusive = Box::new(move |store| {
+            let _ = tx.send(f(store));
+        });
+        self.tx
+            .send(Job::Exclusive(job))
+            .map_err(|_| EngineError::Internal("commit pipeline stopped".into()))?;
+        rx.await
+            .map_err(|_| EngineError::Internal("commit pipeline dropped a request".into()))
+    }
+}
+
+/// The newest state of a key as seen by the group being built: `None` when absent.
+type Pending = HashMap<(u64, Vec<u8>), Option<(Seq, Vec<Value>)>>;
+
+fn writer_loop(store: &HotStore, catalog: &Catalog, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut writes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match job {
+                Job::Write(req, reply) => writes.push((req, reply)),
+                Job::Exclusive(f) => {
+                    // keep order: commit what came before, then run the exclusive job
+                    commit_group(store, catalog, std::mem::take(&mut writes));
+                    f(store);
+                }
+            }
+        }
+        commit_group(store, catalog, writes);
+    }
+}
+
+fn commit_group(
+    store: &HotStore,
+    catalog: &Catalog,
+    writes: Vec<(WriteRequest, oneshot::Sender<Result<WriteOutcome>>)>,
+) {
+    if writes.is_empty() {
+        return;
+    }
+    let mut batch = WriteBatch::new();
+    let mut pending: Pending = HashMap::new();
+    let mut results = Vec::with_capacity(writes.len());
+    for (req, reply) in writes {
+        let mut local = WriteBatch::new();
+        let mut local_pending: Pending = HashMap::new();
+        let res = apply_request(store, catalog, &req, &pending, &mut local_pending, &mut local);
+        if res.is_ok() {
+            batch.append(local);
+            pending.extend(local_pending);
+        }
+        results.push((reply, res));
+    }
+    let written = if batch.is_empty() { Ok(()) } else { store.write(batch) };
+    match written {
+        Ok(()) => {
+            for (reply, res) in results {
+                let _ = reply.send(res);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "commit failed");
+            for (reply, res) in results {
+                let _ = reply.send(res.and(Err(EngineError::Internal("commit failed".into()))));
+            }
+        }
+    }
+}
+
+fn apply_request(
+    store: &HotStore,
+    catalog: &Catalog,
+    req: &WriteRequest,
+    group: &Pending,
+    local: &mut Pending,
+    batch: &mut WriteBatch,
+) -> Result<WriteOutcome> {
+    let table = catalog
+        .table_by_uid(req.table.uid)
+        .ok_or_else(|| EngineError::TableNotFound(req.table.id.to_string()))?;
+    if table.current().version != req.table.current().version {
+        // the schema changed after the statement was planned
+        return Err(EngineError::WriteConflict);
+    }
+    let schema = table.current();
+    let part = Partition::table(table.uid.0);
+    let user = req.user.as_ref();
+    let mut out = WriteOutcome::default();
+
+    let lookup = |local: &Pending, key: &[u8]| -> Result<Option<(Seq, Vec<Value>)>> {
+        let k = (table.uid.0, key.to_vec());
+        if let Some(v) = local.get(&k).or_else(|| group.get(&k)) {
+            return Ok(v.clone());
+        }
+        match store.get(&part, key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                let row = decode_row(&table, &bytes)?;
+                Ok((!row.deleted).then_some((row.seq, row.values)))
+            }
+        }
+    };
+
+    for op in &req.ops {
+        let (pk, key) = match op {
+            WriteOp::Insert { values, .. } => {
+                let pk = values.get(schema.pk).cloned().unwrap_or(Value::Null);
+                let key = row_key(user, &pk)?;
+                (pk, key)
+            }
+            WriteOp::Update { pk, .. } | WriteOp::Delete { pk, .. } => (pk.clone(), row_key(user, pk)?),
+        };
+        let existing = lookup(local, &key)?;
+        let change = match op {
+            WriteOp::Insert { values, on_conflict } => match (&existing, on_conflict) {
+                (None, _) => Some((ChangeKind::Insert, Some(values.clone()), None)),
+                (Some(_), OnConflict::Error) => return Err(EngineError::DuplicateKey(pk.to_string())),
+                (Some(_), OnConflict::DoNothing) => None,
+                (Some((_, old)), OnConflict::DoUpdate(set)) => {
+                    let new = assign(&table, old, set, Some(values))?;
+                    Some((ChangeKind::Update, Some(new), Some(old.clone())))
+                }
+            },
+            WriteOp::Update { expected_seq, set, .. } => match (&existing, expected_seq) {
+                (Some((seq, _)), Some(exp)) if seq != exp => return Err(EngineError::WriteConflict),
+                (None, Some(_)) => return Err(EngineError::WriteConflict),
+                (None, None) => None,
+                (Some((_, old)), _) => {
+                    let new = assign(&table, old, set, None)?;
+                    Some((ChangeKind::Update, Some(new), Some(old.clone())))
+                }
+            },
+            WriteOp::Delete { expected_seq, .. } => match (&existing, expected_seq) {
+                (Some((seq, _)), Some(exp)) if seq != exp => return Err(EngineError::WriteConflict),
+                (None, Some(_)) => return Err(EngineError::WriteConflict),
+                (None, None) => None,
+                (Some((_, old)), _) => Some((ChangeKind::Delete, None, Some(old.clone()))),
+            },
+        };
+        let Some((kind, new, old)) = change else { continue };
+        let seq = store.seq().next();
+        let new_bytes = match &new {
+            Some(v) => encode_row(schema, seq, v),
+            None => encode_tombstone(schema, seq),
+        };
+        let old_bytes = old.as_ref().map(|o| encode_row(schema, seq, o));
+        let entry = ChangeEntry {
+            table: table.uid,
+            kind,
+            key: key.clone(),
+            new_row: new.is_some().then(|| new_bytes.clone()),
+            old_row: old_bytes,
+        };
+        batch.put(&Partition::change_log(), entry_key(seq), entry.encode());
+        batch.put(&part, key.clone(), new_bytes);
+        batch.note_seq(seq);
+        local.insert((table.uid.0, key), new.clone().map(|v| (seq, v)));
+        out.changes.push(AppliedChange { kind, seq, new, old });
+    }
+    Ok(out)
+}
+
+/// Applies assignments to a copy of `old`, enforcing types, NOT NULL and a fixed key.
+fn assign(table: &TableDef, old: &[Value], set: &[(usize, RowExpr)], excluded: Option<&[Value]>) -> Result<Vec<Value>> {
+    let schema = table.current();
+    let mut new = old.to_vec();
+    for (idx, expr) in set {
+        let col = schema
+            .columns
+            .get(*idx)
+            .ok_or_else(|| EngineError::Internal("assignment to a column out of range".into()))?;
+        // every expression sees the row as it was before this statement
+        let v = expr.eval_as(col.ty, old, excluded)?;
+        if *idx == schema.pk && v != old[*idx] {
+            return Err(EngineError::InvalidInput("the primary key cannot be changed".into()));
+        }
+        if v.is_null() && !col.nullable {
+            return Err(EngineError::NotNull(col.name.to_string()));
+        }
+        new[*idx] = v;
+    }
+    Ok(new)
+}

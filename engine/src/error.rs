@@ -1,0 +1,225 @@
+//! Engine errors and the one [`ErrorCode`] table every layer maps to.
+
+use kalamdb_auth::error::AuthError;
+use kalamdb_storage::error::StorageError;
+use thiserror::Error;
+
+/// Stable error codes. They reach clients as GraphQL `extensions.code` and in the SQL
+/// API's `error.code`, and each has one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    SqlSyntax,
+    Unsupported,
+    InvalidInput,
+    NamespaceNotFound,
+    TableNotFound,
+    ColumnNotFound,
+    UserNotFound,
+    AlreadyExists,
+    TypeMismatch,
+    NotNullViolation,
+    DuplicateKey,
+    WriteConflict,
+    PayloadTooLarge,
+    Unauthenticated,
+    Forbidden,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::SqlSyntax => "SQL_SYNTAX_ERROR",
+            ErrorCode::Unsupported => "UNSUPPORTED",
+            ErrorCode::InvalidInput => "INVALID_INPUT",
+            ErrorCode::NamespaceNotFound => "NAMESPACE_NOT_FOUND",
+            ErrorCode::TableNotFound => "TABLE_NOT_FOUND",
+            ErrorCode::ColumnNotFound => "COLUMN_NOT_FOUND",
+            ErrorCode::UserNotFound => "USER_NOT_FOUND",
+            ErrorCode::AlreadyExists => "ALREADY_EXISTS",
+            ErrorCode::TypeMismatch => "TYPE_MISMATCH",
+            ErrorCode::NotNullViolation => "NOT_NULL_VIOLATION",
+            ErrorCode::DuplicateKey => "DUPLICATE_KEY",
+            ErrorCode::WriteConflict => "WRITE_CONFLICT",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::Internal => "INTERNAL_ERROR",
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::SqlSyntax
+            | ErrorCode::Unsupported
+            | ErrorCode::InvalidInput
+            | ErrorCode::ColumnNotFound
+            | ErrorCode::TypeMismatch
+            | ErrorCode::NotNullViolation => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NamespaceNotFound | ErrorCode::TableNotFound | ErrorCode::UserNotFound => 404,
+            ErrorCode::AlreadyExists | ErrorCode::DuplicateKey | ErrorCode::WriteConflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("namespace '{0}' does not exist")]
+    NamespaceNotFound(String),
+    #[error("table '{0}' does not exist")]
+    TableNotFound(String),
+    #[error("column '{column}' does not exist in '{table}'")]
+    ColumnNotFound { table: String, column: String },
+    #[error("user '{0}' does not exist")]
+    UserNotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    TypeMismatch(String),
+    #[error("column '{0}' may not be null")]
+    NotNull(String),
+    #[error("a row with primary key {0} already exists")]
+    DuplicateKey(String),
+    #[error("the rows changed while the statement ran; retry it")]
+    WriteConflict,
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The one message every failed login gets.
+    #[error("invalid username or password")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EngineError::Syntax(_) => ErrorCode::SqlSyntax,
+            EngineError::Unsupported(_) => ErrorCode::Unsupported,
+            EngineError::InvalidInput(_) => ErrorCode::InvalidInput,
+            EngineError::NamespaceNotFound(_) => ErrorCode::NamespaceNotFound,
+            EngineError::TableNotFound(_) => ErrorCode::TableNotFound,
+            EngineError::ColumnNotFound { .. } => ErrorCode::ColumnNotFound,
+            EngineError::UserNotFound(_) => ErrorCode::UserNotFound,
+            EngineError::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            EngineError::TypeMismatch(_) => ErrorCode::TypeMismatch,
+            EngineError::NotNull(_) => ErrorCode::NotNullViolation,
+            EngineError::DuplicateKey(_) => ErrorCode::DuplicateKey,
+            EngineError::WriteConflict => ErrorCode::WriteConflict,
+            EngineError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            EngineError::Unauthenticated => ErrorCode::Unauthenticated,
+            EngineError::Forbidden(_) => ErrorCode::Forbidden,
+            EngineError::Storage(_) | EngineError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The message a client may see: internal detail stays in the logs.
+    pub fn client_message(&self) -> String {
+        match self.code() {
+            ErrorCode::Internal => "internal error".to_string(),
+            _ => self.to_string(),
+        }
+    }
+
+    pub fn forbidden(what: impl Into<String>) -> Self {
+        EngineError::Forbidden(what.into())
+    }
+}
+
+impl From<AuthError> for EngineError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Hash(_) => EngineError::Internal(e.to_string()),
+            other => EngineError::InvalidInput(other.to_string()),
+        }
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for EngineError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError as D;
+        // Our own errors travel through DataFusion as `External`: take them back out.
+        let root = e.find_root();
+        if let D::External(inner) = root
+            && let Some(ours) = inner.downcast_ref::<SharedEngineError>()
+        {
+            return ours.0.to_engine_error();
+        }
+        match root {
+            D::SQL(err, _) => EngineError::Syntax(err.to_string()),
+            D::SchemaError(s, _) => match s.as_ref() {
+                datafusion::common::SchemaError::FieldNotFound { field, .. } => EngineError::ColumnNotFound {
+                    table: field.relation.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+                    column: field.name.clone(),
+                },
+                other => EngineError::InvalidInput(other.to_string()),
+            },
+            D::Plan(m) => EngineError::InvalidInput(m.clone()),
+            D::NotImplemented(m) => EngineError::Unsupported(m.clone()),
+            D::ArrowError(a, _) => EngineError::InvalidInput(a.to_string()),
+            D::Execution(m) => EngineError::InvalidInput(m.clone()),
+            other => EngineError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// An [`EngineError`] carried inside a `DataFusionError::External`.
+#[derive(Debug)]
+pub(crate) struct SharedEngineError(pub(crate) ErrorSnapshot);
+
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorSnapshot {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ErrorSnapshot {
+    fn to_engine_error(&self) -> EngineError {
+        let m = self.message.clone();
+        match self.code {
+            ErrorCode::Forbidden => EngineError::Forbidden(m),
+            ErrorCode::TableNotFound => EngineError::TableNotFound(m),
+            ErrorCode::NamespaceNotFound => EngineError::NamespaceNotFound(m),
+            ErrorCode::InvalidInput => EngineError::InvalidInput(m),
+            _ => EngineError::Internal(m),
+        }
+    }
+}
+
+impl std::fmt::Display for SharedEngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for SharedEngineError {}
+
+impl EngineError {
+    /// Wraps this error so it survives a trip through DataFusion.
+    pub(crate) fn into_datafusion(self) -> datafusion::error::DataFusionError {
+        let message = match &self {
+            EngineError::TableNotFound(t) | EngineError::NamespaceNotFound(t) => t.clone(),
+            other => other.to_string(),
+        };
+        datafusion::error::DataFusionError::External(Box::new(SharedEngineError(ErrorSnapshot {
+            code: self.code(),
+            message,
+        })))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;

@@ -1,0 +1,21 @@
+//! kalamdb-engine: the catalog, the row codec, DataFusion table providers over the hot
+//! store, the SQL dialect, the typed read/write API the GraphQL layer calls, and the
+//! authorization that guards all of it.
+
+pub mod arrow_convert;
+pub mod catalog;
+pub mod changelog;
+pub mod codec;
+pub mod commit;
+pub mod context;
+pub mod engine;
+pub mod error;
+pub mod ids;
+pub mod provider;
+pub mod reader;
+pub mod row_expr;
+pub mod schema;
+pub mod sql;
+pub mod system_tables;
+pub mod types;
+pub mod users;

@@ -1,0 +1,141 @@
+//! Table definitions and their versioned schemas.
+
+use kalamdb_auth::{permissions::AccessLevel, permissions::TableType};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+use crate::ids::{ColumnId, ColumnName, StorageUid, TableId};
+use crate::types::{ColumnType, Value};
+
+/// A column's default, evaluated when an insert leaves the column out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum DefaultExpr {
+    /// A constant, stored as API JSON and converted to the column type.
+    Literal(serde_json::Value),
+    Now,
+    SnowflakeId,
+    UuidV7,
+    CurrentUser,
+}
+
+impl DefaultExpr {
+    pub fn sql(&self) -> String {
+        match self {
+            DefaultExpr::Literal(serde_json::Value::String(s)) => format!("'{}'", s.replace('\'', "''")),
+            DefaultExpr::Literal(v) => v.to_string(),
+            DefaultExpr::Now => "NOW()".into(),
+            DefaultExpr::SnowflakeId => "SNOWFLAKE_ID()".into(),
+            DefaultExpr::UuidV7 => "UUID_V7()".into(),
+            DefaultExpr::CurrentUser => "CURRENT_USER()".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub id: ColumnId,
+    pub name: ColumnName,
+    pub ty: ColumnType,
+    pub nullable: bool,
+    pub default: Option<DefaultExpr>,
+}
+
+/// One version of a table's columns. Rows are encoded against the version they were
+/// written under and read back under the current one by [`ColumnId`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableSchema {
+    pub version: u32,
+    pub columns: Vec<ColumnDef>,
+    /// Index into `columns` of the primary key.
+    pub pk: usize,
+}
+
+impl TableSchema {
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name.as_str() == name)
+    }
+
+    pub fn pk_column(&self) -> &ColumnDef {
+        &self.columns[self.pk]
+    }
+
+    pub fn index_of_id(&self, id: ColumnId) -> Option<usize> {
+        self.columns.iter().position(|c| c.id == id)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushPolicy {
+    pub rows: Option<u64>,
+    pub interval_secs: Option<u64>,
+}
+
+impl FlushPolicy {
+    /// Parses `rows:N,interval:S` (either part may be left out).
+    pub fn parse(s: &str) -> Result<Self> {
+        let mut p = FlushPolicy {
+            rows: None,
+            interval_secs: None,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once(':').ok_or_else(|| {
+                EngineError::InvalidInput(format!("bad FLUSH_POLICY part '{part}': use rows:N,interval:S"))
+            })?;
+            let n: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| EngineError::InvalidInput(format!("bad number in FLUSH_POLICY part '{part}'")))?;
+            match k.trim().to_ascii_lowercase().as_str() {
+                "rows" => p.rows = Some(n),
+                "interval" => p.interval_secs = Some(n),
+                other => return Err(EngineError::InvalidInput(format!("unknown FLUSH_POLICY key '{other}'"))),
+            }
+        }
+        Ok(p)
+    }
+
+    pub fn render(&self) -> String {
+        let mut parts = vec![];
+        if let Some(r) = self.rows {
+            parts.push(format!("rows:{r}"));
+        }
+        if let Some(i) = self.interval_secs {
+            parts.push(format!("interval:{i}"));
+        }
+        parts.join(",")
+    }
+}
+
+/// Everything the catalog knows of one table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub id: TableId,
+    pub uid: StorageUid,
+    pub table_type: TableType,
+    pub access_level: AccessLevel,
+    pub ttl_seconds: Option<u64>,
+    pub flush_policy: Option<FlushPolicy>,
+    /// Every version, oldest first; the last is current.
+    pub versions: Vec<TableSchema>,
+    pub next_column_id: u32,
+    pub created_at_ms: u64,
+}
+
+impl TableDef {
+    pub fn current(&self) -> &TableSchema {
+        self.versions.last().expect("a table has at least one schema version")
+    }
+
+    pub fn version(&self, v: u32) -> Option<&TableSchema> {
+        self.versions.iter().find(|s| s.version == v)
+    }
+
+    /// The value a column takes in rows written before it existed.
+    pub fn backfill_value(col: &ColumnDef) -> Value {
+        match &col.default {
+            Some(DefaultExpr::Literal(v)) => Value::from_json(col.ty, v).unwrap_or(Value::Null),
+            _ => Value::Null,
+        }
+    }
+}

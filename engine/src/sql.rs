@@ -1,0 +1,10 @@
+//! The KalamDB SQL dialect: parsing ([`parse`]), DDL, DML and queries. Statements are
+//! parsed once into an AST; everything built from them is built from parsed, typed
+//! values, never by pasting user text into SQL.
+
+pub mod ddl;
+pub mod dml;
+pub mod eval;
+pub mod parse;
+pub mod query;
+pub mod result;

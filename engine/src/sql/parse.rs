@@ -1,0 +1,354 @@
+//! Splits the dialect into KalamDB's own statements (namespaces, users, SHOW,
+//! DESCRIBE) and standard SQL left to `sqlparser`'s AST.
+
+use datafusion::sql::sqlparser::ast::{self, Ident, ObjectName, ObjectNamePart};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use kalamdb_auth::identity::Role;
+
+use crate::error::{EngineError, Result};
+use crate::ids::{NamespaceId, TableId, TableName};
+
+/// Deeply nested input is refused before it can exhaust the stack.
+const RECURSION_LIMIT: usize = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserChange {
+    Password(String),
+    Role(Role),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    CreateNamespace {
+        name: NamespaceId,
+        if_not_exists: bool,
+    },
+    DropNamespace {
+        name: NamespaceId,
+        if_exists: bool,
+        cascade: bool,
+    },
+    CreateUser {
+        name: String,
+        password: Option<String>,
+        role: Role,
+        if_not_exists: bool,
+    },
+    AlterUser {
+        name: String,
+        change: UserChange,
+    },
+    DropUser {
+        name: String,
+        if_exists: bool,
+    },
+    ShowNamespaces,
+    ShowTables {
+        namespace: Option<NamespaceId>,
+    },
+    DescribeTable {
+        table: TableId,
+    },
+    Sql(Box<ast::Statement>),
+}
+
+fn syntax(e: ParserError) -> EngineError {
+    EngineError::Syntax(match e {
+        ParserError::RecursionLimitExceeded => "statement is nested too deeply".to_string(),
+        ParserError::ParserError(m) | ParserError::TokenizerError(m) => m,
+    })
+}
+
+fn word(p: &Parser, n: usize) -> Option<String> {
+    match p.peek_nth_token(n).token {
+        Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
+fn is_words(p: &Parser, words: &[&str]) -> bool {
+    words.iter().enumerate().all(|(i, w)| word(p, i).as_deref() == Some(*w))
+}
+
+fn skip(p: &mut Parser, n: usize) {
+    for _ in 0..n {
+        p.next_token();
+    }
+}
+
+fn expect_end(p: &mut Parser) -> Result<()> {
+    while p.consume_token(&Token::SemiColon) {}
+    match p.peek_token().token {
+        Token::EOF => Ok(()),
+        other => Err(EngineError::Syntax(format!(
+            "unexpected '{other}' after the end of the statement (one statement per request)"
+        ))),
+    }
+}
+
+/// An identifier or a quoted string (user names may be given either way).
+fn name_or_string(p: &mut Parser) -> Result<String> {
+    if let Token::SingleQuotedString(s) = p.peek_token().token {
+        p.next_token();
+        return Ok(s);
+    }
+    Ok(p.parse_identifier().map_err(syntax)?.value)
+}
+
+fn parse_role(p: &mut Parser) -> Result<Role> {
+    let r = name_or_string(p)?;
+    r.parse::<Role>().map_err(EngineError::from)
+}
+
+pub fn ident_name(i: &Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
+}
+
+/// `ns.table` or `table` (in `public`).
+pub fn table_id(name: &ObjectName) -> Result<TableId> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => Ok(ident_name(i)),
+            _ => Err(EngineError::Syntax(format!("unsupported table name '{name}'"))),
+        })
+        .collect::<Result<_>>()?;
+    match parts.as_slice() {
+        [t] => Ok(TableId::new(NamespaceId::public(), TableName::parse(t)?)),
+        [ns, t] => Ok(TableId::new(NamespaceId::parse(ns)?, TableName::parse(t)?)),
+        _ => Err(EngineError::Syntax(format!(
+            "table name '{name}' has too many parts: use namespace.table"
+        ))),
+    }
+}
+
+/// `CURRENT_USER` is a keyword without parentheses in standard SQL; the dialect also
+/// accepts it as `CURRENT_USER()`, like its other built-in functions.
+fn normalize_tokens(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        out.push(t.clone());
+        i += 1;
+        if matches!(&t.token, Token::Word(w) if w.keyword == Keyword::CURRENT_USER && w.quote_style.is_none()) {
+            let rest: Vec<usize> = (i..tokens.len()).filter(|&j| significant(&tokens[j])).take(2).collect();
+            if let [a, b] = rest[..]
+                && tokens[a].token == Token::LParen
+                && tokens[b].token == Token::RParen
+            {
+                i = b + 1;
+            }
+        }
+    }
+    out
+}
+
+pub fn parse(sql: &str) -> Result<Statement> {
+    let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| EngineError::Syntax(e.to_string()))?;
+    let mut p = Parser::new(&dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
+        .with_tokens_with_locations(normalize_tokens(tokens));
+    if matches!(p.peek_token().token, Token::EOF) {
+        return Err(EngineError::Syntax("empty statement".into()));
+    }
+    let stmt = if is_words(&p, &["CREATE", "NAMESPACE"]) {
+        skip(&mut p, 2);
+        let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let name = NamespaceId::parse(&ident_name(&p.parse_identifier().map_err(syntax)?))?;
+        Statement::CreateNamespace { name, if_not_exists }
+    } else if is_words(&p, &["DROP", "NAMESPACE"]) {
+        skip(&mut p, 2);
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = NamespaceId::parse(&ident_name(&p.parse_identifier().map_err(syntax)?))?;
+        let cascade = p.parse_keyword(Keyword::CASCADE);
+        Statement::DropNamespace {
+            name,
+            if_exists,
+            cascade,
+        }
+    } else if is_words(&p, &["CREATE", "USER"]) {
+        skip(&mut p, 2);
+        let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let name = name_or_string(&mut p)?;
+        let _ = p.parse_keyword(Keyword::WITH);
+        let (mut password, mut role) = (None, Role::User);
+        loop {
+            if p.parse_keyword(Keyword::PASSWORD) {
+                password = Some(p.parse_literal_string().map_err(syntax)?);
+            } else if p.parse_keyword(Keyword::ROLE) {
+                role = parse_role(&mut p)?;
+            } else {
+                break;
+            }
+        }
+        Statement::CreateUser {
+            name,
+            password,
+            role,
+            if_not_exists,
+        }
+    } else if is_words(&p, &["ALTER", "USER"]) {
+        skip(&mut p, 2);
+        let name = name_or_string(&mut p)?;
+        if !p.parse_keyword(Keyword::SET) {
+            return Err(EngineError::Syntax(
+                "expected SET PASSWORD '...' or SET ROLE ... after ALTER USER name".into(),
+            ));
+        }
+        let change = if p.parse_keyword(Keyword::PASSWORD) {
+            UserChange::Password(p.parse_literal_string().map_err(syntax)?)
+        } else if p.parse_keyword(Keyword::ROLE) {
+            UserChange::Role(parse_role(&mut p)?)
+        } else {
+            return Err(EngineError::Syntax("expected PASSWORD or ROLE after SET".into()));
+        };
+        Statement::AlterUser { name, change }
+    } else if is_words(&p, &["DROP", "USER"]) {
+        skip(&mut p, 2);
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = name_or_string(&mut p)?;
+        Statement::DropUser { name, if_exists }
+    } else if is_words(&p, &["SHOW", "NAMESPACES"]) {
+        skip(&mut p, 2);
+        Statement::ShowNamespaces
+    } else if is_words(&p, &["SHOW", "TABLES"]) {
+        skip(&mut p, 2);
+        let namespace = if p.parse_keyword(Keyword::IN) || p.parse_keyword(Keyword::FROM) {
+            Some(NamespaceId::parse(&ident_name(&p.parse_identifier().map_err(syntax)?))?)
+        } else {
+            None
+        };
+        Statement::ShowTables { namespace }
+    } else if word(&p, 0).is_some_and(|w| w == "DESCRIBE" || w == "DESC") {
+        skip(&mut p, 1);
+        let _ = p.parse_keyword(Keyword::TABLE);
+        let name = p.parse_object_name(false).map_err(syntax)?;
+        Statement::DescribeTable {
+            table: table_id(&name)?,
+        }
+    } else {
+        Statement::Sql(Box::new(p.parse_statement().map_err(syntax)?))
+    };
+    expect_end(&mut p)?;
+    Ok(stmt)
+}
+
+/// Splits a script into statements at top-level `;`, respecting quotes and `--`
+/// comments. Empty statements are dropped.
+pub fn split_script(script: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = script.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                cur.push(c);
+                if c == q {
+                    if chars.peek() == Some(&q) {
+                        cur.push(chars.next().unwrap_or(q));
+                    } else {
+                        quote = None;
+                    }
+                }
+            }
+            None => match c {
+                '\'' | '"' => {
+                    quote = Some(c);
+                    cur.push(c);
+                }
+                '-' if chars.peek() == Some(&'-') => {
+                    for n in chars.by_ref() {
+                        if n == '\n' {
+                            cur.push('\n');
+                            break;
+                        }
+                    }
+                }
+                ';' => {
+                    if !cur.trim().is_empty() {
+                        out.push(cur.trim().to_string());
+                    }
+                    cur.clear();
+                }
+                _ => cur.push(c),
+            },
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn splits_scripts() {
+        let s = split_script("-- c;\nSELECT 'a;b'; ; INSERT INTO t VALUES ('it''s;');\nSELECT \"x;\"");
+        assert_eq!(
+            s,
+            vec!["SELECT 'a;b'", "INSERT INTO t VALUES ('it''s;')", "SELECT \"x;\""]
+        );
+    }
+
+    use super::*;
+
+    #[test]
+    fn own_statements() {
+        assert_eq!(
+            parse("CREATE NAMESPACE IF NOT EXISTS App;").unwrap(),
+            Statement::CreateNamespace {
+                name: NamespaceId::parse("app").unwrap(),
+                if_not_exists: true
+            }
+        );
+        assert_eq!(
+            parse("CREATE USER alice WITH PASSWORD 'secret-pw' ROLE service").unwrap(),
+            Statement::CreateUser {
+                name: "alice".into(),
+                password: Some("secret-pw".into()),
+                role: Role::Service,
+                if_not_exists: false
+            }
+        );
+        assert_eq!(
+            parse("ALTER USER alice SET ROLE 'dba'").unwrap(),
+            Statement::AlterUser {
+                name: "alice".into(),
+                change: UserChange::Role(Role::Dba)
+            }
+        );
+        assert!(matches!(
+            parse("DESCRIBE TABLE app.todos").unwrap(),
+            Statement::DescribeTable { .. }
+        ));
+        assert!(matches!(parse("SELECT 1").unwrap(), Statement::Sql(_)));
+    }
+
+    #[test]
+    fn rejects_garbage_and_multiple_statements() {
+        assert!(matches!(parse("SELEC 1"), Err(EngineError::Syntax(_))));
+        assert!(matches!(parse("SELECT 1; SELECT 2"), Err(EngineError::Syntax(_))));
+        assert!(matches!(parse(""), Err(EngineError::Syntax(_))));
+        assert!(matches!(
+            parse("ALTER USER x SET ROLE god"),
+            Err(EngineError::InvalidInput(_))
+        ));
+        let deep = format!("SELECT {}1{}", "(".repeat(500), ")".repeat(500));
+        assert!(matches!(parse(&deep), Err(EngineError::Syntax(_))));
+    }
+}

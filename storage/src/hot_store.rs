@@ -1,0 +1,317 @@
+//! The RocksDB hot store. A [`Partition`] is a RocksDB column family: the system area,
+//! the change log, and one per table. Writes go through [`WriteBatch`], applied
+//! atomically; the caller (the engine's commit pipeline) groups concurrent writers into
+//! one batch, so one fsync serves many of them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{
+    BoundColumnFamily, ColumnFamilyDescriptor, DBRawIteratorWithThreadMode, DBWithThreadMode, MultiThreaded, Options,
+    ReadOptions, WriteOptions,
+};
+
+use crate::error::{Result, StorageError};
+use crate::seq::{Seq, SeqAllocator};
+
+type Db = DBWithThreadMode<MultiThreaded>;
+
+/// A named key space (a RocksDB column family).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Partition(String);
+
+impl Partition {
+    /// Catalog, users and store metadata.
+    pub fn system() -> Self {
+        Partition("sys".into())
+    }
+    /// Change-log entries keyed by `_seq`.
+    pub fn change_log() -> Self {
+        Partition("changelog".into())
+    }
+    /// The rows of one table, by its numeric storage id.
+    pub fn table(storage_id: u64) -> Self {
+        Partition(format!("t{storage_id}"))
+    }
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+/// When an acknowledged write is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync before acknowledging; concurrent writers share one fsync (group commit).
+    #[default]
+    Sync,
+    /// Acknowledge once the write is in the OS page cache: a process crash loses
+    /// nothing, a power loss may lose the last moments of writes.
+    Async,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// Total memtable budget across all partitions.
+    pub write_buffer_bytes: usize,
+    /// Block cache shared by all partitions.
+    pub block_cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            write_buffer_bytes: 128 << 20,
+            block_cache_bytes: 128 << 20,
+        }
+    }
+}
+
+const SEQ_HIGH_WATER_KEY: &[u8] = b"meta/seq_high_water";
+
+pub struct HotStore {
+    db: Db,
+    cf_opts: Options,
+    durability: Durability,
+    seq: SeqAllocator,
+}
+
+impl std::fmt::Debug for HotStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotStore").finish_non_exhaustive()
+    }
+}
+
+impl HotStore {
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Self> {
+        let cache = rocksdb::Cache::new_lru_cache(options.block_cache_bytes);
+        let mut block = rocksdb::BlockBasedOptions::default();
+        block.set_block_cache(&cache);
+        block.set_bloom_filter(10.0, false);
+        block.set_cache_index_and_filter_blocks(true);
+
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&block);
+        cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        cf_opts.set_write_buffer_size(16 << 20);
+
+        let mut db_opts = cf_opts.clone();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_db_write_buffer_size(options.write_buffer_bytes);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_keep_log_file_num(4);
+
+        let mut names = Db::list_cf(&db_opts, path).unwrap_or_default();
+        for required in [Partition::system(), Partition::change_log()] {
+            if !names.iter().any(|n| n == required.name()) {
+                names.push(required.name().to_string());
+            }
+        }
+        let descriptors = names.iter().map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()));
+        let db = Db::open_cf_descriptors(&db_opts, path, descriptors)?;
+
+        let high_water = {
+            let cf = db
+                .cf_handle(Partition::system().name())
+                .ok_or_else(|| StorageError::NoSuchPartition("sys".into()))?;
+            match db.get_pinned_cf(&cf, SEQ_HIGH_WATER_KEY)? {
+                Some(v) => Seq(u64::from_be_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| StorageError::Corrupt("seq high-water mark".into()))?,
+                )),
+                None => Seq::ZERO,
+            }
+        };
+        Ok(Self {
+            db,
+            cf_opts,
+            durability: options.durability,
+            seq: SeqAllocator::new(high_water),
+        })
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The `_seq` allocator, resumed past the persisted high-water mark.
+    pub fn seq(&self) -> &SeqAllocator {
+        &self.seq
+    }
+
+    fn cf(&self, p: &Partition) -> Result<Arc<BoundColumnFamily<'_>>> {
+        self.db
+            .cf_handle(p.name())
+            .ok_or_else(|| StorageError::NoSuchPartition(p.name().to_string()))
+    }
+
+    pub fn has_partition(&self, p: &Partition) -> bool {
+        self.db.cf_handle(p.name()).is_some()
+    }
+
+    pub fn create_partition(&self, p: &Partition) -> Result<()> {
+        if self.has_partition(p) {
+            return Ok(());
+        }
+        self.db.create_cf(p.name(), &self.cf_opts)?;
+        Ok(())
+    }
+
+    pub fn drop_partition(&self, p: &Partition) -> Result<()> {
+        if !self.has_partition(p) {
+            return Ok(());
+        }
+        self.db.drop_cf(p.name())?;
+        Ok(())
+    }
+
+    pub fn get(&self, p: &Partition, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let cf = self.cf(p)?;
+        Ok(self.db.get_pinned_cf(&cf, key)?.map(|v| v.to_vec()))
+    }
+
+    /// Calls `f` with the value of `key`, without copying it out of RocksDB.
+    pub fn get_with<R>(&self, p: &Partition, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        let cf = self.cf(p)?;
+        Ok(self.db.get_pinned_cf(&cf, key)?.map(|v| f(v.as_ref())))
+    }
+
+    /// Iterates keys in `[lower, upper)` (no upper bound when `None`), in key order.
+    pub fn scan(&self, p: &Partition, lower: &[u8], upper: Option<&[u8]>) -> Result<ScanIter<'_>> {
+        let cf = self.cf(p)?;
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(lower.to_vec());
+        if let Some(u) = upper {
+            ro.set_iterate_upper_bound(u.to_vec());
+        }
+        let mut it = self.db.raw_iterator_cf_opt(&cf, ro);
+        it.seek(lower);
+        Ok(ScanIter { it, started: false })
+    }
+
+    /// Applies the batch atomically, with the store's durability. The batch carries the
+    /// `_seq` high-water mark when it allocated any seq.
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut wb = rocksdb::WriteBatch::default();
+        let sys = self.cf(&Partition::system())?;
+        for op in &batch.ops {
+            match op {
+                BatchOp::Put(p, k, v) => wb.put_cf(&self.cf(p)?, k, v),
+                BatchOp::Delete(p, k) => wb.delete_cf(&self.cf(p)?, k),
+            }
+        }
+        if let Some(seq) = batch.max_seq {
+            wb.put_cf(&sys, SEQ_HIGH_WATER_KEY, seq.to_be_bytes());
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.durability == Durability::Sync);
+        self.db.write_opt(wb, &wo)?;
+        Ok(())
+    }
+}
+
+enum BatchOp {
+    Put(Partition, Vec<u8>, Vec<u8>),
+    Delete(Partition, Vec<u8>),
+}
+
+/// Puts and deletes applied together or not at all.
+#[derive(Default)]
+pub struct WriteBatch {
+    ops: Vec<BatchOp>,
+    max_seq: Option<Seq>,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn put(&mut self, p: &Partition, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(BatchOp::Put(p.clone(), key, value));
+    }
+    pub fn delete(&mut self, p: &Partition, key: Vec<u8>) {
+        self.ops.push(BatchOp::Delete(p.clone(), key));
+    }
+    /// Records that this batch persists rows up to `seq`.
+    pub fn note_seq(&mut self, seq: Seq) {
+        self.max_seq = Some(self.max_seq.map_or(seq, |m| m.max(seq)));
+    }
+    /// Moves every operation of `other` into this batch.
+    pub fn append(&mut self, other: WriteBatch) {
+        self.ops.extend(other.ops);
+        if let Some(s) = other.max_seq {
+            self.note_seq(s);
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.max_seq.is_none()
+    }
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+/// A forward iterator over a key range.
+pub struct ScanIter<'a> {
+    it: DBRawIteratorWithThreadMode<'a, Db>,
+    started: bool,
+}
+
+impl ScanIter<'_> {
+    /// The next `(key, value)`, borrowed until the following call.
+    pub fn next_entry(&mut self) -> Result<Option<(&[u8], &[u8])>> {
+        if self.started {
+            self.it.next();
+        }
+        self.started = true;
+        if !self.it.valid() {
+            self.it.status()?;
+            return Ok(None);
+        }
+        match (self.it.key(), self.it.value()) {
+            (Some(k), Some(v)) => Ok(Some((k, v))),
+            _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_scan_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Partition::table(7);
+        let last;
+        {
+            let s = HotStore::open(dir.path(), &StoreOptions::default()).unwrap();
+            s.create_partition(&t).unwrap();
+            let mut b = WriteBatch::new();
+            for i in 0..10u8 {
+                b.put(&t, vec![1, i], vec![i]);
+            }
+            b.put(&t, vec![2, 0], vec![99]);
+            last = s.seq().next();
+            b.note_seq(last);
+            s.write(b).unwrap();
+            let mut it = s.scan(&t, &[1], Some(&[2])).unwrap();
+            let mut n = 0;
+            while let Some((k, v)) = it.next_entry().unwrap() {
+                assert_eq!(k, &[1, n]);
+                assert_eq!(v, &[n]);
+                n += 1;
+            }
+            assert_eq!(n, 10);
+        }
+        let s = HotStore::open(dir.path(), &StoreOptions::default()).unwrap();
+        assert!(s.has_partition(&t));
+        assert_eq!(s.get(&t, &[2, 0]).unwrap(), Some(vec![99]));
+        assert!(s.seq().next() > last);
+        s.drop_partition(&t).unwrap();
+        assert!(s.get(&t, &[2, 0]).is_err());
+    }
+}

@@ -1,0 +1,150 @@
+//! Test harness: a real KalamDB server on `127.0.0.1:0` with a temporary data
+//! directory, and an HTTP client that talks to it.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use kalamdb_api::app;
+use kalamdb_api::config::Config;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const ROOT_PASSWORD: &str = "root-password";
+
+pub struct TestServer {
+    pub url: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// A test configuration: fast bcrypt, a temporary data directory, a free port.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        bcrypt_cost: 4,
+        root_password: Some(ROOT_PASSWORD.into()),
+        max_body_bytes: 64 * 1024,
+        ..Config::default()
+    }
+}
+
+pub fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = test_config(dir.path());
+        tweak(&mut cfg);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (router, _state) = app::build_app(cfg).await.expect("build app");
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            app::serve(listener, router, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+        Self {
+            url: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            shutdown: Some(tx),
+            handle: Some(handle),
+            _dir: dir,
+        }
+    }
+
+    /// Sends a statement with parameters; returns the HTTP status and JSON body.
+    pub async fn sql_params(&self, user: &str, password: &str, sql: &str, params: Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(format!("{}/v1/sql", self.url))
+            .header("authorization", basic(user, password))
+            .json(&json!({ "sql": sql, "params": params }))
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    pub async fn sql(&self, user: &str, password: &str, sql: &str) -> (u16, Value) {
+        self.sql_params(user, password, sql, json!([])).await
+    }
+
+    /// Runs a statement that must succeed.
+    pub async fn ok(&self, user: &str, password: &str, sql: &str) -> Value {
+        let (status, body) = self.sql(user, password, sql).await;
+        assert_eq!(status, 200, "{sql} -> {body}");
+        body
+    }
+
+    /// Runs a statement as root that must succeed.
+    pub async fn root(&self, sql: &str) -> Value {
+        self.ok("root", ROOT_PASSWORD, sql).await
+    }
+
+    /// Runs a statement that must fail; returns the status and error code.
+    pub async fn err(&self, user: &str, password: &str, sql: &str) -> (u16, String) {
+        let (status, body) = self.sql(user, password, sql).await;
+        assert_ne!(status, 200, "{sql} should fail but gave {body}");
+        let code = body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {body}"));
+        assert!(
+            body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+        (status, code.to_string())
+    }
+
+    /// Creates a user with a password of the form `<name>-password`.
+    pub async fn user(&self, name: &str, role: &str) {
+        self.root(&format!(
+            "CREATE USER {name} WITH PASSWORD '{name}-password' ROLE {role}"
+        ))
+        .await;
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+/// The `rows` of a result.
+pub fn rows(v: &Value) -> Vec<Vec<Value>> {
+    v["rows"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|row| row.as_array().cloned().unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn pw(name: &str) -> String {
+    format!("{name}-password")
+}

@@ -22,7 +22,7 @@ test: build
 	KALAMDB_BIN=$(BIN) cargo test --release --workspace
 
 bench: build
-	cargo bench -p kalamdb-engine --bench engine
+	cargo bench --profile release --workspace --bench engine
 
 lint: deps
 	cargo fmt --all -- --check

@@ -81,17 +81,33 @@ pub fn entry_key(seq: Seq) -> Vec<u8> {
     seq.to_be_bytes().to_vec()
 }
 
+/// Encodes an entry from borrowed parts (the commit path), without building a
+/// [`ChangeEntry`] first.
+pub fn encode_entry(
+    table: StorageUid,
+    kind: ChangeKind,
+    key: &[u8],
+    new_row: Option<&[u8]>,
+    old_row: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(25 + key.len() + new_row.map_or(0, <[u8]>::len) + old_row.map_or(0, <[u8]>::len));
+    buf.extend_from_slice(&table.0.to_le_bytes());
+    buf.push(kind.tag());
+    put_bytes(&mut buf, Some(key));
+    put_bytes(&mut buf, new_row);
+    put_bytes(&mut buf, old_row);
+    buf
+}
+
 impl ChangeEntry {
     pub fn encode(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(
-            16 + self.key.len() + self.new_row.as_ref().map_or(0, Vec::len) + self.old_row.as_ref().map_or(0, Vec::len),
-        );
-        buf.extend_from_slice(&self.table.0.to_le_bytes());
-        buf.push(self.kind.tag());
-        put_bytes(&mut buf, Some(&self.key));
-        put_bytes(&mut buf, self.new_row.as_deref());
-        put_bytes(&mut buf, self.old_row.as_deref());
-        buf
+        encode_entry(
+            self.table,
+            self.kind,
+            &self.key,
+            self.new_row.as_deref(),
+            self.old_row.as_deref(),
+        )
     }
 
     pub fn decode(mut buf: &[u8]) -> Result<Self> {

@@ -14,8 +14,8 @@ use kalamdb_storage::{hot_store::HotStore, hot_store::Partition, hot_store::Writ
 use tokio::sync::oneshot;
 
 use crate::catalog::Catalog;
-use crate::changelog::{ChangeEntry, ChangeKind, entry_key};
-use crate::codec::{decode_row, encode_row, encode_tombstone, row_key};
+use crate::changelog::{ChangeKind, encode_entry, entry_key};
+use crate::codec::{decode_header, decode_row, encode_row, encode_tombstone, row_key};
 use crate::error::{EngineError, Result};
 use crate::row_expr::RowExpr;
 use crate::schema::TableDef;
@@ -121,8 +121,15 @@ impl CommitPipeline {
     }
 }
 
-/// The newest state of a key as seen by the group being built: `None` when absent.
-type Pending = HashMap<(u64, Vec<u8>), Option<(Seq, Vec<Value>)>>;
+/// The newest state of keys written by the group being built, per table: the row's
+/// seq and encoded bytes, or `None` once deleted.
+type Pending = HashMap<u64, HashMap<Vec<u8>, Option<(Seq, Vec<u8>)>>>;
+
+fn merge(into: &mut Pending, from: Pending) {
+    for (uid, keys) in from {
+        into.entry(uid).or_default().extend(keys);
+    }
+}
 
 fn writer_loop(store: &HotStore, catalog: &Catalog, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
@@ -165,7 +172,7 @@ fn commit_group(
         let res = apply_request(store, catalog, &req, &pending, &mut local_pending, &mut local);
         if res.is_ok() {
             batch.append(local);
-            pending.extend(local_pending);
+            merge(&mut pending, local_pending);
         }
         results.push((reply, res));
     }
@@ -205,19 +212,23 @@ fn apply_request(
     let user = req.user.as_ref();
     let mut out = WriteOutcome::default();
 
-    let lookup = |local: &Pending, key: &[u8]| -> Result<Option<(Seq, Vec<Value>)>> {
-        let k = (table.uid.0, key.to_vec());
-        if let Some(v) = local.get(&k).or_else(|| group.get(&k)) {
+    // the live version of a key: what this group wrote last, else what is stored
+    let lookup = |local: &Pending, key: &[u8]| -> Result<Option<(Seq, Vec<u8>)>> {
+        let uid = table.uid.0;
+        let pending = local
+            .get(&uid)
+            .and_then(|m| m.get(key))
+            .or_else(|| group.get(&uid).and_then(|m| m.get(key)));
+        if let Some(v) = pending {
             return Ok(v.clone());
         }
-        match store.get(&part, key)? {
-            None => Ok(None),
-            Some(bytes) => {
-                let row = decode_row(&table, &bytes)?;
-                Ok((!row.deleted).then_some((row.seq, row.values)))
-            }
-        }
+        let found = store.get_with(&part, key, |bytes| -> Result<Option<(Seq, Vec<u8>)>> {
+            let (_, seq, deleted) = decode_header(bytes)?;
+            Ok((!deleted).then(|| (seq, bytes.to_vec())))
+        })?;
+        Ok(found.transpose()?.flatten())
     };
+    let values_of = |bytes: &[u8]| -> Result<Vec<Value>> { Ok(decode_row(&table, bytes)?.values) };
 
     for op in &req.ops {
         let (pk, key) = match op {
@@ -229,50 +240,64 @@ fn apply_request(
             WriteOp::Update { pk, .. } | WriteOp::Delete { pk, .. } => (pk.clone(), row_key(user, pk)?),
         };
         let existing = lookup(local, &key)?;
-        let change = match op {
-            WriteOp::Insert { values, on_conflict } => match (&existing, on_conflict) {
-                (None, _) => Some((ChangeKind::Insert, Some(values.clone()), None)),
-                (Some(_), OnConflict::Error) => return Err(EngineError::DuplicateKey(pk.to_string())),
-                (Some(_), OnConflict::DoNothing) => None,
-                (Some((_, old)), OnConflict::DoUpdate(set)) => {
-                    let new = assign(&table, old, set, Some(values))?;
-                    Some((ChangeKind::Update, Some(new), Some(old.clone())))
-                }
-            },
-            WriteOp::Update { expected_seq, set, .. } => match (&existing, expected_seq) {
-                (Some((seq, _)), Some(exp)) if seq != exp => return Err(EngineError::WriteConflict),
-                (None, Some(_)) => return Err(EngineError::WriteConflict),
-                (None, None) => None,
-                (Some((_, old)), _) => {
-                    let new = assign(&table, old, set, None)?;
-                    Some((ChangeKind::Update, Some(new), Some(old.clone())))
-                }
-            },
-            WriteOp::Delete { expected_seq, .. } => match (&existing, expected_seq) {
-                (Some((seq, _)), Some(exp)) if seq != exp => return Err(EngineError::WriteConflict),
-                (None, Some(_)) => return Err(EngineError::WriteConflict),
-                (None, None) => None,
-                (Some((_, old)), _) => Some((ChangeKind::Delete, None, Some(old.clone()))),
-            },
+        let check_version = |existing: &Option<(Seq, Vec<u8>)>, expected: &Option<Seq>| -> Result<()> {
+            match (existing, expected) {
+                (Some((seq, _)), Some(exp)) if seq != exp => Err(EngineError::WriteConflict),
+                (None, Some(_)) => Err(EngineError::WriteConflict),
+                _ => Ok(()),
+            }
         };
-        let Some((kind, new, old)) = change else { continue };
+        // (kind, new values, old values, old encoded row)
+        let change = match (op, existing) {
+            (WriteOp::Insert { values, .. }, None) => (ChangeKind::Insert, Some(values.clone()), None, None),
+            (WriteOp::Insert { on_conflict, .. }, Some(_)) if *on_conflict == OnConflict::Error => {
+                return Err(EngineError::DuplicateKey(pk.to_string()));
+            }
+            (
+                WriteOp::Insert {
+                    on_conflict: OnConflict::DoUpdate(set),
+                    values,
+                },
+                Some((_, old_bytes)),
+            ) => {
+                let old = values_of(&old_bytes)?;
+                let new = assign(&table, &old, set, Some(values))?;
+                (ChangeKind::Update, Some(new), Some(old), Some(old_bytes))
+            }
+            (WriteOp::Insert { .. }, Some(_)) => continue,
+            (WriteOp::Update { expected_seq, set, .. }, existing) => {
+                check_version(&existing, expected_seq)?;
+                let Some((_, old_bytes)) = existing else { continue };
+                let old = values_of(&old_bytes)?;
+                let new = assign(&table, &old, set, None)?;
+                (ChangeKind::Update, Some(new), Some(old), Some(old_bytes))
+            }
+            (WriteOp::Delete { expected_seq, .. }, existing) => {
+                check_version(&existing, expected_seq)?;
+                let Some((_, old_bytes)) = existing else { continue };
+                (ChangeKind::Delete, None, Some(values_of(&old_bytes)?), Some(old_bytes))
+            }
+        };
+        let (kind, new, old, old_bytes) = change;
         let seq = store.seq().next();
         let new_bytes = match &new {
             Some(v) => encode_row(schema, seq, v),
             None => encode_tombstone(schema, seq),
         };
-        let old_bytes = old.as_ref().map(|o| encode_row(schema, seq, o));
-        let entry = ChangeEntry {
-            table: table.uid,
+        let entry = encode_entry(
+            table.uid,
             kind,
-            key: key.clone(),
-            new_row: new.is_some().then(|| new_bytes.clone()),
-            old_row: old_bytes,
-        };
-        batch.put(&Partition::change_log(), entry_key(seq), entry.encode());
-        batch.put(&part, key.clone(), new_bytes);
+            &key,
+            new.is_some().then_some(&new_bytes[..]),
+            old_bytes.as_deref(),
+        );
+        batch.put(&Partition::change_log(), entry_key(seq), entry);
+        local
+            .entry(table.uid.0)
+            .or_default()
+            .insert(key.clone(), new.is_some().then(|| (seq, new_bytes.clone())));
+        batch.put(&part, key, new_bytes);
         batch.note_seq(seq);
-        local.insert((table.uid.0, key), new.clone().map(|v| (seq, v)));
         out.changes.push(AppliedChange { kind, seq, new, old });
     }
     Ok(out)

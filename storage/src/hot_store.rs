@@ -196,15 +196,15 @@ impl HotStore {
     /// `_seq` high-water mark when it allocated any seq.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
         let mut wb = rocksdb::WriteBatch::default();
-        let sys = self.cf(&Partition::system())?;
+        let cfs = batch.parts.iter().map(|p| self.cf(p)).collect::<Result<Vec<_>>>()?;
         for op in &batch.ops {
             match op {
-                BatchOp::Put(p, k, v) => wb.put_cf(&self.cf(p)?, k, v),
-                BatchOp::Delete(p, k) => wb.delete_cf(&self.cf(p)?, k),
+                BatchOp::Put(p, k, v) => wb.put_cf(&cfs[*p as usize], k, v),
+                BatchOp::Delete(p, k) => wb.delete_cf(&cfs[*p as usize], k),
             }
         }
         if let Some(seq) = batch.max_seq {
-            wb.put_cf(&sys, SEQ_HIGH_WATER_KEY, seq.to_be_bytes());
+            wb.put_cf(&self.cf(&Partition::system())?, SEQ_HIGH_WATER_KEY, seq.to_be_bytes());
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.durability == Durability::Sync);
@@ -214,13 +214,15 @@ impl HotStore {
 }
 
 enum BatchOp {
-    Put(Partition, Vec<u8>, Vec<u8>),
-    Delete(Partition, Vec<u8>),
+    Put(u16, Vec<u8>, Vec<u8>),
+    Delete(u16, Vec<u8>),
 }
 
 /// Puts and deletes applied together or not at all.
 #[derive(Default)]
 pub struct WriteBatch {
+    /// The partitions the ops refer to, by index.
+    parts: Vec<Partition>,
     ops: Vec<BatchOp>,
     max_seq: Option<Seq>,
 }
@@ -229,11 +231,22 @@ impl WriteBatch {
     pub fn new() -> Self {
         Self::default()
     }
+    fn part(&mut self, p: &Partition) -> u16 {
+        match self.parts.iter().position(|x| x == p) {
+            Some(i) => i as u16,
+            None => {
+                self.parts.push(p.clone());
+                (self.parts.len() - 1) as u16
+            }
+        }
+    }
     pub fn put(&mut self, p: &Partition, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push(BatchOp::Put(p.clone(), key, value));
+        let i = self.part(p);
+        self.ops.push(BatchOp::Put(i, key, value));
     }
     pub fn delete(&mut self, p: &Partition, key: Vec<u8>) {
-        self.ops.push(BatchOp::Delete(p.clone(), key));
+        let i = self.part(p);
+        self.ops.push(BatchOp::Delete(i, key));
     }
     /// Records that this batch persists rows up to `seq`.
     pub fn note_seq(&mut self, seq: Seq) {
@@ -241,7 +254,11 @@ impl WriteBatch {
     }
     /// Moves every operation of `other` into this batch.
     pub fn append(&mut self, other: WriteBatch) {
-        self.ops.extend(other.ops);
+        let map: Vec<u16> = other.parts.iter().map(|p| self.part(p)).collect();
+        self.ops.extend(other.ops.into_iter().map(|op| match op {
+            BatchOp::Put(p, k, v) => BatchOp::Put(map[p as usize], k, v),
+            BatchOp::Delete(p, k) => BatchOp::Delete(map[p as usize], k),
+        }));
         if let Some(s) = other.max_seq {
             self.note_seq(s);
         }

@@ -19,7 +19,7 @@ run: build
 	$(BIN) serve --demo
 
 test: build
-	KALAMDB_BIN=$(BIN) cargo test --release --workspace
+	KALAMDB_BIN=$(BIN) bash scripts/test.sh
 
 bench: build
 	cargo bench --profile release --workspace --bench engine

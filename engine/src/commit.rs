@@ -81,7 +81,20 @@ enum Job {
 }
 
 pub struct CommitPipeline {
-    tx: mpsc::Sender<Job>,
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// Closing the pipeline lets the writer finish what is queued and waits for it, so the
+/// store is closed before whoever dropped the engine goes on (a process that exits
+/// with RocksDB still open may abort).
+impl Drop for CommitPipeline {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The largest number of requests grouped into one batch.
@@ -90,16 +103,25 @@ const MAX_GROUP: usize = 512;
 impl CommitPipeline {
     pub fn start(store: Arc<HotStore>, catalog: Arc<Catalog>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("kalamdb-commit".into())
             .spawn(move || writer_loop(&store, &catalog, rx))
             .expect("spawn the commit thread");
-        Self { tx }
+        Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn sender(&self) -> Result<&mpsc::Sender<Job>> {
+        self.tx
+            .as_ref()
+            .ok_or_else(|| EngineError::Internal("commit pipeline stopped".into()))
     }
 
     pub async fn write(&self, req: WriteRequest) -> Result<WriteOutcome> {
         let (tx, rx) = oneshot::channel();
-        self.tx
+        self.sender()?
             .send(Job::Write(req, tx))
             .map_err(|_| EngineError::Internal("commit pipeline stopped".into()))?;
         rx.await
@@ -113,7 +135,7 @@ impl CommitPipeline {
         let job: Exclusive = Box::new(move |store| {
             let _ = tx.send(f(store));
         });
-        self.tx
+        self.sender()?
             .send(Job::Exclusive(job))
             .map_err(|_| EngineError::Internal("commit pipeline stopped".into()))?;
         rx.await

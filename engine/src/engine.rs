@@ -45,7 +45,7 @@ impl EngineConfig {
             bcrypt_cost: password::DEFAULT_COST,
             root_password: None,
             root_remote_login: false,
-            write_retries: 8,
+            write_retries: 32,
         }
     }
 }

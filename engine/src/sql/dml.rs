@@ -136,7 +136,11 @@ impl Engine {
         let mut attempt = 0;
         loop {
             match f().await {
-                Err(EngineError::WriteConflict) if attempt < self.config.write_retries => attempt += 1,
+                Err(EngineError::WriteConflict) if attempt < self.config.write_retries => {
+                    attempt += 1;
+                    // back off a little more each time, so contending writers spread out
+                    tokio::time::sleep(std::time::Duration::from_micros(50 * attempt as u64)).await;
+                }
                 other => return other,
             }
         }

@@ -125,15 +125,19 @@ pub fn encode_tombstone(schema: &TableSchema, seq: Seq) -> Vec<u8> {
     buf
 }
 
-/// Reads only the header: `(schema version, seq, deleted)`.
-pub fn decode_header(bytes: &[u8]) -> Result<(u32, Seq, bool)> {
-    let mut r = Reader { buf: bytes };
+/// Reads `(schema version, seq, flags)` off the front of a row.
+fn read_header(r: &mut Reader<'_>) -> Result<(u32, Seq, u8)> {
     if r.byte()? != FORMAT {
         return Err(corrupt());
     }
     let version = r.varint()? as u32;
     let seq = Seq(r.varint()?);
-    let flags = r.byte()?;
+    Ok((version, seq, r.byte()?))
+}
+
+/// Reads only the header: `(schema version, seq, deleted)`.
+pub fn decode_header(bytes: &[u8]) -> Result<(u32, Seq, bool)> {
+    let (version, seq, flags) = read_header(&mut Reader { buf: bytes })?;
     Ok((version, seq, flags & FLAG_DELETED != 0))
 }
 
@@ -141,12 +145,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<(u32, Seq, bool)> {
 /// since take their backfill value, dropped ones are skipped, renamed ones keep their id.
 pub fn decode_row(table: &TableDef, bytes: &[u8]) -> Result<StoredRow> {
     let mut r = Reader { buf: bytes };
-    if r.byte()? != FORMAT {
-        return Err(corrupt());
-    }
-    let version = r.varint()? as u32;
-    let seq = Seq(r.varint()?);
-    let flags = r.byte()?;
+    let (version, seq, flags) = read_header(&mut r)?;
     let current = table.current();
     if flags & FLAG_DELETED != 0 {
         return Ok(StoredRow {

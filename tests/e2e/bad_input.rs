@@ -1,7 +1,7 @@
 //! Every bad input gets an error code and message, nothing half-written, and the
 //! server goes on serving.
 
-use kalamdb_tests::{ROOT_PASSWORD, TestServer, basic, pw, rows};
+use kalamdb_tests::{ROOT_PASSWORD, TestServer, basic, rows};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,13 +83,11 @@ async fn bad_input_gets_clear_errors() {
     );
 
     // a statement the role may not run
-    let (st, c) = s
-        .err("ann", &pw("ann"), "INSERT INTO t (id, name) VALUES (3, 'a')")
-        .await;
+    let (st, c) = s.err_as("ann", "INSERT INTO t (id, name) VALUES (3, 'a')").await;
     assert_eq!((st, c.as_str()), (403, "FORBIDDEN"));
-    let (st, c) = s.err("ann", &pw("ann"), "DROP TABLE t").await;
+    let (st, c) = s.err_as("ann", "DROP TABLE t").await;
     assert_eq!((st, c.as_str()), (403, "FORBIDDEN"));
-    let (st, c) = s.err("ann", &pw("ann"), "CREATE USER x WITH PASSWORD 'xxxxxxxx'").await;
+    let (st, c) = s.err_as("ann", "CREATE USER x WITH PASSWORD 'xxxxxxxx'").await;
     assert_eq!((st, c.as_str()), (403, "FORBIDDEN"));
 
     // wrong password and unknown user: the same status, code and message

@@ -11,51 +11,38 @@ async fn user_rows_are_isolated() {
     s.user("svc", "service").await;
     s.root("CREATE TABLE todos (id INT PRIMARY KEY, title TEXT) WITH (TYPE = 'USER')")
         .await;
-    s.ok(
-        "alice",
-        &pw("alice"),
-        "INSERT INTO todos VALUES (1, 'alice-1'), (2, 'alice-2')",
-    )
-    .await;
+    s.ok_as("alice", "INSERT INTO todos VALUES (1, 'alice-1'), (2, 'alice-2')")
+        .await;
 
     // bob sees nothing, even by key
-    let r = s.ok("bob", &pw("bob"), "SELECT * FROM todos").await;
+    let r = s.ok_as("bob", "SELECT * FROM todos").await;
     assert!(rows(&r).is_empty());
-    let r = s.ok("bob", &pw("bob"), "SELECT * FROM todos WHERE id = 1").await;
+    let r = s.ok_as("bob", "SELECT * FROM todos WHERE id = 1").await;
     assert!(rows(&r).is_empty());
     let r = s
-        .ok(
-            "bob",
-            &pw("bob"),
-            "SELECT count(*) FROM todos WHERE id IN (1, 2) OR id > 0",
-        )
+        .ok_as("bob", "SELECT count(*) FROM todos WHERE id IN (1, 2) OR id > 0")
         .await;
     assert_eq!(rows(&r), vec![vec![json!(0)]]);
     // bob's writes only touch bob's rows
     assert_eq!(
-        s.ok("bob", &pw("bob"), "UPDATE todos SET title = 'hacked' WHERE id = 1")
-            .await["affected_rows"],
+        s.ok_as("bob", "UPDATE todos SET title = 'hacked' WHERE id = 1").await["affected_rows"],
         0
     );
-    assert_eq!(s.ok("bob", &pw("bob"), "DELETE FROM todos").await["affected_rows"], 0);
+    assert_eq!(s.ok_as("bob", "DELETE FROM todos").await["affected_rows"], 0);
     // the same key is a separate row for bob; ON CONFLICT never reaches alice's row
-    s.ok(
+    s.ok_as(
         "bob",
-        &pw("bob"),
         "INSERT INTO todos VALUES (1, 'bob-1') ON CONFLICT (id) DO UPDATE SET title = 'bob-upsert'",
     )
     .await;
-    s.ok(
+    s.ok_as(
         "bob",
-        &pw("bob"),
         "INSERT INTO todos VALUES (1, 'bob-again') ON CONFLICT (id) DO UPDATE SET title = 'bob-upsert'",
     )
     .await;
-    let r = s.ok("bob", &pw("bob"), "SELECT id, title FROM todos").await;
+    let r = s.ok_as("bob", "SELECT id, title FROM todos").await;
     assert_eq!(rows(&r), vec![vec![json!(1), json!("bob-upsert")]]);
-    let r = s
-        .ok("alice", &pw("alice"), "SELECT id, title FROM todos ORDER BY id")
-        .await;
+    let r = s.ok_as("alice", "SELECT id, title FROM todos ORDER BY id").await;
     assert_eq!(
         rows(&r),
         vec![vec![json!(1), json!("alice-1")], vec![json!(2), json!("alice-2")]]

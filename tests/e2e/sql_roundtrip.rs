@@ -20,9 +20,8 @@ async fn round_trip_on_every_table_type() {
         ))
         .await;
         let r = s
-            .ok(
+            .ok_as(
                 "alice",
-                &pw("alice"),
                 &format!(
                     "INSERT INTO shop.{name} (id, name, price, qty, tags, added, blob, flag) VALUES \
                      (1, 'apple', 1.5, 10, '{{\"c\":\"red\"}}', '2024-01-31', 'AAE=', true), \
@@ -35,7 +34,7 @@ async fn round_trip_on_every_table_type() {
         assert_eq!(r["affected_rows"], 4, "{name}");
 
         let r = s
-            .ok("alice", &pw("alice"), &format!("SELECT id, name, qty, owner, tags, added, blob FROM shop.{name} WHERE price > 0.6 OR price IS NULL ORDER BY qty DESC, id LIMIT 3"))
+            .ok_as("alice", &format!("SELECT id, name, qty, owner, tags, added, blob FROM shop.{name} WHERE price > 0.6 OR price IS NULL ORDER BY qty DESC, id LIMIT 3"))
             .await;
         assert_eq!(
             rows(&r),
@@ -76,27 +75,18 @@ async fn round_trip_on_every_table_type() {
         );
 
         let r = s
-            .ok(
+            .ok_as(
                 "alice",
-                &pw("alice"),
                 &format!("UPDATE shop.{name} SET qty = qty * 2 + 1, name = name || '!' WHERE id IN (1, -4)"),
             )
             .await;
         assert_eq!(r["affected_rows"], 2);
         let r = s
-            .ok(
-                "alice",
-                &pw("alice"),
-                &format!("DELETE FROM shop.{name} WHERE name = 'pear'"),
-            )
+            .ok_as("alice", &format!("DELETE FROM shop.{name} WHERE name = 'pear'"))
             .await;
         assert_eq!(r["affected_rows"], 1);
         let r = s
-            .ok(
-                "alice",
-                &pw("alice"),
-                &format!("SELECT id, name, qty FROM shop.{name} ORDER BY id"),
-            )
+            .ok_as("alice", &format!("SELECT id, name, qty FROM shop.{name} ORDER BY id"))
             .await;
         assert_eq!(
             rows(&r),
@@ -109,17 +99,13 @@ async fn round_trip_on_every_table_type() {
         );
         // upsert: one conflicting row updated, one new row inserted
         let r = s
-            .ok(
-                "alice",
-                &pw("alice"),
-                &format!("INSERT INTO shop.{name} (id, name, qty) VALUES (3, 'plum2', 5), (9, 'kiwi', 2) ON CONFLICT (id) DO UPDATE SET qty = {name}.qty + EXCLUDED.qty, name = EXCLUDED.name"),
+            .ok_as("alice", &format!("INSERT INTO shop.{name} (id, name, qty) VALUES (3, 'plum2', 5), (9, 'kiwi', 2) ON CONFLICT (id) DO UPDATE SET qty = {name}.qty + EXCLUDED.qty, name = EXCLUDED.name"),
             )
             .await;
         assert_eq!(r["affected_rows"], 2);
         let r = s
-            .ok(
+            .ok_as(
                 "alice",
-                &pw("alice"),
                 &format!("SELECT id, name, qty FROM shop.{name} WHERE id >= 3 ORDER BY id"),
             )
             .await;
@@ -131,9 +117,8 @@ async fn round_trip_on_every_table_type() {
             ]
         );
         let r = s
-            .ok(
+            .ok_as(
                 "alice",
-                &pw("alice"),
                 &format!("INSERT INTO shop.{name} (id, name) VALUES (9, 'x') ON CONFLICT (id) DO NOTHING"),
             )
             .await;
@@ -150,11 +135,7 @@ async fn round_trip_on_every_table_type() {
         assert_eq!(st, 200, "{r}");
         assert_eq!(rows(&r), vec![vec![json!(3), json!(29)]]);
         let r = s
-            .ok(
-                "alice",
-                &pw("alice"),
-                &format!("SELECT _seq, _deleted FROM shop.{name} WHERE id = 9"),
-            )
+            .ok_as("alice", &format!("SELECT _seq, _deleted FROM shop.{name} WHERE id = 9"))
             .await;
         assert!(rows(&r)[0][0].as_i64().unwrap() > 0);
         assert_eq!(rows(&r)[0][1], json!(false));

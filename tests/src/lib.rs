@@ -96,6 +96,16 @@ impl TestServer {
         body
     }
 
+    /// Runs a statement that must succeed as a user made by [`TestServer::user`].
+    pub async fn ok_as(&self, user: &str, sql: &str) -> Value {
+        self.ok(user, &pw(user), sql).await
+    }
+
+    /// Runs a statement that must fail as a user made by [`TestServer::user`].
+    pub async fn err_as(&self, user: &str, sql: &str) -> (u16, String) {
+        self.err(user, &pw(user), sql).await
+    }
+
     /// Runs a statement as root that must succeed.
     pub async fn root(&self, sql: &str) -> Value {
         self.ok("root", ROOT_PASSWORD, sql).await

@@ -151,3 +151,71 @@ impl TableProvider for HotTableProvider {
         Ok(exec)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ColumnId, ColumnName, NamespaceId, StorageUid, TableId, TableName};
+    use crate::schema::{ColumnDef, TableSchema};
+    use datafusion::prelude::{col, lit};
+    use kalamdb_auth::permissions::{AccessLevel, TableType};
+
+    fn table() -> TableDef {
+        let c = |id, name: &str, ty| ColumnDef {
+            id: ColumnId(id),
+            name: ColumnName::parse(name).unwrap(),
+            ty,
+            nullable: true,
+            default: None,
+        };
+        TableDef {
+            id: TableId::new(NamespaceId::public(), TableName::parse("t").unwrap()),
+            uid: StorageUid(1),
+            table_type: TableType::Shared,
+            access_level: AccessLevel::Public,
+            ttl_seconds: None,
+            flush_policy: None,
+            versions: vec![TableSchema {
+                version: 1,
+                pk: 0,
+                columns: vec![c(1, "id", ColumnType::BigInt), c(2, "name", ColumnType::Text)],
+            }],
+            next_column_id: 3,
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn primary_key_predicates_become_lookups_and_ranges() {
+        let t = table();
+        assert_eq!(
+            key_plan(&t, &[col("id").eq(lit(5i32))]),
+            KeyPlan::Points(vec![Value::BigInt(5)])
+        );
+        assert_eq!(
+            key_plan(&t, &[lit(7i64).eq(col("id"))]),
+            KeyPlan::Points(vec![Value::BigInt(7)])
+        );
+        assert_eq!(
+            key_plan(&t, &[col("id").in_list(vec![lit(1i64), lit(2i64)], false)]),
+            KeyPlan::Points(vec![Value::BigInt(1), Value::BigInt(2)])
+        );
+        assert_eq!(
+            key_plan(&t, &[col("id").gt(lit(3i64)), col("id").lt_eq(lit(9i64))]),
+            KeyPlan::Range {
+                lo: Bound::Excluded(Value::BigInt(3)),
+                hi: Bound::Included(Value::BigInt(9))
+            }
+        );
+        // a literal on the left flips the comparison: 3 < id is id > 3
+        assert_eq!(
+            key_plan(&t, &[lit(3i64).lt(col("id"))]),
+            KeyPlan::Range {
+                lo: Bound::Excluded(Value::BigInt(3)),
+                hi: Bound::Unbounded
+            }
+        );
+        assert_eq!(key_plan(&t, &[col("name").eq(lit("x"))]), KeyPlan::All);
+        assert_eq!(key_plan(&t, &[col("id").in_list(vec![lit(1i64)], true)]), KeyPlan::All);
+    }
+}

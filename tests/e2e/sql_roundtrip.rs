@@ -247,3 +247,23 @@ async fn demo_schema_serves_the_demo_user() {
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("FORBIDDEN")));
     s.stop().await;
 }
+
+/// STREAM rows disappear once older than TTL_SECONDS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_rows_expire() {
+    let s = TestServer::start().await;
+    s.root(
+        "CREATE TABLE pings (id INT PRIMARY KEY, at TIMESTAMP DEFAULT NOW()) WITH (TYPE = 'STREAM', TTL_SECONDS = 1)",
+    )
+    .await;
+    s.root("INSERT INTO pings (id) VALUES (1)").await;
+    let r = s.root("SELECT id FROM pings").await;
+    assert_eq!(rows(&r), vec![vec![json!(1)]]);
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    s.root("INSERT INTO pings (id) VALUES (2)").await;
+    let r = s.root("SELECT id FROM pings").await;
+    assert_eq!(rows(&r), vec![vec![json!(2)]], "the expired row must be gone");
+    let r = s.root("SELECT id FROM pings WHERE id = 1").await;
+    assert!(rows(&r).is_empty(), "an expired row is gone from point lookups too");
+    s.stop().await;
+}

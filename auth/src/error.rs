@@ -8,6 +8,10 @@ pub enum AuthError {
     Hash(#[from] bcrypt::BcryptError),
     #[error("unknown role '{0}'")]
     UnknownRole(String),
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("token expired")]
+    ExpiredToken,
     #[error("invalid user name '{0}': use 1-64 letters, digits, '_', '-' or '.'")]
     InvalidUserName(String),
 }

@@ -3,5 +3,6 @@
 
 pub mod error;
 pub mod identity;
+pub mod jwt;
 pub mod password;
 pub mod permissions;

@@ -17,6 +17,7 @@ use crate::error::{EngineError, Result};
 use crate::ids::{ColumnName, NamespaceId, TableId};
 use crate::reader::PartitionReader;
 use crate::schema::{DefaultExpr, TableDef};
+use crate::sessions::{Sessions, TokenPair};
 use crate::sql::eval::{BuiltinFn, EvalEnv};
 use crate::sql::parse::{self, Statement};
 use crate::sql::result::SqlResult;
@@ -35,6 +36,10 @@ pub struct EngineConfig {
     pub root_remote_login: bool,
     /// How often a statement is retried when rows changed under it.
     pub write_retries: usize,
+    /// Lifetime of access tokens.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of refresh tokens.
+    pub refresh_token_ttl_secs: u64,
 }
 
 impl EngineConfig {
@@ -46,6 +51,8 @@ impl EngineConfig {
             root_password: None,
             root_remote_login: false,
             write_retries: 32,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -57,6 +64,7 @@ pub struct Engine {
     pub(crate) commit: CommitPipeline,
     pub(crate) df_state: SessionState,
     pub(crate) config: EngineConfig,
+    sessions: Sessions,
     dummy_hash: String,
 }
 
@@ -103,11 +111,13 @@ impl Engine {
         };
         let path = config.data_dir.join("hot");
         let cost = config.bcrypt_cost;
-        let (store, catalog, users, dummy_hash) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (access_ttl, refresh_ttl) = (config.access_token_ttl_secs, config.refresh_token_ttl_secs);
+        let (store, catalog, users, sessions, dummy_hash) = tokio::task::spawn_blocking(move || -> Result<_> {
             let store = Arc::new(HotStore::open(&path, &store_opts)?);
             let catalog = Arc::new(Catalog::load(&store)?);
             let users = Arc::new(UserStore::load(&store)?);
-            Ok((store, catalog, users, password::dummy_hash(cost)))
+            let sessions = Sessions::open(&store, access_ttl, refresh_ttl)?;
+            Ok((store, catalog, users, sessions, password::dummy_hash(cost)))
         })
         .await
         .map_err(|e| EngineError::Internal(e.to_string()))??;
@@ -216,6 +226,25 @@ impl Engine {
     /// The context for an already verified identity (a token), if the user is active.
     pub fn context_for(&self, user: &UserId) -> Option<ExecContext> {
         self.users.active(user).map(|u| ExecContext::new(u.id, u.role))
+    }
+
+    /// Password login: an access token and a refresh token.
+    pub async fn login(&self, username: &str, pw: &str, from_loopback: bool) -> Result<TokenPair> {
+        let ctx = self.authenticate(username, pw, from_loopback).await?;
+        self.sessions.issue(&self.store, &ctx.user, ctx.role)
+    }
+
+    /// Rotates a refresh token (used once; reuse revokes the session family).
+    pub fn refresh(&self, refresh_token: &str) -> Result<TokenPair> {
+        self.sessions.refresh(&self.store, refresh_token, |u| self.users.active(u).map(|r| r.role))
+    }
+
+    /// The caller of a bearer access token. The user must still be active, and the
+    /// role is the lower of the token's and the current one.
+    pub fn context_from_token(&self, token: &str) -> Result<ExecContext> {
+        let (user, role) = self.sessions.verify(token)?;
+        let current = self.users.active(&user).ok_or_else(|| EngineError::InvalidToken("invalid token".into()))?;
+        Ok(ExecContext::new(user, role.min(current.role)))
     }
 
     /// Resolves a table and checks that the caller may perform `op` on it.

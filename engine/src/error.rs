@@ -22,6 +22,7 @@ pub enum ErrorCode {
     WriteConflict,
     PayloadTooLarge,
     Unauthenticated,
+    TokenExpired,
     Forbidden,
     Internal,
 }
@@ -43,6 +44,7 @@ impl ErrorCode {
             ErrorCode::WriteConflict => "WRITE_CONFLICT",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::TokenExpired => "TOKEN_EXPIRED",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::Internal => "INTERNAL_ERROR",
         }
@@ -56,7 +58,7 @@ impl ErrorCode {
             | ErrorCode::ColumnNotFound
             | ErrorCode::TypeMismatch
             | ErrorCode::NotNullViolation => 400,
-            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Unauthenticated | ErrorCode::TokenExpired => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NamespaceNotFound | ErrorCode::TableNotFound | ErrorCode::UserNotFound => 404,
             ErrorCode::AlreadyExists | ErrorCode::DuplicateKey | ErrorCode::WriteConflict => 409,
@@ -97,6 +99,11 @@ pub enum EngineError {
     /// The one message every failed login gets.
     #[error("invalid username or password")]
     Unauthenticated,
+    /// A bearer or refresh token that is not valid (never says why in detail).
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("token expired")]
+    TokenExpired,
     #[error("{0}")]
     Forbidden(String),
     #[error("storage: {0}")]
@@ -121,7 +128,8 @@ impl EngineError {
             EngineError::DuplicateKey(_) => ErrorCode::DuplicateKey,
             EngineError::WriteConflict => ErrorCode::WriteConflict,
             EngineError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
-            EngineError::Unauthenticated => ErrorCode::Unauthenticated,
+            EngineError::Unauthenticated | EngineError::InvalidToken(_) => ErrorCode::Unauthenticated,
+            EngineError::TokenExpired => ErrorCode::TokenExpired,
             EngineError::Forbidden(_) => ErrorCode::Forbidden,
             EngineError::Storage(_) | EngineError::Internal(_) => ErrorCode::Internal,
         }

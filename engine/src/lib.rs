@@ -15,6 +15,7 @@ pub mod provider;
 pub mod reader;
 pub mod row_expr;
 pub mod schema;
+pub mod sessions;
 pub mod sql;
 pub mod system_tables;
 pub mod types;

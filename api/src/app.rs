@@ -51,6 +51,8 @@ pub async fn build_app(config: Config) -> anyhow::Result<(Router, AppState)> {
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/sql", post(sql_handler::handle))
+        .route("/v1/auth/login", post(crate::auth_handler::login))
+        .route("/v1/auth/refresh", post(crate::auth_handler::refresh))
         .merge(kalamdb_playground::router())
         .layer(middleware::from_fn(catch_panics))
         .with_state(state.clone());

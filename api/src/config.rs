@@ -32,6 +32,10 @@ pub struct Config {
     pub root_password: Option<String>,
     /// Apply the demo schema and demo user at start.
     pub demo: bool,
+    /// Lifetime of access tokens, in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of refresh tokens, in seconds.
+    pub refresh_token_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -45,6 +49,8 @@ impl Default for Config {
             root_remote_login: false,
             root_password: None,
             demo: false,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -117,6 +123,8 @@ impl Config {
         e.bcrypt_cost = self.bcrypt_cost;
         e.root_password = self.root_password.clone();
         e.root_remote_login = self.root_remote_login;
+        e.access_token_ttl_secs = self.access_token_ttl_secs;
+        e.refresh_token_ttl_secs = self.refresh_token_ttl_secs;
         e
     }
 }

@@ -1,5 +1,5 @@
-//! Turns request credentials into an [`ExecContext`]: HTTP Basic checked against bcrypt
-//! hashes, and `X-KalamDB-User-Id` for callers allowed to act as a user.
+//! Turns request credentials into an [`ExecContext`]: a bearer access token, or HTTP
+//! Basic checked against bcrypt hashes, and `X-KalamDB-User-Id` for callers allowed to act as a user.
 
 use std::net::SocketAddr;
 
@@ -14,32 +14,36 @@ use crate::error::ApiError;
 
 pub const ACT_AS_HEADER: &str = "x-kalamdb-user-id";
 
-fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> {
+enum Credentials {
+    Basic(String, String),
+    Bearer(String),
+}
+
+fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
     let value = headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unauthenticated,
-            "missing credentials: use Authorization: Basic",
-        )
+        ApiError::new(ErrorCode::Unauthenticated, "missing credentials: use Authorization: Bearer or Basic")
     })?;
     let value = value.to_str().map_err(|_| ApiError::unauthenticated())?;
     let (scheme, rest) = value.split_once(' ').ok_or_else(ApiError::unauthenticated)?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Credentials::Bearer(rest.trim().to_string()));
+    }
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(ApiError::new(
-            ErrorCode::Unauthenticated,
-            "unsupported authorization scheme: use Basic",
-        ));
+        return Err(ApiError::new(ErrorCode::Unauthenticated, "unsupported authorization scheme: use Bearer or Basic"));
     }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(rest.trim())
         .map_err(|_| ApiError::unauthenticated())?;
     let text = String::from_utf8(decoded).map_err(|_| ApiError::unauthenticated())?;
     let (user, pass) = text.split_once(':').ok_or_else(ApiError::unauthenticated)?;
-    Ok((user.to_string(), pass.to_string()))
+    Ok(Credentials::Basic(user.to_string(), pass.to_string()))
 }
 
 pub async fn authenticate(engine: &Engine, headers: &HeaderMap, peer: SocketAddr) -> Result<ExecContext, ApiError> {
-    let (user, pass) = basic_credentials(headers)?;
-    let ctx = engine.authenticate(&user, &pass, peer.ip().is_loopback()).await?;
+    let ctx = match credentials(headers)? {
+        Credentials::Basic(user, pass) => engine.authenticate(&user, &pass, peer.ip().is_loopback()).await?,
+        Credentials::Bearer(token) => engine.context_from_token(&token)?,
+    };
     match headers.get(ACT_AS_HEADER) {
         None => Ok(ctx),
         Some(v) => {

@@ -1,6 +1,7 @@
 //! kalamdb-api: configuration, the axum application, HTTP handlers and the CLI.
 
 pub mod app;
+pub mod auth_handler;
 pub mod cli_sql;
 pub mod config;
 pub mod demo;

@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, a module per capability, each against a real server.
 
+mod auth_tokens;
 mod bad_input;
 mod durability;
 mod isolation;

@@ -12,7 +12,7 @@ deps:
 	@bash scripts/install-deps.sh
 
 build: deps
-	cargo build --release -p kalamdb-api --bin kalamdb
+	cargo build --release --workspace --bins
 
 run: build
 	@echo "root password at first start: $$KALAMDB_ROOT_PASSWORD (set KALAMDB_ROOT_PASSWORD to choose another)"
@@ -22,7 +22,7 @@ test: build
 	KALAMDB_BIN=$(BIN) bash scripts/test.sh
 
 bench: build
-	cargo bench --profile release --workspace --bench engine
+	cargo bench --profile release --workspace --bench engine --bench load
 
 lint: deps
 	cargo fmt --all -- --check

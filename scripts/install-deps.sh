@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the build needs and is missing, from Debian's packages. Idempotent.
+# Installs what the build and the tests need and is missing: Debian's packages, then the
+# Node client tests' packages from their committed lockfile (npm ci). Idempotent.
 set -euo pipefail
 
 need=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
@@ -19,3 +22,11 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install a Rust toolchain (rustup) first" >&2
   exit 1
 fi
+
+# Node packages of the client tests, reinstalled when the lockfile changed.
+for dir in tests/clients; do
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test and ends with one summary line: "N passed, N failed".
 set -uo pipefail
+# snapshots are compared, never written, here: `INSTA_UPDATE=always cargo test` updates them
+export INSTA_UPDATE=no
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --release --workspace --lib --bins --tests 2>&1 | tee "$log"

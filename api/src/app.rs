@@ -9,18 +9,21 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::FutureExt;
+use kalamdb_auth::identity::Role;
 use kalamdb_engine::engine::Engine;
 use kalamdb_engine::error::ErrorCode;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::sql_handler;
+use crate::{graphql_handler, sql_handler};
+use kalamdb_schema_gen::registry::SchemaRegistry;
 
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub config: Arc<Config>,
+    pub schemas: Arc<SchemaRegistry>,
 }
 
 /// Turns a panic in a handler into a 500 with a generic message; the server goes on.
@@ -38,25 +41,48 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// The load generator's baseline: the cheapest request the server can answer.
+async fn bench_noop_handler() -> &'static str {
+    "{}"
+}
+
 /// Opens the engine (applying the demo schema when configured) and builds the router.
 pub async fn build_app(config: Config) -> anyhow::Result<(Router, AppState)> {
     let engine = Engine::open(config.engine_config()).await?;
     if config.demo {
         crate::demo::apply(&engine).await?;
     }
+    let schemas = Arc::new(SchemaRegistry::new(engine.clone(), config.graphql_limits()));
+    let bench_noop = config.bench_noop;
     let state = AppState {
         engine,
         config: Arc::new(config),
+        schemas,
     };
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/sql", post(sql_handler::handle))
+        .route("/v1/graphql", get(graphql_handler::get).post(graphql_handler::post))
         .route("/v1/auth/login", post(crate::auth_handler::login))
         .route("/v1/auth/refresh", post(crate::auth_handler::refresh))
-        .merge(kalamdb_playground::router())
+        .merge(kalamdb_playground::router());
+    if bench_noop {
+        router = router.route("/v1/bench/noop", get(bench_noop_handler));
+    }
+    let router = router
         .layer(middleware::from_fn(catch_panics))
         .with_state(state.clone());
     Ok((router, state))
+}
+
+/// The sorted, stable SDL of the schema `role` sees.
+pub async fn schema_sdl(config: Config, role: Role) -> anyhow::Result<String> {
+    let engine = Engine::open(config.engine_config()).await?;
+    if config.demo {
+        crate::demo::apply(&engine).await?;
+    }
+    let schema = kalamdb_schema_gen::schema::build_schema(&engine, role, &config.graphql_limits())?;
+    Ok(kalamdb_schema_gen::schema::sorted_sdl(&schema))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains requests.

@@ -32,7 +32,10 @@ pub async fn login(
     body: Body,
 ) -> Result<Json<TokenPair>, ApiError> {
     let req: LoginRequest = read_json(body, state.config.max_body_bytes).await?;
-    let pair = state.engine.login(&req.username, &req.password, peer.ip().is_loopback()).await?;
+    let pair = state
+        .engine
+        .login(&req.username, &req.password, peer.ip().is_loopback())
+        .await?;
     Ok(Json(pair))
 }
 

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use kalamdb_engine::engine::EngineConfig;
+use kalamdb_schema_gen::schema::GraphqlLimits;
 use kalamdb_storage::hot_store::Durability;
 use serde::Deserialize;
 
@@ -36,6 +37,18 @@ pub struct Config {
     pub access_token_ttl_secs: u64,
     /// Lifetime of refresh tokens, in seconds.
     pub refresh_token_ttl_secs: u64,
+    /// Deepest selection nesting a GraphQL document may have.
+    pub max_query_depth: usize,
+    /// Most fields a GraphQL document may select (each field costs 1).
+    pub max_query_complexity: usize,
+    /// Most rows one list in a GraphQL result may hold.
+    pub max_result_rows: usize,
+    /// How deep a `where` may nest.
+    pub max_filter_depth: usize,
+    /// How many conditions and list values a `where` may hold.
+    pub max_filter_nodes: usize,
+    /// Serve `GET /v1/bench/noop`, the load generator's baseline.
+    pub bench_noop: bool,
 }
 
 impl Default for Config {
@@ -51,6 +64,12 @@ impl Default for Config {
             demo: false,
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 30 * 24 * 3600,
+            max_query_depth: 12,
+            max_query_complexity: 1000,
+            max_result_rows: 10_000,
+            max_filter_depth: 16,
+            max_filter_nodes: 1000,
+            bench_noop: false,
         }
     }
 }
@@ -108,6 +127,9 @@ impl Config {
         if let Some(v) = get("KALAMDB_MAX_BODY_BYTES") {
             self.max_body_bytes = parse("KALAMDB_MAX_BODY_BYTES", v)?;
         }
+        if let Some(v) = get("KALAMDB_BENCH_NOOP") {
+            self.bench_noop = parse("KALAMDB_BENCH_NOOP", v)?;
+        }
         if let Some(v) = get("KALAMDB_ROOT_PASSWORD") {
             self.root_password = Some(v);
         }
@@ -125,7 +147,17 @@ impl Config {
         e.root_remote_login = self.root_remote_login;
         e.access_token_ttl_secs = self.access_token_ttl_secs;
         e.refresh_token_ttl_secs = self.refresh_token_ttl_secs;
+        e.max_filter_depth = self.max_filter_depth;
+        e.max_filter_nodes = self.max_filter_nodes;
         e
+    }
+
+    pub fn graphql_limits(&self) -> GraphqlLimits {
+        GraphqlLimits {
+            max_depth: self.max_query_depth,
+            max_complexity: self.max_query_complexity,
+            max_rows: self.max_result_rows,
+        }
     }
 }
 

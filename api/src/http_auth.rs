@@ -21,7 +21,10 @@ enum Credentials {
 
 fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
     let value = headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
-        ApiError::new(ErrorCode::Unauthenticated, "missing credentials: use Authorization: Bearer or Basic")
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "missing credentials: use Authorization: Bearer or Basic",
+        )
     })?;
     let value = value.to_str().map_err(|_| ApiError::unauthenticated())?;
     let (scheme, rest) = value.split_once(' ').ok_or_else(ApiError::unauthenticated)?;
@@ -29,7 +32,10 @@ fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
         return Ok(Credentials::Bearer(rest.trim().to_string()));
     }
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(ApiError::new(ErrorCode::Unauthenticated, "unsupported authorization scheme: use Bearer or Basic"));
+        return Err(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "unsupported authorization scheme: use Bearer or Basic",
+        ));
     }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(rest.trim())

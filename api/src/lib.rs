@@ -6,5 +6,6 @@ pub mod cli_sql;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod graphql_handler;
 pub mod http_auth;
 pub mod sql_handler;

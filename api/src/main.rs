@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kalamdb_api::{app, cli_sql, config::Config, demo};
+use kalamdb_auth::identity::Role;
 use kalamdb_engine::sql::parse::split_script;
 
 #[derive(Parser)]
@@ -24,6 +25,21 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
         /// Apply the demo schema and create the demo user.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Print the GraphQL schema (SDL) a role sees, sorted and stable, for client code
+    /// generation. Reads the data directory, so run it while the server is stopped (a
+    /// running server answers standard introspection instead).
+    Schema {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// user, service, dba or system.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Apply the demo schema first.
         #[arg(long)]
         demo: bool,
     },
@@ -88,6 +104,21 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             app::serve(listener, router, app::shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Schema {
+            config,
+            data_dir,
+            role,
+            demo: with_demo,
+        } => {
+            let role: Role = role.parse().map_err(|_| anyhow::anyhow!("unknown role '{role}'"))?;
+            let mut cfg = Config::load(config.as_deref())?;
+            if let Some(d) = data_dir {
+                cfg.data_dir = d;
+            }
+            cfg.demo |= with_demo;
+            print!("{}", app::schema_sdl(cfg, role).await?);
             Ok(())
         }
         Command::Sql {

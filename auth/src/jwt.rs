@@ -45,7 +45,8 @@ impl TokenKeys {
             exp: now_secs + self.ttl_secs,
             iss: self.issuer.clone(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|_| AuthError::InvalidToken)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|_| AuthError::InvalidToken)
     }
 
     /// Verifies signature, algorithm, issuer and expiry (no leeway).
@@ -84,7 +85,10 @@ mod tests {
     }
 
     fn now() -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     #[test]
@@ -100,7 +104,11 @@ mod tests {
         assert!(matches!(k.verify(&old), Err(AuthError::ExpiredToken)));
         // tampered payload
         let parts: Vec<&str> = t.split('.').collect();
-        let forged = b64(&format!(r#"{{"sub":"alice","role":"system","iat":{0},"exp":{1},"iss":"kalamdb"}}"#, now(), now() + 60));
+        let forged = b64(&format!(
+            r#"{{"sub":"alice","role":"system","iat":{0},"exp":{1},"iss":"kalamdb"}}"#,
+            now(),
+            now() + 60
+        ));
         assert!(k.verify(&format!("{}.{}.{}", parts[0], forged, parts[2])).is_err());
         // alg none
         let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), forged);

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kalamdb_auth::identity::{Role, UserId};
-use kalamdb_engine::commit::OnConflict;
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::{Engine, EngineConfig};
 use kalamdb_engine::ids::{ColumnName, NamespaceId, TableId, TableName};
+use kalamdb_engine::mutate::ConflictAction;
 use kalamdb_engine::types::Value;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -69,7 +69,7 @@ async fn run() {
     let t = Instant::now();
     for start in (0..N).step_by(1000) {
         let rows = (start..start + 1000).map(|i| row(&cols, i)).collect();
-        engine.insert(&ctx, &table, rows, OnConflict::Error).await.unwrap();
+        engine.insert(&ctx, &table, rows, ConflictAction::Error).await.unwrap();
     }
     let el = t.elapsed();
     println!(
@@ -132,7 +132,7 @@ async fn run() {
                 let id = N + w * PER + i;
                 let t = Instant::now();
                 engine
-                    .insert(&ctx, &table, vec![row(&cols, id)], OnConflict::Error)
+                    .insert(&ctx, &table, vec![row(&cols, id)], ConflictAction::Error)
                     .await
                     .unwrap();
                 lat.push(t.elapsed());

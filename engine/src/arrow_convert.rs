@@ -205,3 +205,32 @@ pub fn batches_to_json(batches: &[RecordBatch]) -> Result<(Vec<String>, Vec<Vec<
     }
     Ok((columns, rows))
 }
+
+/// Reads one cell of an Arrow column as a value of `ty` (the column's type in our
+/// model; results of `sum`, `count` and `avg` use BIGINT and DOUBLE).
+pub fn array_value(col: &dyn Array, i: usize, ty: ColumnType) -> Result<Value> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes as dt;
+    if col.is_null(i) {
+        return Ok(Value::Null);
+    }
+    let bad = || EngineError::Internal(format!("unexpected {} for a {ty} column", col.data_type()));
+    Ok(match (ty, col.data_type()) {
+        (ColumnType::Boolean, DataType::Boolean) => Value::Boolean(col.as_boolean().value(i)),
+        (ColumnType::Int, DataType::Int32) => Value::Int(col.as_primitive::<dt::Int32Type>().value(i)),
+        (ColumnType::BigInt, DataType::Int64) => Value::BigInt(col.as_primitive::<dt::Int64Type>().value(i)),
+        (ColumnType::BigInt, DataType::UInt64) => {
+            Value::BigInt(i64::try_from(col.as_primitive::<dt::UInt64Type>().value(i)).map_err(|_| bad())?)
+        }
+        (ColumnType::Double, DataType::Float64) => Value::Double(col.as_primitive::<dt::Float64Type>().value(i)),
+        (ColumnType::Timestamp, DataType::Timestamp(TimeUnit::Microsecond, _)) => {
+            Value::Timestamp(col.as_primitive::<dt::TimestampMicrosecondType>().value(i))
+        }
+        (ColumnType::Date, DataType::Date32) => Value::Date(col.as_primitive::<dt::Date32Type>().value(i)),
+        (ColumnType::Text, DataType::Utf8) => Value::Text(col.as_string::<i32>().value(i).to_string()),
+        (ColumnType::Json, DataType::Utf8) => Value::Json(col.as_string::<i32>().value(i).to_string()),
+        (ColumnType::Uuid, DataType::Utf8) => Value::from_text(ty, col.as_string::<i32>().value(i))?,
+        (ColumnType::Bytes, DataType::Binary) => Value::Bytes(col.as_binary::<i32>().value(i).to_vec()),
+        _ => return Err(bad()),
+    })
+}

@@ -15,7 +15,9 @@ use crate::commit::{CommitPipeline, OnConflict, WriteOp, WriteOutcome, WriteRequ
 use crate::context::ExecContext;
 use crate::error::{EngineError, Result};
 use crate::ids::{ColumnName, NamespaceId, TableId};
+use crate::mutate::{Changes, ConflictAction};
 use crate::reader::PartitionReader;
+use crate::row_expr::RowExpr;
 use crate::schema::{DefaultExpr, TableDef};
 use crate::sessions::{Sessions, TokenPair};
 use crate::sql::eval::{BuiltinFn, EvalEnv};
@@ -40,6 +42,10 @@ pub struct EngineConfig {
     pub access_token_ttl_secs: u64,
     /// Lifetime of refresh tokens.
     pub refresh_token_ttl_secs: u64,
+    /// How deep a typed filter (`where`) may nest.
+    pub max_filter_depth: usize,
+    /// How many conditions and list values a typed filter may hold.
+    pub max_filter_nodes: usize,
 }
 
 impl EngineConfig {
@@ -53,6 +59,8 @@ impl EngineConfig {
             write_retries: 32,
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 30 * 24 * 3600,
+            max_filter_depth: 16,
+            max_filter_nodes: 1000,
         }
     }
 }
@@ -139,6 +147,7 @@ impl Engine {
             commit,
             df_state,
             config,
+            sessions,
             dummy_hash,
         });
         engine.bootstrap().await?;
@@ -236,14 +245,18 @@ impl Engine {
 
     /// Rotates a refresh token (used once; reuse revokes the session family).
     pub fn refresh(&self, refresh_token: &str) -> Result<TokenPair> {
-        self.sessions.refresh(&self.store, refresh_token, |u| self.users.active(u).map(|r| r.role))
+        self.sessions
+            .refresh(&self.store, refresh_token, |u| self.users.active(u).map(|r| r.role))
     }
 
     /// The caller of a bearer access token. The user must still be active, and the
     /// role is the lower of the token's and the current one.
     pub fn context_from_token(&self, token: &str) -> Result<ExecContext> {
         let (user, role) = self.sessions.verify(token)?;
-        let current = self.users.active(&user).ok_or_else(|| EngineError::InvalidToken("invalid token".into()))?;
+        let current = self
+            .users
+            .active(&user)
+            .ok_or_else(|| EngineError::InvalidToken("invalid token".into()))?;
         Ok(ExecContext::new(user, role.min(current.role)))
     }
 
@@ -317,6 +330,25 @@ impl Engine {
             })
     }
 
+    /// Runs a read-modify-write again while its rows keep changing under it.
+    pub(crate) async fn retrying<'a, T, F, Fut>(&'a self, mut f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + 'a,
+    {
+        let mut attempt = 0;
+        loop {
+            match f().await {
+                Err(EngineError::WriteConflict) if attempt < self.config.write_retries => {
+                    attempt += 1;
+                    // back off a little more each time, so contending writers spread out
+                    tokio::time::sleep(std::time::Duration::from_micros(50 * attempt as u64)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub(crate) async fn write(
         &self,
         table: &Arc<TableDef>,
@@ -334,15 +366,32 @@ impl Engine {
 
     // ---- the typed API -------------------------------------------------------------
 
-    /// Inserts rows given as `(column, value)` pairs; all of them or none.
+    /// Inserts rows given as `(column, value)` pairs; all of them or none. With
+    /// [`ConflictAction::Update`], a row whose key exists gets the named columns of the
+    /// proposed row instead (an upsert).
     pub async fn insert(
         &self,
         ctx: &ExecContext,
         table: &TableId,
         rows: Vec<Vec<(ColumnName, Value)>>,
-        on_conflict: OnConflict,
-    ) -> Result<WriteOutcome> {
+        on_conflict: ConflictAction,
+    ) -> Result<Changes> {
         let table = self.table_for(ctx, table, TableOp::Write)?;
+        let on_conflict = match on_conflict {
+            ConflictAction::Error => OnConflict::Error,
+            ConflictAction::DoNothing => OnConflict::DoNothing,
+            ConflictAction::Update(cols) => {
+                let mut set = Vec::with_capacity(cols.len());
+                for c in &cols {
+                    let i = Self::column_index(&table, c.as_str())?;
+                    if i == table.current().pk {
+                        continue;
+                    }
+                    set.push((i, RowExpr::Excluded(i)));
+                }
+                OnConflict::DoUpdate(set)
+            }
+        };
         let env = self.eval_env(ctx, &[]);
         let mut ops = Vec::with_capacity(rows.len());
         for r in rows {
@@ -355,7 +404,11 @@ impl Engine {
                 on_conflict: on_conflict.clone(),
             });
         }
-        self.write(&table, ctx, ops).await
+        let out = self.write(&table, ctx, ops).await?;
+        Ok(Changes {
+            table,
+            changes: out.changes,
+        })
     }
 
     /// Reads one row by primary key (the caller's own row for per-user tables).

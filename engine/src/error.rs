@@ -24,6 +24,20 @@ pub enum ErrorCode {
     Unauthenticated,
     TokenExpired,
     Forbidden,
+    /// A `where` nested deeper or larger than the configured bound.
+    FilterTooComplex,
+    /// A result with more rows than the configured bound.
+    TooManyRows,
+    /// A GraphQL document that does not parse.
+    GraphqlParseFailed,
+    /// A GraphQL document that fails validation: unknown fields, wrong variable types...
+    GraphqlValidationFailed,
+    QueryTooDeep,
+    QueryTooComplex,
+    /// A GraphQL-over-HTTP request whose parameters are malformed.
+    BadRequest,
+    MethodNotAllowed,
+    UnsupportedMediaType,
     Internal,
 }
 
@@ -46,6 +60,15 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::TokenExpired => "TOKEN_EXPIRED",
             ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::FilterTooComplex => "FILTER_TOO_COMPLEX",
+            ErrorCode::TooManyRows => "TOO_MANY_ROWS",
+            ErrorCode::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
+            ErrorCode::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
+            ErrorCode::QueryTooDeep => "QUERY_TOO_DEEP",
+            ErrorCode::QueryTooComplex => "QUERY_TOO_COMPLEX",
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::Internal => "INTERNAL_ERROR",
         }
     }
@@ -57,7 +80,16 @@ impl ErrorCode {
             | ErrorCode::InvalidInput
             | ErrorCode::ColumnNotFound
             | ErrorCode::TypeMismatch
-            | ErrorCode::NotNullViolation => 400,
+            | ErrorCode::NotNullViolation
+            | ErrorCode::FilterTooComplex
+            | ErrorCode::TooManyRows
+            | ErrorCode::GraphqlParseFailed
+            | ErrorCode::GraphqlValidationFailed
+            | ErrorCode::QueryTooDeep
+            | ErrorCode::QueryTooComplex
+            | ErrorCode::BadRequest => 400,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Unauthenticated | ErrorCode::TokenExpired => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NamespaceNotFound | ErrorCode::TableNotFound | ErrorCode::UserNotFound => 404,
@@ -106,6 +138,10 @@ pub enum EngineError {
     TokenExpired,
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    FilterTooComplex(String),
+    #[error("{0}")]
+    TooManyRows(String),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
     #[error("internal: {0}")]
@@ -131,6 +167,8 @@ impl EngineError {
             EngineError::Unauthenticated | EngineError::InvalidToken(_) => ErrorCode::Unauthenticated,
             EngineError::TokenExpired => ErrorCode::TokenExpired,
             EngineError::Forbidden(_) => ErrorCode::Forbidden,
+            EngineError::FilterTooComplex(_) => ErrorCode::FilterTooComplex,
+            EngineError::TooManyRows(_) => ErrorCode::TooManyRows,
             EngineError::Storage(_) | EngineError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -82,12 +82,23 @@ impl Sessions {
     }
 
     fn put_refresh(&self, b: &mut WriteBatch, token: &str, rec: &RefreshRecord) -> Result<()> {
-        b.put(&Partition::system(), refresh_key(token), serde_json::to_vec(rec).map_err(internal)?);
+        b.put(
+            &Partition::system(),
+            refresh_key(token),
+            serde_json::to_vec(rec).map_err(internal)?,
+        );
         Ok(())
     }
 
     /// Issues an access token and a refresh token of `family` (a new one when `None`).
-    fn issue_in(&self, store: &HotStore, user: &UserId, role: Role, family: Option<String>, mut batch: WriteBatch) -> Result<TokenPair> {
+    fn issue_in(
+        &self,
+        store: &HotStore,
+        user: &UserId,
+        role: Role,
+        family: Option<String>,
+        mut batch: WriteBatch,
+    ) -> Result<TokenPair> {
         let access_token = self.keys.issue(user, role, now_millis() / 1000).map_err(internal)?;
         let refresh_token = random_hex(32);
         let rec = RefreshRecord {
@@ -98,7 +109,12 @@ impl Sessions {
         };
         self.put_refresh(&mut batch, &refresh_token, &rec)?;
         store.write(batch)?;
-        Ok(TokenPair { access_token, token_type: "Bearer", expires_in: self.keys.ttl_secs(), refresh_token })
+        Ok(TokenPair {
+            access_token,
+            token_type: "Bearer",
+            expires_in: self.keys.ttl_secs(),
+            refresh_token,
+        })
     }
 
     pub fn issue(&self, store: &HotStore, user: &UserId, role: Role) -> Result<TokenPair> {
@@ -107,7 +123,12 @@ impl Sessions {
 
     /// Exchanges a refresh token for a new pair. `role_of` gives the user's current role
     /// if the user is still active.
-    pub fn refresh(&self, store: &HotStore, token: &str, role_of: impl Fn(&UserId) -> Option<Role>) -> Result<TokenPair> {
+    pub fn refresh(
+        &self,
+        store: &HotStore,
+        token: &str,
+        role_of: impl Fn(&UserId) -> Option<Role>,
+    ) -> Result<TokenPair> {
         let _guard = self.refresh_lock.lock();
         let sys = Partition::system();
         let key = refresh_key(token);
@@ -131,7 +152,14 @@ impl Sessions {
         }
         let role = role_of(&rec.user).ok_or_else(|| EngineError::InvalidToken("invalid refresh token".into()))?;
         let mut batch = WriteBatch::new();
-        self.put_refresh(&mut batch, token, &RefreshRecord { used: true, ..rec.clone() })?;
+        self.put_refresh(
+            &mut batch,
+            token,
+            &RefreshRecord {
+                used: true,
+                ..rec.clone()
+            },
+        )?;
         self.issue_in(store, &rec.user, role, Some(rec.family), batch)
     }
 

@@ -76,6 +76,16 @@ impl ColumnType {
         }
     }
 
+    /// Whether `sum`, `avg` and `_inc` apply.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, ColumnType::Int | ColumnType::BigInt | ColumnType::Double)
+    }
+
+    /// Whether `min` and `max` apply.
+    pub fn is_ordered(self) -> bool {
+        !matches!(self, ColumnType::Json | ColumnType::Bytes | ColumnType::Boolean)
+    }
+
     /// Whether the type may be a primary key.
     pub fn can_be_key(self) -> bool {
         !matches!(self, ColumnType::Json | ColumnType::Double)
@@ -127,6 +137,11 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|n| n.and_utc().timestamp_micros())
+}
+
+/// Parses an RFC 3339 timestamp only (the strict form the GraphQL scalar takes).
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(s).ok().map(|dt| dt.timestamp_micros())
 }
 
 pub fn parse_date(s: &str) -> Option<i32> {

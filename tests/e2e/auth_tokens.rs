@@ -4,7 +4,13 @@ use kalamdb_tests::{TestServer, pw, rows};
 use serde_json::{Value, json};
 
 async fn post(s: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    let resp = s.client.post(format!("{}{path}", s.url)).json(&body).send().await.unwrap();
+    let resp = s
+        .client
+        .post(format!("{}{path}", s.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
 }
 
@@ -24,7 +30,8 @@ async fn sql_bearer(s: &TestServer, token: &str, sql: &str) -> (u16, Value) {
 async fn login_bearer_refresh_and_reuse_detection() {
     let s = TestServer::start().await;
     s.user("ann", "user").await;
-    s.root("CREATE TABLE notes (id INT PRIMARY KEY, body TEXT) WITH (TYPE = 'USER')").await;
+    s.root("CREATE TABLE notes (id INT PRIMARY KEY, body TEXT) WITH (TYPE = 'USER')")
+        .await;
 
     let (st, pair) = post(&s, "/v1/auth/login", json!({"username": "ann", "password": pw("ann")})).await;
     assert_eq!(st, 200, "{pair}");
@@ -45,10 +52,17 @@ async fn login_bearer_refresh_and_reuse_detection() {
     let mut parts: Vec<String> = access.split('.').map(String::from).collect();
     parts[2] = parts[2].chars().rev().collect();
     let tampered = parts.join(".");
-    let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", access.split('.').nth(1).unwrap());
+    let none = format!(
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+        access.split('.').nth(1).unwrap()
+    );
     for bad in [tampered.as_str(), none.as_str(), "garbage"] {
         let (st, r) = sql_bearer(&s, bad, "SELECT 1").await;
-        assert_eq!((st, r["error"]["code"].as_str()), (401, Some("UNAUTHENTICATED")), "{bad}");
+        assert_eq!(
+            (st, r["error"]["code"].as_str()),
+            (401, Some("UNAUTHENTICATED")),
+            "{bad}"
+        );
     }
 
     // rotation: a refresh token works once
@@ -70,8 +84,18 @@ async fn login_bearer_refresh_and_reuse_detection() {
     assert_eq!(st, 200);
 
     // failed logins all look the same
-    let (st1, b1) = post(&s, "/v1/auth/login", json!({"username": "ann", "password": "wrong-password"})).await;
-    let (st2, b2) = post(&s, "/v1/auth/login", json!({"username": "ghost", "password": "wrong-password"})).await;
+    let (st1, b1) = post(
+        &s,
+        "/v1/auth/login",
+        json!({"username": "ann", "password": "wrong-password"}),
+    )
+    .await;
+    let (st2, b2) = post(
+        &s,
+        "/v1/auth/login",
+        json!({"username": "ghost", "password": "wrong-password"}),
+    )
+    .await;
     assert_eq!((st1, &b1), (st2, &b2));
     assert_eq!(st1, 401);
 

@@ -3,6 +3,9 @@
 mod auth_tokens;
 mod bad_input;
 mod durability;
+mod graphql_access;
+mod graphql_api;
+mod graphql_clients;
 mod isolation;
 mod role_matrix;
 mod sql_roundtrip;

@@ -133,6 +133,64 @@ impl TestServer {
         .await;
     }
 
+    /// Posts a GraphQL request with an `Authorization` header value; returns the HTTP
+    /// status and JSON body.
+    pub async fn gql_with(&self, auth: &str, query: &str, variables: Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(format!("{}/v1/graphql", self.url))
+            .header("authorization", auth)
+            .header("accept", "application/graphql-response+json")
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A GraphQL request as a user made by [`TestServer::user`] (or root).
+    pub async fn gql(&self, user: &str, query: &str, variables: Value) -> (u16, Value) {
+        let password = if user == "root" {
+            ROOT_PASSWORD.to_string()
+        } else {
+            pw(user)
+        };
+        self.gql_with(&basic(user, &password), query, variables).await
+    }
+
+    /// A GraphQL request that must succeed without errors; returns `data`.
+    pub async fn gql_ok(&self, user: &str, query: &str, variables: Value) -> Value {
+        let (status, body) = self.gql(user, query, variables).await;
+        assert_eq!(status, 200, "{query} -> {body}");
+        assert!(body.get("errors").is_none(), "{query} -> {body}");
+        body["data"].clone()
+    }
+
+    /// A GraphQL request that must fail; returns the status and the first error's code.
+    pub async fn gql_err(&self, user: &str, query: &str, variables: Value) -> (u16, String) {
+        let (status, body) = self.gql(user, query, variables).await;
+        let code = body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{query}: no error code in {body}"))
+            .to_string();
+        (status, code)
+    }
+
+    /// Logs in with a password; returns the access token.
+    pub async fn token(&self, user: &str, password: &str) -> String {
+        let resp = self
+            .client
+            .post(format!("{}/v1/auth/login", self.url))
+            .json(&json!({ "username": user, "password": password }))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(resp.status().as_u16(), 200, "login of {user}");
+        let body: Value = resp.json().await.expect("login body");
+        body["access_token"].as_str().expect("access_token").to_string()
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

@@ -3,8 +3,8 @@
 //! again at commit time (`_seq` compare-and-set), and the statement is retried when a
 //! row changed in between.
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{self as dt, DataType};
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes as dt;
 use datafusion::sql::sqlparser::ast::{
     self, Expr, FromTable, Ident, ObjectName, OnConflictAction, OnInsert, SelectItem, SetExpr, TableFactor, TableObject,
 };
@@ -14,6 +14,7 @@ use kalamdb_auth::permissions::TableOp;
 use kalamdb_storage::seq::Seq;
 use std::sync::Arc;
 
+use crate::arrow_convert::array_value;
 use crate::commit::{OnConflict, WriteOp};
 use crate::context::ExecContext;
 use crate::engine::Engine;
@@ -23,7 +24,7 @@ use crate::schema::TableDef;
 use crate::sql::eval::{compile_row_expr, eval_const};
 use crate::sql::parse::{ident_name, table_id};
 use crate::sql::result::SqlResult;
-use crate::types::{ColumnType, Value};
+use crate::types::Value;
 
 fn column_name(n: &ObjectName) -> Result<String> {
     match n.0.last() {
@@ -46,23 +47,6 @@ fn single_table(from: &[ast::TableWithJoins]) -> Result<&ObjectName> {
 
 fn is_default_keyword(e: &Expr) -> bool {
     matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("DEFAULT"))
-}
-
-/// Reads a key value of type `ty` out of an Arrow column.
-fn key_value(col: &dyn Array, i: usize, ty: ColumnType) -> Result<Value> {
-    let bad = || EngineError::Internal(format!("unexpected key column type {}", col.data_type()));
-    Ok(match (ty, col.data_type()) {
-        (ColumnType::Boolean, DataType::Boolean) => Value::Boolean(col.as_boolean().value(i)),
-        (ColumnType::Int, DataType::Int32) => Value::Int(col.as_primitive::<dt::Int32Type>().value(i)),
-        (ColumnType::BigInt, DataType::Int64) => Value::BigInt(col.as_primitive::<dt::Int64Type>().value(i)),
-        (ColumnType::Timestamp, DataType::Timestamp(..)) => {
-            Value::Timestamp(col.as_primitive::<dt::TimestampMicrosecondType>().value(i))
-        }
-        (ColumnType::Date, DataType::Date32) => Value::Date(col.as_primitive::<dt::Date32Type>().value(i)),
-        (ColumnType::Text | ColumnType::Uuid, DataType::Utf8) => Value::from_text(ty, col.as_string::<i32>().value(i))?,
-        (ColumnType::Bytes, DataType::Binary) => Value::Bytes(col.as_binary::<i32>().value(i).to_vec()),
-        _ => return Err(bad()),
-    })
 }
 
 impl Engine {
@@ -124,25 +108,6 @@ impl Engine {
                     .collect::<Vec<_>>()
                     .join(" ")
             ))),
-        }
-    }
-
-    /// Runs a write statement again while its rows keep changing under it.
-    async fn retrying<'a, F, Fut>(&'a self, mut f: F) -> Result<SqlResult>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<SqlResult>> + 'a,
-    {
-        let mut attempt = 0;
-        loop {
-            match f().await {
-                Err(EngineError::WriteConflict) if attempt < self.config.write_retries => {
-                    attempt += 1;
-                    // back off a little more each time, so contending writers spread out
-                    tokio::time::sleep(std::time::Duration::from_micros(50 * attempt as u64)).await;
-                }
-                other => return other,
-            }
         }
     }
 
@@ -340,7 +305,7 @@ impl Engine {
         for b in &batches {
             let seqs = b.column(1).as_primitive::<dt::Int64Type>();
             for i in 0..b.num_rows() {
-                out.push((key_value(b.column(0).as_ref(), i, pk.ty)?, Seq(seqs.value(i) as u64)));
+                out.push((array_value(b.column(0).as_ref(), i, pk.ty)?, Seq(seqs.value(i) as u64)));
             }
         }
         Ok(out)

@@ -1,0 +1,353 @@
+//! `/v1/graphql` over HTTP, as the GraphQL-over-HTTP spec asks:
+//! - `POST` with `application/json`, and `GET` with URL parameters (queries only; a
+//!   mutation over GET is 405);
+//! - the response type follows `Accept`: `application/graphql-response+json` when asked
+//!   for, else `application/json`;
+//! - a request error has no `data`. A malformed HTTP request (no body, bad JSON, bad
+//!   parameter types) is 400; a document that does not parse or validate (or exceeds the
+//!   depth or complexity limit) is 400 under `application/graphql-response+json` and 200
+//!   under `application/json`. Authentication, method, media type and size errors keep
+//!   their own status (401, 405, 415, 413).
+//!
+//! Every error carries `extensions.code`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::{ServerError, Variables};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kalamdb_engine::context::ExecContext;
+use kalamdb_engine::error::ErrorCode;
+use serde_json::{Map, Value as Json};
+use tracing::Instrument;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::http_auth;
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json; charset=utf-8";
+const JSON: &str = "application/json; charset=utf-8";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    GraphqlResponse,
+    Json,
+}
+
+impl Media {
+    /// Picks the response type from `Accept`, in the order the client lists them.
+    fn negotiate(headers: &HeaderMap) -> Self {
+        let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+            return Media::Json;
+        };
+        for part in accept.split(',') {
+            let mime = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            match mime.as_str() {
+                "application/graphql-response+json" => return Media::GraphqlResponse,
+                "application/json" | "*/*" | "application/*" => return Media::Json,
+                _ => {}
+            }
+        }
+        Media::Json
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Media::GraphqlResponse => GRAPHQL_RESPONSE,
+            Media::Json => JSON,
+        }
+    }
+}
+
+/// A request that fails before execution.
+struct RequestError {
+    code: ErrorCode,
+    errors: Vec<Json>,
+}
+
+impl RequestError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            errors: vec![error_json(message.into(), code)],
+        }
+    }
+
+    fn status(&self, media: Media) -> StatusCode {
+        match self.code {
+            ErrorCode::Unauthenticated
+            | ErrorCode::TokenExpired
+            | ErrorCode::Forbidden
+            | ErrorCode::MethodNotAllowed
+            | ErrorCode::UnsupportedMediaType
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::UserNotFound
+            | ErrorCode::Internal => {
+                StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            // a document that does not parse or validate: 200 for legacy JSON clients
+            ErrorCode::GraphqlParseFailed
+            | ErrorCode::GraphqlValidationFailed
+            | ErrorCode::QueryTooDeep
+            | ErrorCode::QueryTooComplex
+                if media == Media::Json =>
+            {
+                StatusCode::OK
+            }
+            // a malformed HTTP request (body, parameters) is 400 whatever the media type
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn into_response(self, media: Media) -> Response {
+        let status = self.status(media);
+        let mut resp = respond(status, media, &serde_json::json!({ "errors": self.errors }));
+        match self.code {
+            ErrorCode::MethodNotAllowed => {
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            ErrorCode::Unauthenticated | ErrorCode::TokenExpired => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"kalamdb\""),
+                );
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+impl From<ApiError> for RequestError {
+    fn from(e: ApiError) -> Self {
+        Self::new(e.code, e.message)
+    }
+}
+
+fn error_json(message: String, code: ErrorCode) -> Json {
+    serde_json::json!({ "message": message, "extensions": { "code": code.as_str() } })
+}
+
+/// An executed request's result; serialised straight from async-graphql's values so
+/// that response keys keep the order of the query.
+#[derive(serde::Serialize)]
+struct ExecutionResult<'a> {
+    data: &'a async_graphql::Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<ServerError>,
+}
+
+fn respond(status: StatusCode, media: Media, body: &impl serde::Serialize) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    (status, [(header::CONTENT_TYPE, media.content_type())], bytes).into_response()
+}
+
+/// The parameters of one GraphQL request, checked for type.
+struct Params {
+    query: String,
+    operation_name: Option<String>,
+    variables: Map<String, Json>,
+}
+
+fn bad(message: impl Into<String>) -> RequestError {
+    RequestError::new(ErrorCode::BadRequest, message)
+}
+
+impl Params {
+    fn from_json(body: Json) -> Result<Self, RequestError> {
+        let Json::Object(mut obj) = body else {
+            return Err(bad("the request body must be a JSON object"));
+        };
+        let query = match obj.remove("query") {
+            Some(Json::String(q)) => q,
+            Some(_) => return Err(bad("'query' must be a string")),
+            None => return Err(bad("the 'query' parameter is missing")),
+        };
+        let operation_name = match obj.remove("operationName") {
+            None | Some(Json::Null) => None,
+            Some(Json::String(s)) => Some(s),
+            Some(_) => return Err(bad("'operationName' must be a string")),
+        };
+        let variables = match obj.remove("variables") {
+            None | Some(Json::Null) => Map::new(),
+            Some(Json::Object(m)) => m,
+            Some(_) => return Err(bad("'variables' must be an object")),
+        };
+        match obj.remove("extensions") {
+            None | Some(Json::Null) | Some(Json::Object(_)) => {}
+            Some(_) => return Err(bad("'extensions' must be an object")),
+        }
+        Ok(Self {
+            query,
+            operation_name,
+            variables,
+        })
+    }
+
+    fn from_url(mut q: HashMap<String, String>) -> Result<Self, RequestError> {
+        let mut obj = Map::new();
+        if let Some(query) = q.remove("query") {
+            obj.insert("query".into(), Json::String(query));
+        }
+        if let Some(op) = q.remove("operationName").filter(|s| !s.is_empty()) {
+            obj.insert("operationName".into(), Json::String(op));
+        }
+        for key in ["variables", "extensions"] {
+            if let Some(text) = q.remove(key).filter(|s| !s.is_empty()) {
+                let v: Json =
+                    serde_json::from_str(&text).map_err(|_| bad(format!("'{key}' must be URL-encoded JSON")))?;
+                obj.insert(key.into(), v);
+            }
+        }
+        Self::from_json(Json::Object(obj))
+    }
+}
+
+pub async fn post(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let media = Media::negotiate(&headers);
+    let result = async {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        if content_type.as_deref() != Some("application/json") {
+            return Err(RequestError::new(
+                ErrorCode::UnsupportedMediaType,
+                "POST /v1/graphql takes Content-Type: application/json",
+            ));
+        }
+        let ctx = http_auth::authenticate(&state.engine, &headers, peer).await?;
+        let limit = state.config.max_body_bytes;
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            RequestError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("request body is larger than {limit} bytes"),
+            )
+        })?;
+        if bytes.is_empty() {
+            return Err(bad("the request body is empty"));
+        }
+        let json: Json = serde_json::from_slice(&bytes).map_err(|_| bad("the request body is not valid JSON"))?;
+        Ok((ctx, Params::from_json(json)?))
+    }
+    .await;
+    match result {
+        Ok((ctx, params)) => execute(&state, ctx, params, media, false).await,
+        Err(e) => e.into_response(media),
+    }
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let media = Media::negotiate(&headers);
+    let result = async {
+        let ctx = http_auth::authenticate(&state.engine, &headers, peer).await?;
+        Ok::<_, RequestError>((ctx, Params::from_url(query)?))
+    }
+    .await;
+    match result {
+        Ok((ctx, params)) => execute(&state, ctx, params, media, true).await,
+        Err(e) => e.into_response(media),
+    }
+}
+
+/// The code of a request error that async-graphql reports without one.
+fn request_error_code(e: &ServerError) -> ErrorCode {
+    match e.message.as_str() {
+        "Query is nested too deep." => ErrorCode::QueryTooDeep,
+        "Query is too complex." => ErrorCode::QueryTooComplex,
+        _ => ErrorCode::GraphqlValidationFailed,
+    }
+}
+
+fn with_code(mut e: ServerError, code: ErrorCode) -> ServerError {
+    let ext = e.extensions.get_or_insert_with(Default::default);
+    if ext.get("code").is_none() {
+        ext.set("code", code.as_str());
+    }
+    e
+}
+
+async fn execute(state: &AppState, ctx: ExecContext, params: Params, media: Media, is_get: bool) -> Response {
+    let span = tracing::info_span!("graphql", user = %ctx.user, role = %ctx.role);
+    async move {
+        let schema = match state.schemas.schema_for(ctx.role) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the GraphQL schema");
+                return RequestError::new(ErrorCode::Internal, "internal error").into_response(media);
+            }
+        };
+        let mut request = async_graphql::Request::new(params.query)
+            .variables(Variables::from_json(Json::Object(params.variables)))
+            .data(ctx);
+        if let Some(op) = params.operation_name {
+            request = request.operation_name(op);
+        }
+        let op_name = request.operation_name.clone();
+        let op_type = match request.parsed_query() {
+            Err(e) => return RequestError::new(ErrorCode::GraphqlParseFailed, e.message).into_response(media),
+            Ok(doc) => match &doc.operations {
+                DocumentOperations::Single(op) => Some(op.node.ty),
+                DocumentOperations::Multiple(ops) => match &op_name {
+                    Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
+                    None => None,
+                },
+            },
+        };
+        if is_get && op_type == Some(OperationType::Mutation) {
+            return RequestError::new(ErrorCode::MethodNotAllowed, "mutations need POST").into_response(media);
+        }
+        if op_type == Some(OperationType::Subscription) {
+            return RequestError::new(
+                ErrorCode::BadRequest,
+                "subscriptions run over a WebSocket on /v1/graphql",
+            )
+            .into_response(media);
+        }
+        let response = schema.execute(request).await;
+        let is_request_error = response.data == async_graphql::Value::Null
+            && !response.errors.is_empty()
+            && response.errors.iter().all(|e| e.path.is_empty());
+        if is_request_error {
+            let errors: Vec<ServerError> = response
+                .errors
+                .into_iter()
+                .map(|e| {
+                    let code = request_error_code(&e);
+                    with_code(e, code)
+                })
+                .collect();
+            let code = errors
+                .first()
+                .map_or(ErrorCode::GraphqlValidationFailed, request_error_code);
+            let errors = errors.iter().filter_map(|e| serde_json::to_value(e).ok()).collect();
+            return RequestError { code, errors }.into_response(media);
+        }
+        let body = ExecutionResult {
+            data: &response.data,
+            errors: response
+                .errors
+                .into_iter()
+                .map(|e| with_code(e, ErrorCode::Internal))
+                .collect(),
+        };
+        respond(StatusCode::OK, media, &body)
+    }
+    .instrument(span)
+    .await
+}

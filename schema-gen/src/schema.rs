@@ -1,0 +1,213 @@
+//! Builds the GraphQL schema of one role from the catalog: the tables the role may
+//! read, with mutations only where it may write. Tables it may not read are absent,
+//! introspection included.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_graphql::dynamic::{Object, Schema, SchemaError, Type};
+use kalamdb_auth::identity::Role;
+use kalamdb_auth::permissions::{TableOp, can_access_table};
+use kalamdb_engine::engine::Engine;
+use kalamdb_engine::ids::NamespaceId;
+
+use crate::errors::ErrorPath;
+use crate::meta::TableMeta;
+use crate::objects::{shared_types, table_types};
+use crate::resolvers;
+
+pub const QUERY_ROOT: &str = "query_root";
+pub const MUTATION_ROOT: &str = "mutation_root";
+
+/// Bounds every generated schema enforces.
+#[derive(Debug, Clone)]
+pub struct GraphqlLimits {
+    /// Deepest selection nesting.
+    pub max_depth: usize,
+    /// Most fields in one document (each field costs 1).
+    pub max_complexity: usize,
+    /// Most rows (or groups) in one list result.
+    pub max_rows: usize,
+}
+
+impl Default for GraphqlLimits {
+    fn default() -> Self {
+        Self {
+            max_depth: 12,
+            max_complexity: 1000,
+            max_rows: 10_000,
+        }
+    }
+}
+
+struct Visible {
+    meta: Arc<TableMeta>,
+    writable: bool,
+}
+
+/// Root-field names a table contributes.
+fn root_fields(meta: &TableMeta, writable: bool) -> Vec<String> {
+    let n = &meta.names;
+    let mut out = vec![n.base.clone(), n.by_pk(), n.aggregate()];
+    if writable {
+        out.extend([n.insert(), n.insert_one(), n.delete(), n.delete_by_pk()]);
+        if meta.settable().next().is_some() {
+            out.extend([n.update(), n.update_by_pk()]);
+        }
+    }
+    out
+}
+
+/// The tables `role` may read, in name order, minus any whose generated names would
+/// collide with an earlier table's (logged; rename one of them to expose both).
+fn visible_tables(engine: &Engine, role: Role) -> Vec<(Visible, Vec<Type>)> {
+    let mut tables = engine.catalog().tables();
+    tables.retain(|t| t.id.namespace != NamespaceId::system());
+    let mut metas: Vec<(Arc<TableMeta>, bool)> = tables
+        .iter()
+        .filter(|t| can_access_table(role, t.table_type, t.access_level, TableOp::Read))
+        .map(|t| {
+            (
+                Arc::new(TableMeta::from_def(t)),
+                can_access_table(role, t.table_type, t.access_level, TableOp::Write),
+            )
+        })
+        .collect();
+    metas.sort_by(|a, b| a.0.names.base.cmp(&b.0.names.base));
+    let mut type_names: HashSet<String> = shared_types().iter().map(|t| type_name(t).to_string()).collect();
+    type_names.extend(
+        [
+            "query_root",
+            "mutation_root",
+            "subscription_root",
+            "Int",
+            "Float",
+            "String",
+            "Boolean",
+            "ID",
+        ]
+        .map(String::from),
+    );
+    let mut field_names: HashSet<String> = HashSet::from(["_me".to_string()]);
+    let mut out = Vec::new();
+    for (meta, writable) in metas {
+        let types = table_types(&meta, writable);
+        let tnames: Vec<String> = types.iter().map(|t| type_name(t).to_string()).collect();
+        let fnames = root_fields(&meta, writable);
+        let clash = tnames
+            .iter()
+            .find(|n| type_names.contains(*n))
+            .or_else(|| fnames.iter().find(|n| field_names.contains(*n)));
+        if let Some(name) = clash {
+            tracing::warn!(table = %meta.id, name = %name, "GraphQL name taken by another table; table left out of the schema");
+            continue;
+        }
+        type_names.extend(tnames);
+        field_names.extend(fnames);
+        out.push((Visible { meta, writable }, types));
+    }
+    out
+}
+
+fn type_name(t: &Type) -> &str {
+    match t {
+        Type::Scalar(s) => s.type_name(),
+        Type::Object(o) => o.type_name(),
+        Type::InputObject(i) => i.type_name(),
+        Type::Enum(e) => e.type_name(),
+        Type::Interface(i) => i.type_name(),
+        Type::Union(u) => u.type_name(),
+        Type::Subscription(s) => s.type_name(),
+        Type::Upload => "Upload",
+    }
+}
+
+/// The schema `role` sees now.
+pub fn build_schema(engine: &Arc<Engine>, role: Role, limits: &GraphqlLimits) -> Result<Schema, SchemaError> {
+    let tables = visible_tables(engine, role);
+    let any_writable = tables.iter().any(|(v, _)| v.writable);
+    let mut builder = Schema::build(QUERY_ROOT, any_writable.then_some(MUTATION_ROOT), None);
+    for t in shared_types() {
+        builder = builder.register(t);
+    }
+    let mut query = Object::new(QUERY_ROOT).field(resolvers::me_field());
+    let mut mutation = Object::new(MUTATION_ROOT);
+    for (v, types) in tables {
+        for t in types {
+            builder = builder.register(t);
+        }
+        let m = &v.meta;
+        query = query
+            .field(resolvers::list_field(m))
+            .field(resolvers::by_pk_field(m))
+            .field(resolvers::aggregate_field(m));
+        if v.writable {
+            mutation = mutation
+                .field(resolvers::insert_field(m))
+                .field(resolvers::insert_one_field(m))
+                .field(resolvers::delete_field(m))
+                .field(resolvers::delete_by_pk_field(m));
+            if m.settable().next().is_some() {
+                mutation = mutation
+                    .field(resolvers::update_field(m))
+                    .field(resolvers::update_by_pk_field(m));
+            }
+        }
+    }
+    builder = builder.register(query);
+    if any_writable {
+        builder = builder.register(mutation);
+    }
+    builder
+        .data(engine.clone())
+        .data(limits.clone())
+        .extension(ErrorPath)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .finish()
+}
+
+/// The schema's SDL with types, fields, arguments and enum values sorted, so that it is
+/// stable for snapshots and code generation.
+pub fn sorted_sdl(schema: &Schema) -> String {
+    schema.sdl_with_options(
+        async_graphql::SDLExportOptions::new()
+            .sorted_fields()
+            .sorted_arguments()
+            .sorted_enum_items(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kalamdb_engine::context::ExecContext;
+    use kalamdb_engine::engine::EngineConfig;
+    use kalamdb_engine::sql::parse::split_script;
+
+    /// One SDL snapshot per fixture folder and role.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sdl_snapshots() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let mut names: Vec<_> = std::fs::read_dir(&fixtures)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        assert!(names.len() >= 3);
+        for name in names {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = EngineConfig::new(dir.path());
+            cfg.bcrypt_cost = 4;
+            let engine = Engine::open(cfg).await.unwrap();
+            let sql = std::fs::read_to_string(fixtures.join(&name).join("schema.sql")).unwrap();
+            for stmt in split_script(&sql) {
+                engine.execute_sql(&ExecContext::system(), &stmt, &[]).await.unwrap();
+            }
+            for role in Role::ALL {
+                let schema = build_schema(&engine, role, &GraphqlLimits::default()).unwrap();
+                insta::assert_snapshot!(format!("{name}__{role}"), sorted_sdl(&schema));
+            }
+        }
+    }
+}

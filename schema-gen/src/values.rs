@@ -1,0 +1,109 @@
+//! Scalars and value conversions: engine [`Value`]s to GraphQL output, GraphQL input
+//! to typed engine values. Custom scalars parse strictly: a bad `BigInt`, `Timestamp`,
+//! `Date`, `UUID` or `Bytes` fails validation before any resolver runs.
+
+use async_graphql::Value as Gql;
+use async_graphql::dynamic::Scalar;
+use base64::Engine as _;
+use kalamdb_engine::error::{EngineError, Result};
+use kalamdb_engine::types::{ColumnType, Value, format_date, format_timestamp, parse_date, parse_rfc3339};
+
+/// The GraphQL scalar of a column type.
+pub fn scalar_name(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Boolean => "Boolean",
+        ColumnType::Int => "Int",
+        ColumnType::BigInt => "BigInt",
+        ColumnType::Double => "Float",
+        ColumnType::Text => "String",
+        ColumnType::Timestamp => "Timestamp",
+        ColumnType::Date => "Date",
+        ColumnType::Uuid => "UUID",
+        ColumnType::Json => "JSON",
+        ColumnType::Bytes => "Bytes",
+    }
+}
+
+/// Every column type, for the shared comparison types.
+pub const ALL_TYPES: [ColumnType; 10] = [
+    ColumnType::Boolean,
+    ColumnType::Int,
+    ColumnType::BigInt,
+    ColumnType::Double,
+    ColumnType::Text,
+    ColumnType::Timestamp,
+    ColumnType::Date,
+    ColumnType::Uuid,
+    ColumnType::Json,
+    ColumnType::Bytes,
+];
+
+fn is_bigint(v: &Gql) -> bool {
+    match v {
+        Gql::Number(n) => n.as_i64().is_some(),
+        Gql::String(s) => s.parse::<i64>().is_ok(),
+        _ => false,
+    }
+}
+
+fn string_with(v: &Gql, ok: impl Fn(&str) -> bool) -> bool {
+    matches!(v, Gql::String(s) if ok(s))
+}
+
+/// The custom scalars, with their strict input validators.
+pub fn custom_scalars() -> Vec<Scalar> {
+    vec![
+        Scalar::new("BigInt")
+            .description("A 64-bit integer: a JSON string on output, a string or a number on input.")
+            .validator(is_bigint),
+        Scalar::new("Timestamp")
+            .description("An instant as an RFC 3339 string, e.g. 2026-01-02T03:04:05.678Z (microsecond precision).")
+            .validator(|v| string_with(v, |s| parse_rfc3339(s).is_some())),
+        Scalar::new("Date")
+            .description("A calendar date, YYYY-MM-DD.")
+            .validator(|v| string_with(v, |s| s.len() == 10 && parse_date(s).is_some())),
+        Scalar::new("UUID")
+            .description("A UUID in its hyphenated text form.")
+            .validator(|v| string_with(v, |s| Value::from_text(ColumnType::Uuid, s).is_ok())),
+        Scalar::new("JSON").description("Any JSON value."),
+        Scalar::new("Bytes")
+            .description("Binary data as standard base64.")
+            .validator(|v| string_with(v, |s| base64::engine::general_purpose::STANDARD.decode(s).is_ok())),
+    ]
+}
+
+/// A value as GraphQL output.
+pub fn to_gql(v: &Value) -> Gql {
+    match v {
+        Value::Null => Gql::Null,
+        Value::Boolean(b) => Gql::Boolean(*b),
+        Value::Int(i) => Gql::from(*i),
+        Value::BigInt(i) => Gql::String(i.to_string()),
+        Value::Double(d) => async_graphql::Number::from_f64(*d).map_or(Gql::Null, Gql::Number),
+        Value::Text(s) => Gql::String(s.clone()),
+        Value::Timestamp(t) => Gql::String(format_timestamp(*t)),
+        Value::Date(d) => Gql::String(format_date(*d)),
+        Value::Uuid(_) | Value::Bytes(_) => match v.to_json() {
+            serde_json::Value::String(s) => Gql::String(s),
+            _ => Gql::Null,
+        },
+        Value::Json(s) => serde_json::from_str::<serde_json::Value>(s)
+            .ok()
+            .and_then(|j| Gql::from_json(j).ok())
+            .unwrap_or(Gql::Null),
+    }
+}
+
+/// A GraphQL input value as a value of column type `ty`.
+pub fn from_gql(ty: ColumnType, v: &Gql) -> Result<Value> {
+    let json = v
+        .clone()
+        .into_json()
+        .map_err(|e| EngineError::InvalidInput(format!("bad input value: {e}")))?;
+    Value::from_json(ty, &json)
+}
+
+/// An `Int` argument that must not be negative.
+pub fn non_negative(name: &str, v: i64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| EngineError::InvalidInput(format!("'{name}' must not be negative")))
+}

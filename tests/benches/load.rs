@@ -1,0 +1,233 @@
+//! Load generator: drives a real server over loopback with a fixed number of
+//! connections for a fixed time per workload, and prints req/s, p50, p99 and the
+//! ratio of req/s to `GET /v1/bench/noop` measured in the same run.
+//!
+//! `make bench` runs it. LOAD_SECS (default 5) and LOAD_CONNS (default 32) tune it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kalamdb_tests::{TestServer, pw};
+use serde_json::{Value, json};
+
+/// Builds the GraphQL body of request number `i`; `None` is `GET /v1/bench/noop`.
+type BodyFn = Arc<dyn Fn(u64) -> Option<Value> + Send + Sync>;
+
+struct Outcome {
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// A small deterministic mixer, so request parameters spread without a RNG per task.
+fn mix(i: u64) -> u64 {
+    let mut x = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+async fn drive(url: &str, token: &str, body: BodyFn, conns: usize, secs: u64) -> Outcome {
+    let counter = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        // one client per task: one keep-alive connection each
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .expect("client");
+        let (url, token, body, counter) = (url.to_string(), token.to_string(), body.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(1 << 14);
+            let mut errors = 0usize;
+            while Instant::now() < deadline {
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                let ok = match body(i) {
+                    None => match client.get(format!("{url}/v1/bench/noop")).send().await {
+                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    },
+                    Some(b) => match client
+                        .post(format!("{url}/v1/graphql"))
+                        .header("authorization", format!("Bearer {token}"))
+                        .json(&b)
+                        .send()
+                        .await
+                    {
+                        Ok(r) => {
+                            let status = r.status().is_success();
+                            match r.json::<Value>().await {
+                                Ok(v) => status && v.get("errors").is_none(),
+                                Err(_) => false,
+                            }
+                        }
+                        Err(_) => false,
+                    },
+                };
+                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                if !ok {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.expect("load task");
+        latencies_us.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed();
+    latencies_us.sort_unstable();
+    Outcome {
+        requests: latencies_us.len(),
+        errors,
+        elapsed,
+        latencies_us,
+    }
+}
+
+async fn seed(s: &TestServer) {
+    s.root("CREATE NAMESPACE bench").await;
+    s.root(
+        "CREATE TABLE bench.items (id BIGINT PRIMARY KEY, name TEXT, category INT, price DOUBLE) \
+         WITH (TYPE = 'SHARED', ACCESS_LEVEL = 'PUBLIC')",
+    )
+    .await;
+    s.root(
+        "CREATE TABLE bench.todos (id BIGINT PRIMARY KEY, title TEXT, done BOOLEAN, priority INT) WITH (TYPE = 'USER')",
+    )
+    .await;
+    s.root("CREATE TABLE bench.events (id BIGINT PRIMARY KEY DEFAULT SNOWFLAKE_ID(), kind TEXT, n INT) WITH (TYPE = 'USER')")
+        .await;
+    s.user("loadgen", "user").await;
+    for chunk in 0..100u64 {
+        let values: Vec<String> = (0..1000u64)
+            .map(|j| {
+                let id = chunk * 1000 + j;
+                format!("({id}, 'item {id}', {}, {}.5)", id % 20, id % 997)
+            })
+            .collect();
+        s.root(&format!("INSERT INTO bench.items VALUES {}", values.join(", ")))
+            .await;
+    }
+    for chunk in 0..2u64 {
+        let values: Vec<String> = (0..1000u64)
+            .map(|j| {
+                let id = chunk * 1000 + j;
+                format!("({id}, 'todo {id}', {}, {})", id % 3 == 0, id % 5)
+            })
+            .collect();
+        s.ok_as(
+            "loadgen",
+            &format!("INSERT INTO bench.todos VALUES {}", values.join(", ")),
+        )
+        .await;
+    }
+}
+
+async fn run(secs: u64, conns: usize) {
+    let s = TestServer::start_with(|c| {
+        c.bench_noop = true;
+        c.max_body_bytes = 1 << 20;
+    })
+    .await;
+    eprintln!("seeding 100,000 shared rows and 2,000 rows of one user...");
+    seed(&s).await;
+    let token = s.token("loadgen", &pw("loadgen")).await;
+
+    let workloads: Vec<(&str, BodyFn)> = vec![
+        ("noop (GET /v1/bench/noop)", Arc::new(|_| None)),
+        (
+            "_by_pk on 100,000 rows",
+            Arc::new(|i| {
+                Some(json!({
+                    "query": "query($id: BigInt!) { bench_items_by_pk(id: $id) { id name category price } }",
+                    "variables": { "id": (mix(i) % 100_000).to_string() }
+                }))
+            }),
+        ),
+        (
+            "20-row filtered, ordered list (one user)",
+            Arc::new(|i| {
+                Some(json!({
+                    "query": "query($d: Boolean!, $p: Int!) { bench_todos(where: {done: {_eq: $d}, priority: {_gte: $p}}, \
+                              order_by: [{priority: desc}, {title: asc}], limit: 20) { id title done priority } }",
+                    "variables": { "d": i % 2 == 0, "p": (i % 3) as i64 }
+                }))
+            }),
+        ),
+        (
+            "insert_one, sync durability",
+            Arc::new(|i| {
+                Some(json!({
+                    "query": "mutation($k: String!, $n: Int!) { insert_bench_events_one(object: {kind: $k, n: $n}) { id } }",
+                    "variables": { "k": "click", "n": (i % 1000) as i64 }
+                }))
+            }),
+        ),
+        (
+            "_aggregate count grouped by category, 100,000 rows",
+            Arc::new(|_| {
+                Some(json!({
+                    "query": "{ bench_items_aggregate(group_by: [category]) { groups { keys { category } aggregate { count } } } }"
+                }))
+            }),
+        ),
+    ];
+
+    println!();
+    println!("load: {conns} connections, {secs} s per workload, release build, server in-process on loopback");
+    println!(
+        "{:<52} {:>9} {:>10} {:>9} {:>9} {:>8} {:>7}",
+        "workload", "requests", "req/s", "p50 µs", "p99 µs", "errors", "vs noop"
+    );
+    let mut noop_rps = None;
+    for (name, body) in workloads {
+        let o = drive(&s.url, &token, body, conns, secs).await;
+        let rps = o.requests as f64 / o.elapsed.as_secs_f64();
+        let base = *noop_rps.get_or_insert(rps);
+        println!(
+            "{:<52} {:>9} {:>10.0} {:>9} {:>9} {:>8} {:>7.3}",
+            name,
+            o.requests,
+            rps,
+            percentile(&o.latencies_us, 0.50),
+            percentile(&o.latencies_us, 0.99),
+            o.errors,
+            rps / base
+        );
+    }
+    s.stop().await;
+}
+
+fn main() {
+    let secs: u64 = std::env::var("LOAD_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let conns: usize = std::env::var("LOAD_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(secs, conns));
+}

@@ -1,0 +1,340 @@
+//! The generated GraphQL API over HTTP: every root field, compared with the same data
+//! read through `/v1/sql`.
+
+use kalamdb_tests::{TestServer, rows};
+use serde_json::{Value, json};
+
+async fn setup(s: &TestServer) {
+    s.root("CREATE NAMESPACE shop").await;
+    s.root(
+        "CREATE TABLE shop.items (id INT PRIMARY KEY, name TEXT NOT NULL, qty INT, price DOUBLE, \
+         tag TEXT, born DATE, big BIGINT) WITH (TYPE = 'SHARED', ACCESS_LEVEL = 'PUBLIC')",
+    )
+    .await;
+    let objects = json!([
+        {"id": 1, "name": "apple", "qty": 3, "price": 1.25, "tag": "fruit", "born": "2024-01-05", "big": "9007199254740993"},
+        {"id": 2, "name": "Banana", "qty": 12, "price": 0.5, "tag": "fruit", "born": "2024-02-01", "big": 2},
+        {"id": 3, "name": "bread", "qty": 7, "price": 2.75, "tag": "bakery", "born": null, "big": null},
+        {"id": 4, "name": "butter", "qty": null, "price": 3.5, "tag": null, "born": "2023-12-31", "big": -5},
+        {"id": 5, "name": "kiwi", "qty": 20, "price": 0.3, "tag": "fruit", "born": "2024-03-03", "big": 7},
+        {"id": 6, "name": "Apricot", "qty": 0, "price": 4.0, "tag": "x", "born": "2024-01-01", "big": 8},
+        {"id": 7, "name": "bagel", "qty": 9, "price": 1.5, "tag": "bakery", "born": "2024-04-04", "big": 1},
+        {"id": 8, "name": "cheese", "qty": 2, "price": null, "tag": null, "born": null, "big": 3},
+        {"id": 9, "name": "cake", "qty": 15, "price": 6.0, "tag": "x", "born": "2024-05-05", "big": 4},
+        {"id": 10, "name": "melon", "qty": 1, "price": 2.0, "tag": "fruit", "born": "2024-06-06", "big": 5}
+    ]);
+    let data = s
+        .gql_ok(
+            "root",
+            "mutation($o: [shop_items_insert_input!]!) { insert_shop_items(objects: $o) { affected_rows returning { id name big } } }",
+            json!({ "o": objects }),
+        )
+        .await;
+    assert_eq!(data["insert_shop_items"]["affected_rows"], 10);
+    // BigInt is a string on output, exact beyond 2^53
+    assert_eq!(data["insert_shop_items"]["returning"][0]["big"], "9007199254740993");
+}
+
+fn ids(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect()
+}
+
+async fn sql_ids(s: &TestServer, sql: &str) -> Vec<i64> {
+    rows(&s.root(sql).await)
+        .iter()
+        .map(|r| r[0].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_match_sql() {
+    let s = TestServer::start().await;
+    setup(&s).await;
+    let cases = [
+        (
+            r#"{_or: [{qty: {_gt: 10}}, {_and: [{name: {_ilike: "%AP%"}}, {_not: {tag: {_is_null: true}}}]}]}"#,
+            "qty > 10 OR (name ILIKE '%AP%' AND NOT (tag IS NULL))",
+        ),
+        (
+            r#"{name: {_in: ["apple", "kiwi", "nope"]}}"#,
+            "name IN ('apple', 'kiwi', 'nope')",
+        ),
+        (
+            r#"{name: {_like: "b%"}, qty: {_lte: 9}}"#,
+            "name LIKE 'b%' AND qty <= 9",
+        ),
+        (r#"{name: {_nlike: "%e%"}}"#, "name NOT LIKE '%e%'"),
+        (r#"{name: {_nilike: "B%"}}"#, "name NOT ILIKE 'B%'"),
+        (r#"{tag: {_nin: ["x", "bakery"]}}"#, "tag NOT IN ('x', 'bakery')"),
+        (r#"{price: {_gte: 1.5, _lt: 4}}"#, "price >= 1.5 AND price < 4"),
+        (
+            r#"{born: {_gt: "2024-01-31"}, big: {_neq: "7"}}"#,
+            "born > DATE '2024-01-31' AND big <> 7",
+        ),
+        (
+            r#"{_not: {_or: [{qty: {_eq: 3}}, {tag: {_eq: "x"}}]}}"#,
+            "NOT (qty = 3 OR tag = 'x')",
+        ),
+        (r#"{id: {_in: []}}"#, "FALSE"),
+    ];
+    for (gql_where, sql_where) in cases {
+        let q = format!("{{ shop_items(where: {gql_where}) {{ id }} }}");
+        let got = ids(&s.gql_ok("root", &q, json!({})).await["shop_items"]);
+        let want = sql_ids(&s, &format!("SELECT id FROM shop.items WHERE {sql_where} ORDER BY id")).await;
+        assert_eq!(got, want, "{gql_where}");
+    }
+
+    // multi-key order with nulls placement, then a page
+    let orders = [
+        ("[{tag: asc_nulls_first}, {qty: desc}]", "tag ASC NULLS FIRST, qty DESC"),
+        ("[{price: desc}]", "price DESC NULLS FIRST"),
+        ("[{qty: asc_nulls_last}, {name: desc}]", "qty ASC NULLS LAST, name DESC"),
+        ("{born: desc_nulls_last}", "born DESC NULLS LAST"),
+    ];
+    for (gql_order, sql_order) in orders {
+        let q = format!("{{ shop_items(order_by: {gql_order}, limit: 4, offset: 2) {{ id }} }}");
+        let got = ids(&s.gql_ok("root", &q, json!({})).await["shop_items"]);
+        let want = sql_ids(
+            &s,
+            &format!("SELECT id FROM shop.items ORDER BY {sql_order}, id LIMIT 4 OFFSET 2"),
+        )
+        .await;
+        assert_eq!(got, want, "{gql_order}");
+    }
+
+    // by primary key, with every column type and the system columns
+    let d = s
+        .gql_ok("root", "{ shop_items_by_pk(id: 1) { id name qty price tag born big _seq _deleted } missing: shop_items_by_pk(id: 404) { id } }", json!({}))
+        .await;
+    let row = &d["shop_items_by_pk"];
+    assert_eq!(row["name"], "apple");
+    assert_eq!(row["price"], 1.25);
+    assert_eq!(row["born"], "2024-01-05");
+    assert_eq!(row["_deleted"], false);
+    assert!(row["_seq"].as_str().unwrap().parse::<i64>().unwrap() > 0);
+    assert_eq!(d["missing"], Value::Null);
+
+    // aggregates without and with group_by
+    let d = s
+        .gql_ok(
+            "root",
+            "{ shop_items_aggregate(where: {qty: {_gt: 0}}) { aggregate { count n: count(columns: [tag]) d: count(columns: [tag], distinct: true) \
+             sum { qty price big } avg { qty } min { name born } max { qty price } } } }",
+            json!({}),
+        )
+        .await;
+    let a = &d["shop_items_aggregate"]["aggregate"];
+    let r = &rows(
+        &s.root(
+            "SELECT COUNT(*), COUNT(tag), COUNT(DISTINCT tag), SUM(qty), SUM(price), SUM(big), AVG(qty), MIN(name), \
+             MIN(born), MAX(qty), MAX(price) FROM shop.items WHERE qty > 0",
+        )
+        .await,
+    )[0];
+    assert_eq!(a["count"], r[0]);
+    assert_eq!(a["n"], r[1]);
+    assert_eq!(a["d"], r[2]);
+    assert_eq!(a["sum"]["qty"], json!(r[3].to_string()));
+    assert_eq!(a["sum"]["price"], r[4]);
+    assert_eq!(a["sum"]["big"], json!(r[5].to_string()));
+    assert_eq!(a["avg"]["qty"], r[6]);
+    assert_eq!(a["min"]["name"], r[7]);
+    assert_eq!(a["min"]["born"], r[8]);
+    assert_eq!(a["max"]["qty"], r[9]);
+    assert_eq!(a["max"]["price"], r[10]);
+
+    let d = s
+        .gql_ok(
+            "root",
+            "{ shop_items_aggregate(group_by: [tag]) { aggregate { count } groups { keys { tag } aggregate { count sum { qty } max { name } } } } }",
+            json!({}),
+        )
+        .await;
+    let groups = d["shop_items_aggregate"]["groups"].as_array().unwrap().clone();
+    let want = rows(
+        &s.root("SELECT tag, COUNT(*), SUM(qty), MAX(name) FROM shop.items GROUP BY tag ORDER BY tag ASC NULLS LAST")
+            .await,
+    );
+    assert_eq!(groups.len(), want.len());
+    for (g, w) in groups.iter().zip(&want) {
+        assert_eq!(g["keys"]["tag"], w[0]);
+        assert_eq!(g["aggregate"]["count"], w[1]);
+        let sum = if w[2].is_null() {
+            Value::Null
+        } else {
+            json!(w[2].to_string())
+        };
+        assert_eq!(g["aggregate"]["sum"]["qty"], sum);
+        assert_eq!(g["aggregate"]["max"]["name"], w[3]);
+    }
+    assert_eq!(d["shop_items_aggregate"]["aggregate"]["count"], 10);
+
+    // response keys keep the query's order
+    let text = s
+        .client
+        .post(format!("{}/v1/graphql", s.url))
+        .header(
+            "authorization",
+            kalamdb_tests::basic("root", kalamdb_tests::ROOT_PASSWORD),
+        )
+        .json(&json!({ "query": "{ zeta: shop_items_by_pk(id: 1) { name id } alpha: _me { role } }" }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = |k: &str| text.find(k).unwrap_or_else(|| panic!("{k} in {text}"));
+    assert!(
+        at("\"zeta\"") < at("\"alpha\"") && at("\"name\"") < at("\"id\""),
+        "{text}"
+    );
+
+    // nodes beside aggregates
+    let d = s
+        .gql_ok(
+            "root",
+            r#"{ shop_items_aggregate(where: {tag: {_eq: "x"}}) { aggregate { count } nodes { id } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(ids(&d["shop_items_aggregate"]["nodes"]), vec![6, 9]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutations_match_sql() {
+    let s = TestServer::start().await;
+    setup(&s).await;
+
+    // upsert: one existing key updates only the named columns, one new key inserts
+    let d = s
+        .gql_ok(
+            "root",
+            r#"mutation { insert_shop_items(objects: [{id: 1, name: "ignored", qty: 100}, {id: 11, name: "fig", qty: 4}],
+                 on_conflict: {constraint: shop_items_pkey, update_columns: [qty]}) { affected_rows returning { id name qty } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(d["insert_shop_items"]["affected_rows"], 2);
+    assert_eq!(
+        rows(
+            &s.root("SELECT name, qty FROM shop.items WHERE id IN (1, 11) ORDER BY id")
+                .await
+        ),
+        vec![vec![json!("apple"), json!(100)], vec![json!("fig"), json!(4)]]
+    );
+    // do nothing on conflict
+    let d = s
+        .gql_ok(
+            "root",
+            r#"mutation { insert_shop_items_one(object: {id: 2, name: "zzz"}, on_conflict: {constraint: shop_items_pkey}) { id } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(d["insert_shop_items_one"], Value::Null);
+    assert_eq!(
+        rows(&s.root("SELECT name FROM shop.items WHERE id = 2").await),
+        vec![vec![json!("Banana")]]
+    );
+    // a duplicate without on_conflict fails and writes nothing (all or none)
+    let (_, code) = s
+        .gql_err(
+            "root",
+            r#"mutation { insert_shop_items(objects: [{id: 50, name: "new"}, {id: 2, name: "dup"}]) { affected_rows } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "DUPLICATE_KEY");
+    assert!(rows(&s.root("SELECT id FROM shop.items WHERE id = 50").await).is_empty());
+    // insert_one returning defaults and all columns
+    let d = s
+        .gql_ok(
+            "root",
+            r#"mutation { insert_shop_items_one(object: {id: 12, name: "date"}) { id name qty tag _seq } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(d["insert_shop_items_one"]["name"], "date");
+    assert_eq!(d["insert_shop_items_one"]["qty"], Value::Null);
+
+    // _inc with _set, by filter
+    let d = s
+        .gql_ok(
+            "root",
+            r#"mutation { update_shop_items(where: {tag: {_eq: "bakery"}}, _inc: {qty: 5, price: 0.25}, _set: {tag: "oven"}) {
+                 affected_rows returning { id qty price tag } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(d["update_shop_items"]["affected_rows"], 2);
+    let got: Vec<Value> = d["update_shop_items"]["returning"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| json!([r["id"], r["qty"], r["price"], r["tag"]]))
+        .collect();
+    let want: Vec<Value> = rows(
+        &s.root("SELECT id, qty, price, tag FROM shop.items WHERE tag = 'oven' ORDER BY id")
+            .await,
+    )
+    .into_iter()
+    .map(Value::from)
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(want.len(), 2);
+    assert_eq!(want[0][1], 12); // bread: 7 + 5
+
+    // by primary key
+    let d = s
+        .gql_ok(
+            "root",
+            "mutation { update_shop_items_by_pk(pk_columns: {id: 5}, _inc: {qty: -1}) { id qty } nope: update_shop_items_by_pk(pk_columns: {id: 404}, _set: {qty: 1}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(d["update_shop_items_by_pk"]["qty"], 19);
+    assert_eq!(d["nope"], Value::Null);
+    // a value of the wrong type fails validation
+    let (_, code) = s
+        .gql_err(
+            "root",
+            "mutation { update_shop_items(where: {}, _set: {qty: \"x\"}) { affected_rows } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "GRAPHQL_VALIDATION_FAILED");
+
+    // deletes return the old rows, flagged
+    let d = s
+        .gql_ok(
+            "root",
+            r#"mutation { delete_shop_items(where: {tag: {_eq: "x"}}) { affected_rows returning { id name _deleted } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(d["delete_shop_items"]["affected_rows"], 2);
+    assert_eq!(d["delete_shop_items"]["returning"][0]["_deleted"], true);
+    assert_eq!(ids(&d["delete_shop_items"]["returning"]), vec![6, 9]);
+    let d = s
+        .gql_ok(
+            "root",
+            "mutation { delete_shop_items_by_pk(id: 11) { id name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(d["delete_shop_items_by_pk"]["name"], "fig");
+    let d = s
+        .gql_ok("root", "mutation { delete_shop_items_by_pk(id: 11) { id } }", json!({}))
+        .await;
+    assert_eq!(d["delete_shop_items_by_pk"], Value::Null);
+    assert_eq!(
+        sql_ids(&s, "SELECT id FROM shop.items ORDER BY id").await,
+        vec![1, 2, 3, 4, 5, 7, 8, 10, 12]
+    );
+    s.stop().await;
+}

@@ -1,0 +1,54 @@
+//! Real Node clients against the real server: graphql-http's conformance audits,
+//! Apollo Client and urql (tests/clients, installed by `make deps` with `npm ci`).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use kalamdb_tests::{TestServer, pw};
+
+fn clients_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients")
+}
+
+async fn run_node(s: &TestServer, script: &str, user: &str) -> String {
+    let dir = clients_dir();
+    assert!(
+        dir.join("node_modules").is_dir(),
+        "tests/clients/node_modules is missing: run `make deps` (npm ci in tests/clients)"
+    );
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .current_dir(&dir)
+        .env("KALAMDB_URL", &s.url)
+        .env("KALAMDB_USER", user)
+        .env("KALAMDB_PASSWORD", pw(user))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_http_audits_apollo_and_urql() {
+    let s = TestServer::start().await;
+    s.root("CREATE NAMESPACE app").await;
+    s.root(
+        "CREATE TABLE app.notes (id BIGINT PRIMARY KEY DEFAULT SNOWFLAKE_ID(), title TEXT NOT NULL, \
+         done BOOLEAN DEFAULT false) WITH (TYPE = 'USER')",
+    )
+    .await;
+    s.user("ann", "user").await;
+
+    let audit = run_node(&s, "audit.mjs", "ann").await;
+    assert!(
+        audit.contains("\"audits\":61") && audit.contains("\"passed\":61"),
+        "{audit}"
+    );
+    run_node(&s, "apollo.mjs", "ann").await;
+    run_node(&s, "urql.mjs", "ann").await;
+    s.stop().await;
+}

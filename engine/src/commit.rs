@@ -17,6 +17,7 @@ use crate::catalog::Catalog;
 use crate::changelog::{ChangeKind, encode_entry, entry_key};
 use crate::codec::{decode_header, decode_row, encode_row, encode_tombstone, row_key};
 use crate::error::{EngineError, Result};
+use crate::row_cache::{PartitionKey, RowCache};
 use crate::row_expr::RowExpr;
 use crate::schema::TableDef;
 use crate::types::Value;
@@ -101,11 +102,11 @@ impl Drop for CommitPipeline {
 const MAX_GROUP: usize = 512;
 
 impl CommitPipeline {
-    pub fn start(store: Arc<HotStore>, catalog: Arc<Catalog>) -> Self {
+    pub fn start(store: Arc<HotStore>, catalog: Arc<Catalog>, cache: Arc<RowCache>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = thread::Builder::new()
             .name("kalamdb-commit".into())
-            .spawn(move || writer_loop(&store, &catalog, rx))
+            .spawn(move || writer_loop(&store, &catalog, &cache, rx))
             .expect("spawn the commit thread");
         Self {
             tx: Some(tx),
@@ -153,7 +154,7 @@ fn merge(into: &mut Pending, from: Pending) {
     }
 }
 
-fn writer_loop(store: &HotStore, catalog: &Catalog, rx: mpsc::Receiver<Job>) {
+fn writer_loop(store: &HotStore, catalog: &Catalog, cache: &RowCache, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -168,18 +169,20 @@ fn writer_loop(store: &HotStore, catalog: &Catalog, rx: mpsc::Receiver<Job>) {
                 Job::Write(req, reply) => writes.push((req, reply)),
                 Job::Exclusive(f) => {
                     // keep order: commit what came before, then run the exclusive job
-                    commit_group(store, catalog, std::mem::take(&mut writes));
+                    commit_group(store, catalog, cache, std::mem::take(&mut writes));
                     f(store);
+                    cache.clear();
                 }
             }
         }
-        commit_group(store, catalog, writes);
+        commit_group(store, catalog, cache, writes);
     }
 }
 
 fn commit_group(
     store: &HotStore,
     catalog: &Catalog,
+    cache: &RowCache,
     writes: Vec<(WriteRequest, oneshot::Sender<Result<WriteOutcome>>)>,
 ) {
     if writes.is_empty() {
@@ -188,6 +191,7 @@ fn commit_group(
     let mut batch = WriteBatch::new();
     let mut pending: Pending = HashMap::new();
     let mut results = Vec::with_capacity(writes.len());
+    let mut touched: Vec<PartitionKey> = Vec::new();
     for (req, reply) in writes {
         let mut local = WriteBatch::new();
         let mut local_pending: Pending = HashMap::new();
@@ -195,12 +199,15 @@ fn commit_group(
         if res.is_ok() {
             batch.append(local);
             merge(&mut pending, local_pending);
+            touched.push((req.table.uid.0, req.user.clone()));
         }
         results.push((reply, res));
     }
     let written = if batch.is_empty() { Ok(()) } else { store.write(batch) };
     match written {
         Ok(()) => {
+            // durable now; readers must not be served the old rows once this is acknowledged
+            cache.invalidate(&touched);
             for (reply, res) in results {
                 let _ = reply.send(res);
             }

@@ -17,6 +17,7 @@ use crate::error::{EngineError, Result};
 use crate::ids::{ColumnName, NamespaceId, TableId};
 use crate::mutate::{Changes, ConflictAction};
 use crate::reader::PartitionReader;
+use crate::row_cache::RowCache;
 use crate::row_expr::RowExpr;
 use crate::schema::{DefaultExpr, TableDef};
 use crate::sessions::{Sessions, TokenPair};
@@ -73,6 +74,7 @@ pub struct Engine {
     pub(crate) df_state: SessionState,
     pub(crate) config: EngineConfig,
     sessions: Sessions,
+    pub(crate) row_cache: Arc<RowCache>,
     dummy_hash: String,
 }
 
@@ -139,7 +141,8 @@ impl Engine {
             .with_config(session_config)
             .with_default_features()
             .build();
-        let commit = CommitPipeline::start(store.clone(), catalog.clone());
+        let row_cache = Arc::new(RowCache::default());
+        let commit = CommitPipeline::start(store.clone(), catalog.clone(), row_cache.clone());
         let engine = Arc::new(Self {
             store,
             catalog,
@@ -148,6 +151,7 @@ impl Engine {
             df_state,
             config,
             sessions,
+            row_cache,
             dummy_hash,
         });
         engine.bootstrap().await?;

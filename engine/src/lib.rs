@@ -15,6 +15,7 @@ pub mod ids;
 pub mod mutate;
 pub mod provider;
 pub mod reader;
+pub mod row_cache;
 pub mod row_expr;
 pub mod schema;
 pub mod select;

@@ -36,7 +36,8 @@ impl<'a> PartitionReader<'a> {
         Self { store, table, user }
     }
 
-    fn ttl_floor(&self) -> Option<Seq> {
+    /// The oldest `_seq` still visible (STREAM tables with a TTL).
+    pub fn ttl_floor(&self) -> Option<Seq> {
         match (self.table.table_type, self.table.ttl_seconds) {
             (TableType::Stream, Some(ttl)) => Some(Seq::floor_at_millis(now_millis().saturating_sub(ttl * 1000))),
             _ => None,

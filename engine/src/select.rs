@@ -26,7 +26,8 @@ use crate::error::{EngineError, Result};
 use crate::filter::{BoundFilter, BoundOrderKey, FieldRef, Filter, FilterLimits, OrderKey};
 use crate::ids::{ColumnName, TableId};
 use crate::provider::{HotTableProvider, key_plan};
-use crate::reader::PartitionReader;
+use crate::reader::{KeyPlan, PartitionReader};
+use crate::row_cache::{MAX_PARTITION_ROWS, PartitionKey};
 use crate::schema::TableDef;
 use crate::types::{ColumnType, Value};
 
@@ -94,6 +95,27 @@ impl BoundSelect {
         matches!(self.order.as_slice(), [k] if k.field == FieldRef::Column(pk) && !k.descending)
     }
 
+    /// Orders matching rows (given in key order) and cuts the page.
+    fn page(&self, matched: impl Iterator<Item = Row>, wanted: Option<usize>, key_order: bool) -> Vec<Row> {
+        let mut rows: Vec<Row> = if key_order {
+            matched.take(wanted.unwrap_or(usize::MAX)).collect()
+        } else {
+            let mut rows: Vec<Row> = matched.collect();
+            if let Some(w) = wanted
+                && w < rows.len()
+            {
+                rows.select_nth_unstable_by(w - 1, |a, b| self.compare(a, b));
+                rows.truncate(w);
+            }
+            rows.sort_by(|a, b| self.compare(a, b));
+            rows
+        };
+        if self.offset > 0 {
+            rows.drain(..self.offset.min(rows.len()));
+        }
+        rows
+    }
+
     fn compare(&self, a: &Row, b: &Row) -> std::cmp::Ordering {
         self.order
             .iter()
@@ -153,7 +175,8 @@ impl Engine {
     }
 
     /// The direct path: one partition, narrowed by primary-key conditions, filtered
-    /// and ordered in memory. In key order it stops as soon as the page is full.
+    /// and ordered in memory. In key order it stops as soon as the page is full. A
+    /// whole-partition read is served from, or fills, the row cache.
     fn select_direct(&self, ctx: &ExecContext, sel: &BoundSelect) -> Result<Vec<Row>> {
         let table = &sel.table;
         let plan = match &sel.filter {
@@ -161,41 +184,53 @@ impl Engine {
                 let exprs: Vec<Expr> = f.conjuncts().iter().map(|c| c.to_df_expr(table)).collect();
                 key_plan(table, &exprs)
             }
-            None => crate::reader::KeyPlan::All,
+            None => KeyPlan::All,
         };
         let reader = PartitionReader::new(&self.store, table, ctx.subject());
         let wanted = sel.limit.map(|l| l.saturating_add(sel.offset));
         if wanted == Some(0) {
             return Ok(vec![]);
         }
-        let keep = |seq: Seq, values: &[Value]| sel.filter.as_ref().is_none_or(|f| f.matches(seq, values));
-        let mut rows: Vec<Row> = Vec::new();
-        if sel.in_key_order() {
-            reader.scan(&plan, None, |(seq, values)| {
-                if keep(seq, &values) {
-                    rows.push((seq, values));
+        let floor = reader.ttl_floor();
+        let keep = |seq: Seq, values: &[Value]| {
+            floor.is_none_or(|f| seq >= f) && sel.filter.as_ref().is_none_or(|f| f.matches(seq, values))
+        };
+        let early_stop = sel.in_key_order() && wanted.is_some();
+        let key: PartitionKey = (table.uid.0, reader.user.cloned());
+        let version = table.current().version;
+        if plan == KeyPlan::All
+            && let Some(rows) = self.row_cache.get(&key, version)
+        {
+            let matched = rows.iter().filter(|(s, v)| keep(*s, v));
+            return Ok(sel.page(matched.cloned(), wanted, early_stop));
+        }
+        // a complete read of the partition fills the cache; a narrowed or early-stopped
+        // one, or one of a partition too large to cache, only collects matches
+        let mut filling = plan == KeyPlan::All && !early_stop;
+        let generation = self.row_cache.generation();
+        let mut all: Vec<Row> = Vec::new();
+        let mut matched: Vec<Row> = Vec::new();
+        reader.scan(&plan, None, |(seq, values)| {
+            if filling {
+                all.push((seq, values));
+                if all.len() > MAX_PARTITION_ROWS {
+                    filling = false;
+                    matched.extend(all.drain(..).filter(|(s, v)| keep(*s, v)));
                 }
-                wanted.is_none_or(|w| rows.len() < w)
-            })?;
-        } else {
-            reader.scan(&plan, None, |(seq, values)| {
-                if keep(seq, &values) {
-                    rows.push((seq, values));
-                }
-                true
-            })?;
-            if let Some(w) = wanted
-                && w < rows.len()
-            {
-                rows.select_nth_unstable_by(w - 1, |a, b| sel.compare(a, b));
-                rows.truncate(w);
+                return true;
             }
-            rows.sort_by(|a, b| sel.compare(a, b));
+            if keep(seq, &values) {
+                matched.push((seq, values));
+            }
+            !early_stop || wanted.is_none_or(|w| matched.len() < w)
+        })?;
+        if filling {
+            let all = Arc::new(all);
+            self.row_cache.fill(key, version, generation, all.clone());
+            let matched = all.iter().filter(|(s, v)| keep(*s, v));
+            return Ok(sel.page(matched.cloned(), wanted, early_stop));
         }
-        if sel.offset > 0 {
-            rows.drain(..sel.offset.min(rows.len()));
-        }
-        Ok(rows)
+        Ok(sel.page(matched.into_iter(), wanted, early_stop))
     }
 
     fn scan_builder(&self, ctx: &ExecContext, table: &Arc<TableDef>) -> Result<LogicalPlanBuilder> {
@@ -501,5 +536,75 @@ mod tests {
         let all = SelectRequest::default();
         assert_eq!(engine.select(&bob, &u, &all).await.unwrap().rows.len(), 80);
         assert_eq!(engine.select_datafusion(&bob, &u, &all).await.unwrap().rows.len(), 80);
+    }
+
+    /// Reads served from the row cache see every acknowledged write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cached_partitions_see_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = EngineConfig::new(dir.path());
+        cfg.bcrypt_cost = 4;
+        let engine = Engine::open(cfg).await.unwrap();
+        let root = ExecContext::system();
+        engine
+            .execute_sql(
+                &root,
+                "CREATE TABLE c (id INT PRIMARY KEY, v TEXT) WITH (TYPE = 'SHARED')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let t = TableId::new(
+            crate::ids::NamespaceId::public(),
+            crate::ids::TableName::parse("c").unwrap(),
+        );
+        let by_v = SelectRequest {
+            order_by: vec![OrderKey {
+                column: col("v"),
+                descending: true,
+                nulls_first: None,
+            }],
+            ..SelectRequest::default()
+        };
+        let values = |rows: Rows| rows.rows.into_iter().map(|r| r.1[1].clone()).collect::<Vec<_>>();
+        let text = |s: &str| Value::Text(s.to_string());
+        for i in 0..3 {
+            let row = vec![(col("id"), Value::Int(i)), (col("v"), text(&format!("v{i}")))];
+            engine
+                .insert(&root, &t, vec![row], ConflictAction::Error)
+                .await
+                .unwrap();
+            // the second read of each round is served from the cache
+            for _ in 0..2 {
+                assert_eq!(
+                    values(engine.select(&root, &t, &by_v).await.unwrap()).len(),
+                    i as usize + 1
+                );
+            }
+        }
+        engine
+            .update_by_pk(
+                &root,
+                &t,
+                &Value::Int(0),
+                &[(col("v"), crate::mutate::Assign::Set(text("z")))],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            values(engine.select(&root, &t, &by_v).await.unwrap()),
+            vec![text("z"), text("v2"), text("v1")]
+        );
+        engine.delete_by_pk(&root, &t, &Value::Int(2)).await.unwrap();
+        assert_eq!(
+            values(engine.select(&root, &t, &by_v).await.unwrap()),
+            vec![text("z"), text("v1")]
+        );
+        engine
+            .execute_sql(&root, "ALTER TABLE c ADD COLUMN w INT DEFAULT 5", &[])
+            .await
+            .unwrap();
+        let rows = engine.select(&root, &t, &by_v).await.unwrap();
+        assert_eq!(rows.rows[0].1.len(), 3, "rows are decoded under the new schema");
     }
 }

@@ -2,7 +2,8 @@
 //! connections for a fixed time per workload, and prints req/s, p50, p99 and the
 //! ratio of req/s to `GET /v1/bench/noop` measured in the same run.
 //!
-//! `make bench` runs it. LOAD_SECS (default 5) and LOAD_CONNS (default 32) tune it.
+//! `make bench` runs it. LOAD_SECS (default 5) and LOAD_CONNS (default 32) tune it;
+//! LOAD_ONLY=<text> runs only the workloads whose name contains it (and the baseline).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,7 +48,11 @@ async fn drive(url: &str, token: &str, body: BodyFn, conns: usize, secs: u64) ->
             .pool_max_idle_per_host(1)
             .build()
             .expect("client");
-        let (url, token, body, counter) = (url.to_string(), token.to_string(), body.clone(), counter.clone());
+        // URLs and the header are built once per connection, not per request
+        let noop = reqwest::Url::parse(&format!("{url}/v1/bench/noop")).expect("url");
+        let graphql = reqwest::Url::parse(&format!("{url}/v1/graphql")).expect("url");
+        let auth = format!("Bearer {token}");
+        let (body, counter) = (body.clone(), counter.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 14);
             let mut errors = 0usize;
@@ -55,13 +60,13 @@ async fn drive(url: &str, token: &str, body: BodyFn, conns: usize, secs: u64) ->
                 let i = counter.fetch_add(1, Ordering::Relaxed);
                 let t = Instant::now();
                 let ok = match body(i) {
-                    None => match client.get(format!("{url}/v1/bench/noop")).send().await {
+                    None => match client.get(noop.clone()).send().await {
                         Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
                         Err(_) => false,
                     },
                     Some(b) => match client
-                        .post(format!("{url}/v1/graphql"))
-                        .header("authorization", format!("Bearer {token}"))
+                        .post(graphql.clone())
+                        .header("authorization", auth.as_str())
                         .json(&b)
                         .send()
                         .await
@@ -196,8 +201,12 @@ async fn run(secs: u64, conns: usize) {
         "{:<52} {:>9} {:>10} {:>9} {:>9} {:>8} {:>7}",
         "workload", "requests", "req/s", "p50 µs", "p99 µs", "errors", "vs noop"
     );
+    let only = std::env::var("LOAD_ONLY").unwrap_or_default();
     let mut noop_rps = None;
     for (name, body) in workloads {
+        if noop_rps.is_some() && !name.contains(only.as_str()) {
+            continue;
+        }
         let o = drive(&s.url, &token, body, conns, secs).await;
         let rps = o.requests as f64 / o.elapsed.as_secs_f64();
         let base = *noop_rps.get_or_insert(rps);

@@ -53,22 +53,25 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
+        // the engine's and the GraphQL layer's own defaults, stated once
+        let engine = EngineConfig::new("./data");
+        let graphql = GraphqlLimits::default();
         Self {
             data_dir: PathBuf::from("./data"),
             listen: "127.0.0.1:8080".into(),
             durability: DurabilitySetting::Sync,
-            bcrypt_cost: kalamdb_auth::password::DEFAULT_COST,
+            bcrypt_cost: engine.bcrypt_cost,
             max_body_bytes: 1 << 20,
-            root_remote_login: false,
+            root_remote_login: engine.root_remote_login,
             root_password: None,
             demo: false,
-            access_token_ttl_secs: 900,
-            refresh_token_ttl_secs: 30 * 24 * 3600,
-            max_query_depth: 12,
-            max_query_complexity: 1000,
-            max_result_rows: 10_000,
-            max_filter_depth: 16,
-            max_filter_nodes: 1000,
+            access_token_ttl_secs: engine.access_token_ttl_secs,
+            refresh_token_ttl_secs: engine.refresh_token_ttl_secs,
+            max_query_depth: graphql.max_depth,
+            max_query_complexity: graphql.max_complexity,
+            max_result_rows: graphql.max_rows,
+            max_filter_depth: engine.max_filter_depth,
+            max_filter_nodes: engine.max_filter_nodes,
             bench_noop: false,
         }
     }

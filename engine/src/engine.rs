@@ -20,6 +20,7 @@ use crate::reader::PartitionReader;
 use crate::row_cache::RowCache;
 use crate::row_expr::RowExpr;
 use crate::schema::{DefaultExpr, TableDef};
+use crate::select::Rows;
 use crate::sessions::{Sessions, TokenPair};
 use crate::sql::eval::{BuiltinFn, EvalEnv};
 use crate::sql::parse::{self, Statement};
@@ -415,11 +416,16 @@ impl Engine {
         })
     }
 
-    /// Reads one row by primary key (the caller's own row for per-user tables).
-    pub fn get_by_pk(&self, ctx: &ExecContext, table: &TableId, pk: &Value) -> Result<Option<Row>> {
+    /// Reads one row by primary key (the caller's own row for per-user tables): a point
+    /// lookup, with no filter to bind or key plan to derive.
+    pub fn get_by_pk(&self, ctx: &ExecContext, table: &TableId, pk: &Value) -> Result<Rows> {
         let table = self.table_for(ctx, table, TableOp::Read)?;
         let pk = pk.clone().coerce(table.current().pk_column().ty)?;
-        PartitionReader::new(&self.store, &table, ctx.subject()).get(&pk)
+        let row = PartitionReader::new(&self.store, &table, ctx.subject()).get(&pk)?;
+        Ok(Rows {
+            table,
+            rows: row.into_iter().collect(),
+        })
     }
 
     /// Runs one SQL statement with `$n` parameters.

@@ -396,6 +396,14 @@ mod tests {
         "apple", "Banana", "cherry", "date", "Éclair", "fig", "grape", "", "a_b%c",
     ];
 
+    async fn open_engine() -> (tempfile::TempDir, Arc<Engine>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = EngineConfig::new(dir.path());
+        cfg.bcrypt_cost = 4;
+        let engine = Engine::open(cfg).await.unwrap();
+        (dir, engine)
+    }
+
     fn col(n: &str) -> ColumnName {
         ColumnName::parse(n).unwrap()
     }
@@ -460,10 +468,7 @@ mod tests {
     /// for random filters (three-valued logic included), orders and pages.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn direct_path_matches_datafusion() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = EngineConfig::new(dir.path());
-        cfg.bcrypt_cost = 4;
-        let engine = Engine::open(cfg).await.unwrap();
+        let (_dir, engine) = open_engine().await;
         let root = ExecContext::system();
         for sql in [
             "CREATE TABLE t (id INT PRIMARY KEY, a INT, b TEXT, c DOUBLE, d BOOLEAN, e TIMESTAMP) WITH (TYPE = 'SHARED')",
@@ -541,10 +546,7 @@ mod tests {
     /// Reads served from the row cache see every acknowledged write.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cached_partitions_see_every_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = EngineConfig::new(dir.path());
-        cfg.bcrypt_cost = 4;
-        let engine = Engine::open(cfg).await.unwrap();
+        let (_dir, engine) = open_engine().await;
         let root = ExecContext::system();
         engine
             .execute_sql(

@@ -18,15 +18,12 @@ fn object<'a>(v: &'a Gql, what: &str) -> Result<&'a async_graphql::indexmap::Ind
     }
 }
 
-fn list<'a>(v: &'a Gql, what: &str) -> Result<Vec<&'a Gql>> {
+/// A list input, with GraphQL's input coercion of a single value to a list of one.
+fn list(v: &Gql) -> Vec<&Gql> {
     match v {
-        Gql::List(items) => Ok(items.iter().collect()),
-        Gql::Null => Ok(vec![]),
-        // input coercion: a single value where a list is expected
-        other => {
-            let _ = what;
-            Ok(vec![other])
-        }
+        Gql::List(items) => items.iter().collect(),
+        Gql::Null => vec![],
+        other => vec![other],
     }
 }
 
@@ -56,7 +53,7 @@ fn bool_exp_at(meta: &TableMeta, v: &Gql, limits: FilterLimits, depth: usize) ->
         }
         match key.as_str() {
             "_and" | "_or" => {
-                let items = list(value, key.as_str())?
+                let items = list(value)
                     .into_iter()
                     .map(|i| bool_exp_at(meta, i, limits, depth + 1))
                     .collect::<Result<Vec<_>>>()?;
@@ -105,7 +102,7 @@ fn comparison(column: &ColumnName, ty: ColumnType, v: &Gql, out: &mut Vec<Filter
         let set = |negated: bool| -> Result<Filter> {
             Ok(Filter::In {
                 column: column.clone(),
-                values: list(value, op.as_str())?.into_iter().map(one).collect::<Result<_>>()?,
+                values: list(value).into_iter().map(one).collect::<Result<_>>()?,
                 negated,
             })
         };
@@ -139,7 +136,7 @@ fn comparison(column: &ColumnName, ty: ColumnType, v: &Gql, out: &mut Vec<Filter
 /// Parses `order_by: [<t>_order_by!]`; keys of one object count in the order given.
 pub fn order_by(meta: &TableMeta, v: &Gql) -> Result<Vec<OrderKey>> {
     let mut keys = Vec::new();
-    for item in list(v, "order_by")? {
+    for item in list(v) {
         for (col, dir) in object(item, "order_by")? {
             if *dir == Gql::Null {
                 continue;
@@ -208,7 +205,7 @@ pub fn assignments(meta: &TableMeta, set: Option<&Gql>, inc: Option<&Gql>) -> Re
 
 /// The columns a list of `<t>_select_column` / `<t>_update_column` values names.
 pub fn column_list(meta: &TableMeta, v: &Gql) -> Result<Vec<ColumnName>> {
-    list(v, "columns")?
+    list(v)
         .into_iter()
         .map(|item| match item {
             Gql::Enum(n) => meta

@@ -11,7 +11,7 @@ use kalamdb_engine::commit::AppliedChange;
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::Engine;
 use kalamdb_engine::error::{EngineError, ErrorCode};
-use kalamdb_engine::filter::{CmpOp, Filter};
+use kalamdb_engine::filter::Filter;
 use kalamdb_engine::ids::ColumnName;
 use kalamdb_engine::mutate::{Changes, ConflictAction};
 use kalamdb_engine::schema::TableDef;
@@ -230,13 +230,12 @@ pub fn list_field(meta: &Arc<TableMeta>) -> Field {
     .argument(InputValue::new("offset", TypeRef::named(TypeRef::INT)))
 }
 
-fn pk_filter(meta: &TableMeta, v: &Gql) -> GqlResult<Filter> {
+/// The primary-key argument of `_by_pk` and `delete_.._by_pk`, typed.
+fn pk_arg(ctx: &ResolverContext<'_>, meta: &TableMeta) -> GqlResult<Value> {
     let pk = meta.pk_column();
-    Ok(Filter::Compare {
-        column: pk.name.clone(),
-        op: CmpOp::Eq,
-        value: from_gql(pk.ty, v).gql()?,
-    })
+    let v =
+        arg(ctx, pk.name.as_str()).ok_or_else(|| gql_error(ErrorCode::InvalidInput, "the primary key is required"))?;
+    from_gql(pk.ty, v).gql()
 }
 
 pub fn by_pk_field(meta: &Arc<TableMeta>) -> Field {
@@ -246,14 +245,8 @@ pub fn by_pk_field(meta: &Arc<TableMeta>) -> Field {
         let meta = m.clone();
         FieldFuture::new(async move {
             let env = env(&ctx)?;
-            let pk = arg(&ctx, meta.pk_column().name.as_str())
-                .ok_or_else(|| gql_error(ErrorCode::InvalidInput, "the primary key is required"))?;
-            let req = SelectRequest {
-                filter: Some(pk_filter(&meta, pk)?),
-                limit: Some(1),
-                ..SelectRequest::default()
-            };
-            let row = rows_of(env.engine.select(env.exec, &meta.id, &req).await.gql()?).pop();
+            let pk = pk_arg(&ctx, &meta)?;
+            let row = rows_of(env.engine.get_by_pk(env.exec, &meta.id, &pk).gql()?).pop();
             Ok(row.map(FieldValue::owned_any))
         })
     })
@@ -780,9 +773,7 @@ pub fn delete_by_pk_field(meta: &Arc<TableMeta>) -> Field {
             let meta = m.clone();
             FieldFuture::new(async move {
                 let env = env(&ctx)?;
-                let pk = arg(&ctx, meta.pk_column().name.as_str())
-                    .ok_or_else(|| gql_error(ErrorCode::InvalidInput, "the primary key is required"))?;
-                let pk = from_gql(meta.pk_column().ty, pk).gql()?;
+                let pk = pk_arg(&ctx, &meta)?;
                 let changes = env.engine.delete_by_pk(env.exec, &meta.id, &pk).await.gql()?;
                 Ok(changed_rows(changes).pop().map(FieldValue::owned_any))
             })

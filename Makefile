@@ -22,7 +22,7 @@ test: build
 	KALAMDB_BIN=$(BIN) bash scripts/test.sh
 
 bench: build
-	cargo bench --profile release --workspace --bench engine --bench load
+	cargo bench --profile release --workspace --bench engine --bench load --bench ws_load
 
 lint: deps
 	cargo fmt --all -- --check

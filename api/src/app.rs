@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::realtime::Realtime;
 use crate::{graphql_handler, sql_handler};
 use kalamdb_schema_gen::registry::SchemaRegistry;
 
@@ -25,6 +26,7 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub config: Arc<Config>,
     pub schemas: Arc<SchemaRegistry>,
+    pub realtime: Arc<Realtime>,
 }
 
 /// Turns a panic in a handler into a 500 with a generic message; the server goes on.
@@ -55,10 +57,12 @@ pub async fn build_app(config: Config) -> anyhow::Result<(Router, AppState)> {
     }
     let schemas = Arc::new(SchemaRegistry::new(engine.clone(), config.graphql_limits()));
     let bench_noop = config.bench_noop;
+    let realtime = Arc::new(Realtime::new(config.max_subscriptions_per_user));
     let state = AppState {
         engine,
         config: Arc::new(config),
         schemas,
+        realtime,
     };
     let mut router = Router::new()
         .route("/healthz", get(healthz))
@@ -86,12 +90,19 @@ pub async fn schema_sdl(config: Config, role: Role) -> anyhow::Result<String> {
     Ok(kalamdb_schema_gen::schema::sorted_sdl(&schema))
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains requests.
+/// Serves `router` on `listener` until `shutdown` resolves, then drains requests and
+/// closes every WebSocket with a close frame.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    state: &AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let realtime = state.realtime.clone();
+    let shutdown = async move {
+        shutdown.await;
+        realtime.shut_down(std::time::Duration::from_secs(5)).await;
+    };
     // small responses leave at once instead of waiting on Nagle's algorithm
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {

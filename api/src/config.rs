@@ -49,6 +49,13 @@ pub struct Config {
     pub max_filter_nodes: usize,
     /// Serve `GET /v1/bench/noop`, the load generator's baseline.
     pub bench_noop: bool,
+    pub ws_init_timeout_ms: u64,
+    pub ws_keepalive_secs: u64,
+    pub ws_max_queued_bytes: usize,
+    pub max_subscriptions_per_connection: usize,
+    pub max_subscriptions_per_user: usize,
+    pub change_log_retention_secs: u64,
+    pub live_queue_capacity: usize,
 }
 
 impl Default for Config {
@@ -73,6 +80,13 @@ impl Default for Config {
             max_filter_depth: engine.max_filter_depth,
             max_filter_nodes: engine.max_filter_nodes,
             bench_noop: false,
+            ws_init_timeout_ms: 10_000,
+            ws_keepalive_secs: 15,
+            ws_max_queued_bytes: 4 << 20,
+            max_subscriptions_per_connection: 200,
+            max_subscriptions_per_user: 2000,
+            change_log_retention_secs: engine.change_log_retention_secs,
+            live_queue_capacity: engine.live_queue_capacity,
         }
     }
 }
@@ -152,6 +166,8 @@ impl Config {
         e.refresh_token_ttl_secs = self.refresh_token_ttl_secs;
         e.max_filter_depth = self.max_filter_depth;
         e.max_filter_nodes = self.max_filter_nodes;
+        e.change_log_retention_secs = self.change_log_retention_secs;
+        e.live_queue_capacity = self.live_queue_capacity;
         e
     }
 

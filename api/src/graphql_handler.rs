@@ -17,7 +17,8 @@ use std::net::SocketAddr;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{ServerError, Variables};
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kalamdb_engine::context::ExecContext;
@@ -64,7 +65,7 @@ impl Media {
 }
 
 /// A request that fails before execution.
-struct RequestError {
+pub(crate) struct RequestError {
     code: ErrorCode,
     errors: Vec<Json>,
 }
@@ -123,13 +124,26 @@ impl RequestError {
     }
 }
 
+impl RequestError {
+    /// The code and message of the first error.
+    pub(crate) fn first(&self) -> (ErrorCode, String) {
+        let message = self
+            .errors
+            .first()
+            .and_then(|e| e["message"].as_str())
+            .unwrap_or("bad request")
+            .to_string();
+        (self.code, message)
+    }
+}
+
 impl From<ApiError> for RequestError {
     fn from(e: ApiError) -> Self {
         Self::new(e.code, e.message)
     }
 }
 
-fn error_json(message: String, code: ErrorCode) -> Json {
+pub(crate) fn error_json(message: String, code: ErrorCode) -> Json {
     serde_json::json!({ "message": message, "extensions": { "code": code.as_str() } })
 }
 
@@ -148,10 +162,10 @@ fn respond(status: StatusCode, media: Media, body: &impl serde::Serialize) -> Re
 }
 
 /// The parameters of one GraphQL request, checked for type.
-struct Params {
-    query: String,
-    operation_name: Option<String>,
-    variables: Map<String, Json>,
+pub(crate) struct Params {
+    pub(crate) query: String,
+    pub(crate) operation_name: Option<String>,
+    pub(crate) variables: Map<String, Json>,
 }
 
 fn bad(message: impl Into<String>) -> RequestError {
@@ -159,7 +173,7 @@ fn bad(message: impl Into<String>) -> RequestError {
 }
 
 impl Params {
-    fn from_json(body: Json) -> Result<Self, RequestError> {
+    pub(crate) fn from_json(body: Json) -> Result<Self, RequestError> {
         let Json::Object(mut obj) = body else {
             return Err(bad("the request body must be a JSON object"));
         };
@@ -247,12 +261,17 @@ pub async fn post(
     }
 }
 
+/// `GET /v1/graphql`: a WebSocket upgrade, or a query in URL parameters.
 pub async fn get(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    if let Ok(ws) = upgrade {
+        return crate::ws::upgrade(ws, state, peer, headers);
+    }
     let media = Media::negotiate(&headers);
     let result = async {
         let ctx = http_auth::authenticate(&state.engine, &headers, peer).await?;
@@ -263,6 +282,31 @@ pub async fn get(
         Ok((ctx, params)) => execute(&state, ctx, params, media, true).await,
         Err(e) => e.into_response(media),
     }
+}
+
+/// The `errors` of a failed request as a JSON array, each with its code.
+pub(crate) fn response_errors(errors: Vec<ServerError>) -> String {
+    let errors: Vec<ServerError> = errors
+        .into_iter()
+        .map(|e| {
+            let code = request_error_code(&e);
+            with_code(e, code)
+        })
+        .collect();
+    serde_json::to_string(&errors).unwrap_or_else(|_| "[]".into())
+}
+
+/// An executed request's result as JSON, keys in query order.
+pub(crate) fn response_json(response: async_graphql::Response) -> String {
+    let body = ExecutionResult {
+        data: &response.data,
+        errors: response
+            .errors
+            .into_iter()
+            .map(|e| with_code(e, ErrorCode::Internal))
+            .collect(),
+    };
+    serde_json::to_string(&body).unwrap_or_else(|_| "{}".into())
 }
 
 /// The code of a request error that async-graphql reports without one.
@@ -338,15 +382,8 @@ async fn execute(state: &AppState, ctx: ExecContext, params: Params, media: Medi
             let errors = errors.iter().filter_map(|e| serde_json::to_value(e).ok()).collect();
             return RequestError { code, errors }.into_response(media);
         }
-        let body = ExecutionResult {
-            data: &response.data,
-            errors: response
-                .errors
-                .into_iter()
-                .map(|e| with_code(e, ErrorCode::Internal))
-                .collect(),
-        };
-        respond(StatusCode::OK, media, &body)
+        let body = response_json(response);
+        (StatusCode::OK, [(header::CONTENT_TYPE, media.content_type())], body).into_response()
     }
     .instrument(span)
     .await

@@ -46,10 +46,27 @@ fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
 }
 
 pub async fn authenticate(engine: &Engine, headers: &HeaderMap, peer: SocketAddr) -> Result<ExecContext, ApiError> {
-    let ctx = match credentials(headers)? {
-        Credentials::Basic(user, pass) => engine.authenticate(&user, &pass, peer.ip().is_loopback()).await?,
-        Credentials::Bearer(token) => engine.context_from_token(&token)?,
+    authenticate_session(engine, headers, peer).await.map(|(ctx, _)| ctx)
+}
+
+/// The caller, and when its bearer token expires (Unix seconds; none for Basic).
+pub async fn authenticate_session(
+    engine: &Engine,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<(ExecContext, Option<u64>), ApiError> {
+    let (ctx, expires_at) = match credentials(headers)? {
+        Credentials::Basic(user, pass) => (engine.authenticate(&user, &pass, peer.ip().is_loopback()).await?, None),
+        Credentials::Bearer(token) => {
+            let (ctx, exp) = engine.token_session(&token)?;
+            (ctx, Some(exp))
+        }
     };
+    let ctx = act_as(engine, headers, ctx)?;
+    Ok((ctx, expires_at))
+}
+
+fn act_as(engine: &Engine, headers: &HeaderMap, ctx: ExecContext) -> Result<ExecContext, ApiError> {
     match headers.get(ACT_AS_HEADER) {
         None => Ok(ctx),
         Some(v) => {

@@ -8,4 +8,6 @@ pub mod demo;
 pub mod error;
 pub mod graphql_handler;
 pub mod http_auth;
+pub mod realtime;
 pub mod sql_handler;
+pub mod ws;

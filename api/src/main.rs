@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {}", cfg.listen))?;
             let addr = listener.local_addr()?;
             let demo_on = cfg.demo;
-            let (router, _state) = app::build_app(cfg).await?;
+            let (router, state) = app::build_app(cfg).await?;
             tracing::info!("listening on http://{addr}");
             if demo_on {
                 println!("KalamDB is running at http://{addr}");
@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
                     "  root:      user root, with the password in KALAMDB_ROOT_PASSWORD at first start (loopback only)"
                 );
             }
-            app::serve(listener, router, app::shutdown_signal()).await?;
+            app::serve(listener, router, &state, app::shutdown_signal()).await?;
             Ok(())
         }
         Command::Schema {

@@ -17,6 +17,7 @@ use crate::catalog::Catalog;
 use crate::changelog::{ChangeKind, encode_entry, entry_key};
 use crate::codec::{decode_header, decode_row, encode_row, encode_tombstone, row_key};
 use crate::error::{EngineError, Result};
+use crate::live::LiveHub;
 use crate::row_cache::{PartitionKey, RowCache};
 use crate::row_expr::RowExpr;
 use crate::schema::TableDef;
@@ -102,11 +103,17 @@ impl Drop for CommitPipeline {
 const MAX_GROUP: usize = 512;
 
 impl CommitPipeline {
-    pub fn start(store: Arc<HotStore>, catalog: Arc<Catalog>, cache: Arc<RowCache>) -> Self {
+    pub fn start(store: Arc<HotStore>, catalog: Arc<Catalog>, cache: Arc<RowCache>, live: Arc<LiveHub>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = thread::Builder::new()
             .name("kalamdb-commit".into())
-            .spawn(move || writer_loop(&store, &catalog, &cache, rx))
+            .spawn(move || {
+                let sinks = Sinks {
+                    cache: &cache,
+                    live: &live,
+                };
+                writer_loop(&store, &catalog, &sinks, rx)
+            })
             .expect("spawn the commit thread");
         Self {
             tx: Some(tx),
@@ -154,7 +161,13 @@ fn merge(into: &mut Pending, from: Pending) {
     }
 }
 
-fn writer_loop(store: &HotStore, catalog: &Catalog, cache: &RowCache, rx: mpsc::Receiver<Job>) {
+/// Who hears of a committed batch before its writers are acknowledged.
+struct Sinks<'a> {
+    cache: &'a RowCache,
+    live: &'a LiveHub,
+}
+
+fn writer_loop(store: &HotStore, catalog: &Catalog, sinks: &Sinks<'_>, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -169,20 +182,20 @@ fn writer_loop(store: &HotStore, catalog: &Catalog, cache: &RowCache, rx: mpsc::
                 Job::Write(req, reply) => writes.push((req, reply)),
                 Job::Exclusive(f) => {
                     // keep order: commit what came before, then run the exclusive job
-                    commit_group(store, catalog, cache, std::mem::take(&mut writes));
+                    commit_group(store, catalog, sinks, std::mem::take(&mut writes));
                     f(store);
-                    cache.clear();
+                    sinks.cache.clear();
                 }
             }
         }
-        commit_group(store, catalog, cache, writes);
+        commit_group(store, catalog, sinks, writes);
     }
 }
 
 fn commit_group(
     store: &HotStore,
     catalog: &Catalog,
-    cache: &RowCache,
+    sinks: &Sinks<'_>,
     writes: Vec<(WriteRequest, oneshot::Sender<Result<WriteOutcome>>)>,
 ) {
     if writes.is_empty() {
@@ -192,6 +205,7 @@ fn commit_group(
     let mut pending: Pending = HashMap::new();
     let mut results = Vec::with_capacity(writes.len());
     let mut touched: Vec<PartitionKey> = Vec::new();
+    let mut committed: Vec<(Arc<TableDef>, Option<UserId>)> = Vec::new();
     for (req, reply) in writes {
         let mut local = WriteBatch::new();
         let mut local_pending: Pending = HashMap::new();
@@ -201,14 +215,18 @@ fn commit_group(
             merge(&mut pending, local_pending);
             touched.push((req.table.uid.0, req.user.clone()));
         }
+        committed.push((req.table, req.user));
         results.push((reply, res));
     }
     let written = if batch.is_empty() { Ok(()) } else { store.write(batch) };
     match written {
         Ok(()) => {
             // durable now; readers must not be served the old rows once this is acknowledged
-            cache.invalidate(&touched);
-            for (reply, res) in results {
+            sinks.cache.invalidate(&touched);
+            for ((table, user), (reply, res)) in committed.iter().zip(results) {
+                if let Ok(out) = &res {
+                    sinks.live.publish(table, user.as_ref(), &out.changes);
+                }
                 let _ = reply.send(res);
             }
         }

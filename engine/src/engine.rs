@@ -15,6 +15,7 @@ use crate::commit::{CommitPipeline, OnConflict, WriteOp, WriteOutcome, WriteRequ
 use crate::context::ExecContext;
 use crate::error::{EngineError, Result};
 use crate::ids::{ColumnName, NamespaceId, TableId};
+use crate::live::LiveHub;
 use crate::mutate::{Changes, ConflictAction};
 use crate::reader::PartitionReader;
 use crate::row_cache::RowCache;
@@ -48,6 +49,10 @@ pub struct EngineConfig {
     pub max_filter_depth: usize,
     /// How many conditions and list values a typed filter may hold.
     pub max_filter_nodes: usize,
+    /// How long change-log entries are kept for resuming change feeds.
+    pub change_log_retention_secs: u64,
+    /// Changes a subscription may have queued before it is ended as too slow.
+    pub live_queue_capacity: usize,
 }
 
 impl EngineConfig {
@@ -63,6 +68,8 @@ impl EngineConfig {
             refresh_token_ttl_secs: 30 * 24 * 3600,
             max_filter_depth: 16,
             max_filter_nodes: 1000,
+            change_log_retention_secs: 24 * 3600,
+            live_queue_capacity: 4096,
         }
     }
 }
@@ -76,6 +83,7 @@ pub struct Engine {
     pub(crate) config: EngineConfig,
     sessions: Sessions,
     pub(crate) row_cache: Arc<RowCache>,
+    pub(crate) live: Arc<LiveHub>,
     dummy_hash: String,
 }
 
@@ -107,6 +115,21 @@ pub(crate) fn resolve_table(catalog: &Catalog, ctx: &ExecContext, id: &TableId, 
     let table = catalog.resolve(id)?;
     authorize_table(ctx, &table, op)?;
     Ok(table)
+}
+
+/// Purges the change log past its retention now and then, for as long as the engine lives.
+fn spawn_change_log_purge(engine: &Arc<Engine>) {
+    let weak = Arc::downgrade(engine);
+    let every = std::time::Duration::from_millis((engine.config.change_log_retention_secs * 250).clamp(50, 60_000));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(engine) = weak.upgrade() else { return };
+            if let Err(e) = engine.purge_change_log() {
+                tracing::warn!(error = %e, "change-log purge failed");
+            }
+        }
+    });
 }
 
 /// A row returned by the typed read API: its `_seq` and values in column order.
@@ -143,7 +166,8 @@ impl Engine {
             .with_default_features()
             .build();
         let row_cache = Arc::new(RowCache::default());
-        let commit = CommitPipeline::start(store.clone(), catalog.clone(), row_cache.clone());
+        let live = Arc::new(LiveHub::new(config.live_queue_capacity));
+        let commit = CommitPipeline::start(store.clone(), catalog.clone(), row_cache.clone(), live.clone());
         let engine = Arc::new(Self {
             store,
             catalog,
@@ -153,9 +177,11 @@ impl Engine {
             config,
             sessions,
             row_cache,
+            live,
             dummy_hash,
         });
         engine.bootstrap().await?;
+        spawn_change_log_purge(&engine);
         Ok(engine)
     }
 
@@ -237,6 +263,16 @@ impl Engine {
         }
     }
 
+    /// The caller of a bearer access token and when the token expires (Unix seconds).
+    pub fn token_session(&self, token: &str) -> Result<(ExecContext, u64)> {
+        let (user, role, exp) = self.sessions.verify(token)?;
+        let current = self
+            .users
+            .active(&user)
+            .ok_or_else(|| EngineError::InvalidToken("invalid token".into()))?;
+        Ok((ExecContext::new(user, role.min(current.role)), exp))
+    }
+
     /// The context for an already verified identity (a token), if the user is active.
     pub fn context_for(&self, user: &UserId) -> Option<ExecContext> {
         self.users.active(user).map(|u| ExecContext::new(u.id, u.role))
@@ -257,12 +293,7 @@ impl Engine {
     /// The caller of a bearer access token. The user must still be active, and the
     /// role is the lower of the token's and the current one.
     pub fn context_from_token(&self, token: &str) -> Result<ExecContext> {
-        let (user, role) = self.sessions.verify(token)?;
-        let current = self
-            .users
-            .active(&user)
-            .ok_or_else(|| EngineError::InvalidToken("invalid token".into()))?;
-        Ok(ExecContext::new(user, role.min(current.role)))
+        self.token_session(token).map(|(ctx, _)| ctx)
     }
 
     /// Resolves a table and checks that the caller may perform `op` on it.

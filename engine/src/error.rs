@@ -38,6 +38,12 @@ pub enum ErrorCode {
     BadRequest,
     MethodNotAllowed,
     UnsupportedMediaType,
+    /// More subscriptions than a connection or user may hold.
+    TooManySubscriptions,
+    /// A subscriber that fell too far behind the changes it was sent.
+    SlowConsumer,
+    /// A subscription ended because its table's definition changed or went away.
+    SchemaChanged,
     Internal,
 }
 
@@ -69,6 +75,9 @@ impl ErrorCode {
             ErrorCode::BadRequest => "BAD_REQUEST",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ErrorCode::TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
+            ErrorCode::SlowConsumer => "SLOW_CONSUMER",
+            ErrorCode::SchemaChanged => "SCHEMA_CHANGED",
             ErrorCode::Internal => "INTERNAL_ERROR",
         }
     }
@@ -95,6 +104,9 @@ impl ErrorCode {
             ErrorCode::NamespaceNotFound | ErrorCode::TableNotFound | ErrorCode::UserNotFound => 404,
             ErrorCode::AlreadyExists | ErrorCode::DuplicateKey | ErrorCode::WriteConflict => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::TooManySubscriptions => 429,
+            ErrorCode::SchemaChanged => 409,
+            ErrorCode::SlowConsumer => 503,
             ErrorCode::Internal => 500,
         }
     }
@@ -142,6 +154,12 @@ pub enum EngineError {
     FilterTooComplex(String),
     #[error("{0}")]
     TooManyRows(String),
+    #[error("{0}")]
+    TooManySubscriptions(String),
+    #[error("the subscription fell too far behind and was ended")]
+    SlowConsumer,
+    #[error("the definition of table '{0}' changed; subscribe again")]
+    SchemaChanged(String),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
     #[error("internal: {0}")]
@@ -169,6 +187,9 @@ impl EngineError {
             EngineError::Forbidden(_) => ErrorCode::Forbidden,
             EngineError::FilterTooComplex(_) => ErrorCode::FilterTooComplex,
             EngineError::TooManyRows(_) => ErrorCode::TooManyRows,
+            EngineError::TooManySubscriptions(_) => ErrorCode::TooManySubscriptions,
+            EngineError::SlowConsumer => ErrorCode::SlowConsumer,
+            EngineError::SchemaChanged(_) => ErrorCode::SchemaChanged,
             EngineError::Storage(_) | EngineError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod filter;
 pub mod ids;
+pub mod live;
 pub mod mutate;
 pub mod provider;
 pub mod reader;

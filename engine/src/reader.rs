@@ -60,6 +60,25 @@ impl<'a> PartitionReader<'a> {
             .map(|r| (r.seq, r.values)))
     }
 
+    /// Visits every visible row in key order and returns the highest `_seq` of any key
+    /// of the partition, tombstones and expired rows included: the read holds exactly
+    /// the changes up to that seq (one RocksDB iterator is one consistent view).
+    pub fn scan_versions(&self, mut visit: impl FnMut(Seq, Vec<Value>)) -> Result<Seq> {
+        let prefix = partition_prefix(self.user);
+        let upper = prefix_successor(&prefix);
+        let floor = self.ttl_floor();
+        let mut high = Seq::ZERO;
+        let mut it = self.store.scan(&self.partition(), &prefix, upper.as_deref())?;
+        while let Some((_, v)) = it.next_entry()? {
+            let row = decode_row(self.table, v)?;
+            high = high.max(row.seq);
+            if !row.deleted && floor.is_none_or(|f| row.seq >= f) {
+                visit(row.seq, row.values);
+            }
+        }
+        Ok(high)
+    }
+
     /// Visits visible rows in key order until `visit` returns `false` or `limit` rows
     /// were visited.
     pub fn scan(&self, plan: &KeyPlan, limit: Option<usize>, mut visit: impl FnMut(VisibleRow) -> bool) -> Result<()> {

@@ -163,13 +163,13 @@ impl Sessions {
         self.issue_in(store, &rec.user, role, Some(rec.family), batch)
     }
 
-    /// Verifies an access token: `(user, role in the token)`.
-    pub fn verify(&self, token: &str) -> Result<(UserId, Role)> {
+    /// Verifies an access token: `(user, role in the token, expiry in Unix seconds)`.
+    pub fn verify(&self, token: &str) -> Result<(UserId, Role, u64)> {
         let claims = self.keys.verify(token).map_err(|e| match e {
             kalamdb_auth::error::AuthError::ExpiredToken => EngineError::TokenExpired,
             _ => EngineError::InvalidToken("invalid token".into()),
         })?;
         let user = UserId::parse(&claims.sub).map_err(|_| EngineError::InvalidToken("invalid token".into()))?;
-        Ok((user, claims.role))
+        Ok((user, claims.role, claims.exp))
     }
 }

@@ -14,6 +14,7 @@ use crate::catalog::Catalog;
 use crate::context::ExecContext;
 use crate::error::{EngineError, Result};
 use crate::ids::TableId;
+use crate::live::LiveHub;
 use crate::users::UserStore;
 
 fn ts_field(name: &str, nullable: bool) -> Field {
@@ -40,11 +41,12 @@ fn strs<S: AsRef<str>>(values: Vec<Option<S>>) -> ArrayRef {
     ))
 }
 
-pub const SYSTEM_TABLES: [&str; 4] = ["users", "namespaces", "tables", "columns"];
+pub const SYSTEM_TABLES: [&str; 5] = ["users", "namespaces", "tables", "columns", "live_queries"];
 
 pub fn provider(
     catalog: &Catalog,
     users: &UserStore,
+    live: &LiveHub,
     ctx: &ExecContext,
     id: &TableId,
 ) -> Result<Arc<dyn TableProvider>> {
@@ -156,6 +158,33 @@ pub fn provider(
                     )),
                     Arc::new(BooleanArray::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
                     strs(rows.iter().map(|r| r.2.default.as_ref().map(|d| d.sql())).collect()),
+                ],
+            )
+        }
+        "live_queries" => {
+            let l = live.list();
+            (
+                vec![
+                    Field::new("live_id", DataType::Int64, false),
+                    Field::new("user_id", DataType::Utf8, false),
+                    Field::new("namespace", DataType::Utf8, false),
+                    Field::new("table_name", DataType::Utf8, false),
+                    Field::new("kind", DataType::Utf8, false),
+                    Field::new("query", DataType::Utf8, false),
+                    ts_field("created_at", false),
+                    Field::new("last_seq", DataType::Int64, true),
+                ],
+                vec![
+                    Arc::new(Int64Array::from(l.iter().map(|x| x.id.0 as i64).collect::<Vec<_>>())),
+                    strs(l.iter().map(|x| Some(x.user.as_str())).collect()),
+                    strs(l.iter().map(|x| Some(x.table.namespace.as_str())).collect()),
+                    strs(l.iter().map(|x| Some(x.table.table.as_str())).collect()),
+                    strs(l.iter().map(|x| Some(x.kind.as_str())).collect()),
+                    strs(l.iter().map(|x| Some(x.query.as_str())).collect()),
+                    ts(l.iter().map(|x| Some(x.created_at_ms)).collect()),
+                    Arc::new(Int64Array::from(
+                        l.iter().map(|x| x.last_seq.map(|s| s.as_i64())).collect::<Vec<_>>(),
+                    )),
                 ],
             )
         }

@@ -82,6 +82,14 @@ impl TableNames {
     pub fn group_key(&self) -> String {
         self.with("group_key")
     }
+    /// The change-feed subscription field.
+    pub fn changes(&self) -> String {
+        self.with("changes")
+    }
+    /// One change event.
+    pub fn change(&self) -> String {
+        self.with("change")
+    }
     pub fn by_pk(&self) -> String {
         self.with("by_pk")
     }

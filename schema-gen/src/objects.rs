@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::dynamic::{Enum, Field, FieldFuture, InputObject, InputValue, Object, Type, TypeRef};
+use async_graphql::dynamic::{Enum, EnumItem, Field, FieldFuture, InputObject, InputValue, Object, Type, TypeRef};
 use kalamdb_engine::types::ColumnType;
 
 use crate::meta::{DELETED, SEQ, TableMeta};
@@ -12,6 +12,7 @@ use crate::values::{ALL_TYPES, custom_scalars, scalar_name};
 
 pub const ORDER_BY: &str = "order_by";
 pub const IDENTITY: &str = "kalamdb_identity";
+pub const CHANGE_OP: &str = "change_op";
 
 pub fn comparison_exp(ty: ColumnType) -> String {
     format!("{}_comparison_exp", scalar_name(ty))
@@ -59,6 +60,15 @@ pub fn shared_types() -> Vec<Type> {
                 "desc_nulls_first",
                 "desc_nulls_last",
             ])
+            .into(),
+    );
+    out.push(
+        Enum::new(CHANGE_OP)
+            .description("What a change event reports.")
+            .item(EnumItem::new("SNAPSHOT").description("A current row, sent before live changes."))
+            .item(EnumItem::new("INSERT"))
+            .item(EnumItem::new("UPDATE"))
+            .item(EnumItem::new("DELETE"))
             .into(),
     );
     out.push(
@@ -139,6 +149,17 @@ pub fn table_types(meta: &Arc<TableMeta>, writable: bool) -> Vec<Type> {
         )
         .field(row_field(DELETED, TypeRef::named_nn(TypeRef::BOOLEAN)).description("True for a row just deleted."));
     out.push(row.into());
+
+    out.push(
+        Object::new(n.change())
+            .description(format!("A change to a row of {}.", meta.id))
+            .field(resolvers::change_op_field())
+            .field(resolvers::change_seq_field())
+            .field(resolvers::change_row_field(meta, false))
+            .field(resolvers::change_row_field(meta, true))
+            .field(resolvers::change_reset_field())
+            .into(),
+    );
 
     // where
     let mut bool_exp = InputObject::new(n.bool_exp())

@@ -6,17 +6,20 @@ use std::sync::Arc;
 
 use async_graphql::Value as Gql;
 use async_graphql::context::SelectionField;
-use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, ResolverContext, TypeRef};
+use async_graphql::dynamic::{
+    Field, FieldFuture, FieldValue, InputValue, ResolverContext, SubscriptionField, SubscriptionFieldFuture, TypeRef,
+};
 use kalamdb_engine::commit::AppliedChange;
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::Engine;
 use kalamdb_engine::error::{EngineError, ErrorCode};
 use kalamdb_engine::filter::Filter;
 use kalamdb_engine::ids::ColumnName;
+use kalamdb_engine::live::{FeedBatch, FeedStart};
 use kalamdb_engine::mutate::{Changes, ConflictAction};
 use kalamdb_engine::schema::TableDef;
 use kalamdb_engine::select::{AggFn, Aggregate, AggregateRequest, Rows, SelectRequest};
-use kalamdb_engine::types::Value;
+use kalamdb_engine::types::{ColumnType, Value};
 use kalamdb_storage::seq::Seq;
 
 use crate::errors::{engine_error, gql_error};
@@ -153,13 +156,16 @@ fn list_value(rows: Vec<RowObj>) -> FieldValue<'static> {
 
 /// Runs a select bounded by the rows-per-result limit: an explicit `limit` above it,
 /// or a result that would exceed it, is an error rather than a silent truncation.
-async fn bounded_select(
-    env: &Env<'_>,
-    meta: &TableMeta,
-    mut req: SelectRequest,
-    limit: Option<usize>,
-) -> GqlResult<Vec<RowObj>> {
+async fn bounded_select(env: &Env<'_>, meta: &TableMeta, req: SelectRequest) -> GqlResult<Vec<RowObj>> {
+    let rows = env.engine.select(env.exec, &meta.id, &req).await.gql()?;
+    checked_rows(env.limits, rows)
+}
+
+/// The select a list field (query or live subscription) asks for, with its limit
+/// capped one above the rows-per-result bound so that an overflow shows.
+fn list_request(ctx: &ResolverContext<'_>, env: &Env<'_>, meta: &TableMeta) -> GqlResult<SelectRequest> {
     let max = env.limits.max_rows;
+    let limit = int_arg(ctx, "limit")?;
     if let Some(l) = limit
         && l > max
     {
@@ -167,14 +173,36 @@ async fn bounded_select(
             "limit {l} is above the maximum of {max} rows per result"
         ))));
     }
-    req.limit = Some(limit.unwrap_or(max.saturating_add(1)));
-    let rows = env.engine.select(env.exec, &meta.id, &req).await.gql()?;
+    Ok(SelectRequest {
+        filter: filter_arg(ctx, env.engine, meta)?,
+        order_by: arg(ctx, "order_by")
+            .map(|o| inputs::order_by(meta, o))
+            .transpose()
+            .gql()?
+            .unwrap_or_default(),
+        limit: Some(limit.unwrap_or(max.saturating_add(1))),
+        offset: int_arg(ctx, "offset")?.unwrap_or(0),
+    })
+}
+
+fn checked_rows(limits: &GraphqlLimits, rows: Rows) -> GqlResult<Vec<RowObj>> {
+    let max = limits.max_rows;
     if rows.rows.len() > max {
         return Err(engine_error(EngineError::TooManyRows(format!(
             "the result has more than {max} rows; add a limit or narrow the where"
         ))));
     }
     Ok(rows_of(rows))
+}
+
+/// The arguments of a list field, the query's and the live subscription's.
+fn list_args(meta: &TableMeta) -> [InputValue; 4] {
+    [
+        InputValue::new("where", TypeRef::named(meta.names.bool_exp())),
+        InputValue::new("order_by", TypeRef::named_nn_list(meta.names.order_by())),
+        InputValue::new("limit", TypeRef::named(TypeRef::INT)),
+        InputValue::new("offset", TypeRef::named(TypeRef::INT)),
+    ]
 }
 
 // ---- query root -------------------------------------------------------------------
@@ -198,36 +226,21 @@ pub fn identity(ctx: &ResolverContext<'_>, role: bool) -> Option<FieldValue<'sta
 
 pub fn list_field(meta: &Arc<TableMeta>) -> Field {
     let m = meta.clone();
-    Field::new(
+    let field = Field::new(
         &meta.names.base,
         TypeRef::named_nn_list_nn(&meta.names.base),
         move |ctx| {
             let meta = m.clone();
             FieldFuture::new(async move {
                 let env = env(&ctx)?;
-                let req = SelectRequest {
-                    filter: filter_arg(&ctx, env.engine, &meta)?,
-                    order_by: arg(&ctx, "order_by")
-                        .map(|o| inputs::order_by(&meta, o))
-                        .transpose()
-                        .gql()?
-                        .unwrap_or_default(),
-                    limit: None,
-                    offset: int_arg(&ctx, "offset")?.unwrap_or(0),
-                };
-                let rows = bounded_select(&env, &meta, req, int_arg(&ctx, "limit")?).await?;
+                let req = list_request(&ctx, &env, &meta)?;
+                let rows = bounded_select(&env, &meta, req).await?;
                 Ok(Some(list_value(rows)))
             })
         },
     )
-    .description(format!("Rows of {}.", meta.id))
-    .argument(InputValue::new("where", TypeRef::named(meta.names.bool_exp())))
-    .argument(InputValue::new(
-        "order_by",
-        TypeRef::named_nn_list(meta.names.order_by()),
-    ))
-    .argument(InputValue::new("limit", TypeRef::named(TypeRef::INT)))
-    .argument(InputValue::new("offset", TypeRef::named(TypeRef::INT)))
+    .description(format!("Rows of {}.", meta.id));
+    list_args(meta).into_iter().fold(field, Field::argument)
 }
 
 /// The primary-key argument of `_by_pk` and `delete_.._by_pk`, typed.
@@ -464,9 +477,10 @@ pub fn aggregate_nodes_field(meta: &Arc<TableMeta>) -> Field {
             let parent = ctx.parent_value.try_downcast_ref::<AggParent>()?;
             let req = SelectRequest {
                 filter: parent.filter.clone(),
+                limit: Some(env.limits.max_rows.saturating_add(1)),
                 ..SelectRequest::default()
             };
-            Ok(Some(list_value(bounded_select(&env, &parent.meta, req, None).await?)))
+            Ok(Some(list_value(bounded_select(&env, &parent.meta, req).await?)))
         })
     })
 }
@@ -784,4 +798,208 @@ pub fn delete_by_pk_field(meta: &Arc<TableMeta>) -> Field {
         meta.id
     ))
     .argument(InputValue::new(pk.name.as_str(), TypeRef::named_nn(scalar_name(pk.ty))))
+}
+
+// ---- subscriptions ----------------------------------------------------------------
+
+/// What `system.live_queries` shows as a subscription's query; the transport sets it
+/// to the document's text.
+#[derive(Debug, Clone)]
+pub struct SubscriptionLabel(pub String);
+
+fn label(ctx: &ResolverContext<'_>, field: &str) -> String {
+    ctx.data_opt::<SubscriptionLabel>()
+        .map_or_else(|| field.to_string(), |l| l.0.clone())
+}
+
+/// `subscription { <t>(where, order_by, limit, offset) }`: the result now, and again
+/// each time it changes.
+pub fn live_subscription_field(meta: &Arc<TableMeta>) -> SubscriptionField {
+    let m = meta.clone();
+    let field = SubscriptionField::new(
+        &meta.names.base,
+        TypeRef::named_nn_list_nn(&meta.names.base),
+        move |ctx| {
+            let meta = m.clone();
+            SubscriptionFieldFuture::new(async move {
+                let env = env(&ctx)?;
+                let req = list_request(&ctx, &env, &meta)?;
+                let limits = env.limits.clone();
+                let results = env
+                    .engine
+                    .subscribe_live(env.exec, &meta.id, req, label(&ctx, &meta.names.base))
+                    .gql()?;
+                Ok(futures::stream::unfold(Some(results), move |state| {
+                    let limits = limits.clone();
+                    async move {
+                        let mut results = state?;
+                        let item = results.next().await.gql().and_then(|rows| checked_rows(&limits, rows));
+                        Some(match item {
+                            Ok(rows) => (Ok(list_value(rows)), Some(results)),
+                            Err(e) => (Err(e), None),
+                        })
+                    }
+                }))
+            })
+        },
+    )
+    .description(format!(
+        "Rows of {}: the result at once, then again each time it changes.",
+        meta.id
+    ));
+    list_args(meta).into_iter().fold(field, SubscriptionField::argument)
+}
+
+/// One change event handed to the fields of a `<t>_change` object.
+pub struct ChangeObj {
+    op: &'static str,
+    seq: Seq,
+    row: Option<RowObj>,
+    old_row: Option<RowObj>,
+    reset: bool,
+}
+
+fn change_objs(table: &Arc<TableDef>, batch: FeedBatch) -> Vec<ChangeObj> {
+    let row = |seq: Seq, values: Vec<Value>| RowObj {
+        table: table.clone(),
+        seq,
+        values,
+        deleted: false,
+    };
+    match batch {
+        FeedBatch::Snapshot { rows, watermark, reset } => rows
+            .into_iter()
+            .map(|(seq, values)| ChangeObj {
+                op: "SNAPSHOT",
+                seq: watermark,
+                row: Some(row(seq, values)),
+                old_row: None,
+                reset,
+            })
+            .collect(),
+        FeedBatch::Changes(changes) => changes
+            .iter()
+            .map(|c| ChangeObj {
+                op: c.kind.as_str(),
+                seq: c.seq,
+                row: c.new.clone().map(|v| row(c.seq, v)),
+                old_row: c.old.clone().map(|v| RowObj {
+                    deleted: c.new.is_none(),
+                    ..row(c.seq, v)
+                }),
+                reset: false,
+            })
+            .collect(),
+    }
+}
+
+fn seq_arg(ctx: &ResolverContext<'_>, name: &str) -> GqlResult<Option<Seq>> {
+    match arg(ctx, name) {
+        None => Ok(None),
+        Some(v) => match from_gql(ColumnType::BigInt, v).gql()? {
+            Value::BigInt(n) if n >= 0 => Ok(Some(Seq(n as u64))),
+            _ => Err(gql_error(
+                ErrorCode::InvalidInput,
+                format!("'{name}' must be a non-negative BigInt"),
+            )),
+        },
+    }
+}
+
+/// `subscription { <t>_changes(where, since_seq, initial_batch_size) }`: change events,
+/// in batches, in commit order.
+pub fn changes_subscription_field(meta: &Arc<TableMeta>) -> SubscriptionField {
+    let m = meta.clone();
+    SubscriptionField::new(
+        meta.names.changes(),
+        TypeRef::named_nn_list_nn(meta.names.change()),
+        move |ctx| {
+            let meta = m.clone();
+            SubscriptionFieldFuture::new(async move {
+                let env = env(&ctx)?;
+                let filter = filter_arg(&ctx, env.engine, &meta)?;
+                let start = FeedStart {
+                    since_seq: seq_arg(&ctx, "since_seq")?,
+                    initial_batch_size: int_arg(&ctx, "initial_batch_size")?
+                        .map(|n| n.clamp(1, env.limits.max_rows)),
+                };
+                let feed = env
+                    .engine
+                    .subscribe_changes(
+                        env.exec,
+                        &meta.id,
+                        filter.as_ref(),
+                        start,
+                        label(&ctx, &meta.names.changes()),
+                    )
+                    .gql()?;
+                Ok(futures::stream::unfold(Some(feed), |state| async move {
+                    let mut feed = state?;
+                    Some(match feed.next().await {
+                        Ok(batch) => {
+                            let events = change_objs(&feed.table, batch);
+                            (
+                                Ok(FieldValue::list(events.into_iter().map(FieldValue::owned_any))),
+                                Some(feed),
+                            )
+                        }
+                        Err(e) => (Err(engine_error(e)), None),
+                    })
+                }))
+            })
+        },
+    )
+    .description(format!(
+        "Changes to rows of {}: optional current rows first (SNAPSHOT), then INSERT, UPDATE and DELETE events in commit order.",
+        meta.id
+    ))
+    .argument(InputValue::new("where", TypeRef::named(meta.names.bool_exp())))
+    .argument(
+        InputValue::new("since_seq", TypeRef::named("BigInt"))
+            .description("Resume after this seq: the changes committed since then, without gap or duplicate."),
+    )
+    .argument(
+        InputValue::new("initial_batch_size", TypeRef::named(TypeRef::INT))
+            .description("Send the current matching rows first, as SNAPSHOT events in batches of this size."),
+    )
+}
+
+fn change_of<'a>(ctx: &ResolverContext<'a>) -> Option<&'a ChangeObj> {
+    ctx.parent_value.downcast_ref::<ChangeObj>()
+}
+
+pub fn change_op_field() -> Field {
+    Field::new("op", TypeRef::named_nn(crate::objects::CHANGE_OP), |ctx| {
+        FieldFuture::Value(change_of(&ctx).map(|c| FieldValue::value(Gql::Enum(async_graphql::Name::new(c.op)))))
+    })
+}
+
+pub fn change_seq_field() -> Field {
+    Field::new("seq", TypeRef::named_nn("BigInt"), |ctx| {
+        FieldFuture::Value(change_of(&ctx).map(|c| FieldValue::value(Gql::String(c.seq.as_i64().to_string()))))
+    })
+    .description("The change's position in the change log; for SNAPSHOT events, the position the snapshot reflects. Resume with since_seq set to the last one received.")
+}
+
+pub fn change_row_field(meta: &Arc<TableMeta>, old: bool) -> Field {
+    let name = if old { "old_row" } else { "row" };
+    Field::new(name, TypeRef::named(&meta.names.base), move |ctx| {
+        FieldFuture::Value(
+            change_of(&ctx)
+                .and_then(|c| if old { c.old_row.as_ref() } else { c.row.as_ref() })
+                .map(|r| FieldValue::borrowed_any(r)),
+        )
+    })
+    .description(if old {
+        "The row before an UPDATE or DELETE."
+    } else {
+        "The row after a SNAPSHOT, INSERT or UPDATE; null for DELETE."
+    })
+}
+
+pub fn change_reset_field() -> Field {
+    Field::new("reset", TypeRef::named_nn(TypeRef::BOOLEAN), |ctx| {
+        FieldFuture::Value(change_of(&ctx).map(|c| FieldValue::value(Gql::Boolean(c.reset))))
+    })
+    .description("True on SNAPSHOT events that replace a since_seq older than the change log keeps: drop what you have and rebuild from them.")
 }

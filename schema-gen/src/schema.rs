@@ -5,11 +5,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use async_graphql::dynamic::{Object, Schema, SchemaError, Type};
+use async_graphql::dynamic::{Object, Schema, SchemaError, Subscription, Type};
 use kalamdb_auth::identity::Role;
 use kalamdb_auth::permissions::{TableOp, can_access_table};
 use kalamdb_engine::engine::Engine;
 use kalamdb_engine::ids::NamespaceId;
+use kalamdb_engine::schema::TableDef;
 
 use crate::errors::ErrorPath;
 use crate::meta::TableMeta;
@@ -18,6 +19,7 @@ use crate::resolvers;
 
 pub const QUERY_ROOT: &str = "query_root";
 pub const MUTATION_ROOT: &str = "mutation_root";
+pub const SUBSCRIPTION_ROOT: &str = "subscription_root";
 
 /// Bounds every generated schema enforces.
 #[derive(Debug, Clone)]
@@ -48,7 +50,7 @@ struct Visible {
 /// Root-field names a table contributes.
 fn root_fields(meta: &TableMeta, writable: bool) -> Vec<String> {
     let n = &meta.names;
-    let mut out = vec![n.base.clone(), n.by_pk(), n.aggregate()];
+    let mut out = vec![n.base.clone(), n.by_pk(), n.aggregate(), n.changes()];
     if writable {
         out.extend([n.insert(), n.insert_one(), n.delete(), n.delete_by_pk()]);
         if meta.settable().next().is_some() {
@@ -126,12 +128,18 @@ fn type_name(t: &Type) -> &str {
 pub fn build_schema(engine: &Arc<Engine>, role: Role, limits: &GraphqlLimits) -> Result<Schema, SchemaError> {
     let tables = visible_tables(engine, role);
     let any_writable = tables.iter().any(|(v, _)| v.writable);
-    let mut builder = Schema::build(QUERY_ROOT, any_writable.then_some(MUTATION_ROOT), None);
+    let any_table = !tables.is_empty();
+    let mut builder = Schema::build(
+        QUERY_ROOT,
+        any_writable.then_some(MUTATION_ROOT),
+        any_table.then_some(SUBSCRIPTION_ROOT),
+    );
     for t in shared_types() {
         builder = builder.register(t);
     }
     let mut query = Object::new(QUERY_ROOT).field(resolvers::me_field());
     let mut mutation = Object::new(MUTATION_ROOT);
+    let mut subscription = Subscription::new(SUBSCRIPTION_ROOT);
     for (v, types) in tables {
         for t in types {
             builder = builder.register(t);
@@ -141,6 +149,9 @@ pub fn build_schema(engine: &Arc<Engine>, role: Role, limits: &GraphqlLimits) ->
             .field(resolvers::list_field(m))
             .field(resolvers::by_pk_field(m))
             .field(resolvers::aggregate_field(m));
+        subscription = subscription
+            .field(resolvers::live_subscription_field(m))
+            .field(resolvers::changes_subscription_field(m));
         if v.writable {
             mutation = mutation
                 .field(resolvers::insert_field(m))
@@ -158,6 +169,9 @@ pub fn build_schema(engine: &Arc<Engine>, role: Role, limits: &GraphqlLimits) ->
     if any_writable {
         builder = builder.register(mutation);
     }
+    if any_table {
+        builder = builder.register(subscription);
+    }
     builder
         .data(engine.clone())
         .data(limits.clone())
@@ -165,6 +179,21 @@ pub fn build_schema(engine: &Arc<Engine>, role: Role, limits: &GraphqlLimits) ->
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .finish()
+}
+
+/// The table behind a query or subscription root field, and whether the field is its
+/// change feed.
+pub fn table_of_field(engine: &Engine, field: &str) -> Option<(Arc<TableDef>, bool)> {
+    engine.catalog().tables().into_iter().find_map(|t| {
+        let n = crate::names::TableNames::new(&t.id);
+        if n.base == field {
+            Some((t, false))
+        } else if n.changes() == field {
+            Some((t, true))
+        } else {
+            None
+        }
+    })
 }
 
 /// The schema's SDL with types, fields, arguments and enum values sorted, so that it is

@@ -201,6 +201,7 @@ impl HotStore {
             match op {
                 BatchOp::Put(p, k, v) => wb.put_cf(&cfs[*p as usize], k, v),
                 BatchOp::Delete(p, k) => wb.delete_cf(&cfs[*p as usize], k),
+                BatchOp::DeleteRange(p, from, to) => wb.delete_range_cf(&cfs[*p as usize], from, to),
             }
         }
         if let Some(seq) = batch.max_seq {
@@ -216,6 +217,7 @@ impl HotStore {
 enum BatchOp {
     Put(u16, Vec<u8>, Vec<u8>),
     Delete(u16, Vec<u8>),
+    DeleteRange(u16, Vec<u8>, Vec<u8>),
 }
 
 /// Puts and deletes applied together or not at all.
@@ -248,6 +250,11 @@ impl WriteBatch {
         let i = self.part(p);
         self.ops.push(BatchOp::Delete(i, key));
     }
+    /// Deletes every key in `[from, to)`.
+    pub fn delete_range(&mut self, p: &Partition, from: Vec<u8>, to: Vec<u8>) {
+        let i = self.part(p);
+        self.ops.push(BatchOp::DeleteRange(i, from, to));
+    }
     /// Records that this batch persists rows up to `seq`.
     pub fn note_seq(&mut self, seq: Seq) {
         self.max_seq = Some(self.max_seq.map_or(seq, |m| m.max(seq)));
@@ -258,6 +265,7 @@ impl WriteBatch {
         self.ops.extend(other.ops.into_iter().map(|op| match op {
             BatchOp::Put(p, k, v) => BatchOp::Put(map[p as usize], k, v),
             BatchOp::Delete(p, k) => BatchOp::Delete(map[p as usize], k),
+            BatchOp::DeleteRange(p, a, b) => BatchOp::DeleteRange(map[p as usize], a, b),
         }));
         if let Some(s) = other.max_seq {
             self.note_seq(s);

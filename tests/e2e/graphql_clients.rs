@@ -1,5 +1,6 @@
 //! Real Node clients against the real server: graphql-http's conformance audits,
-//! Apollo Client and urql (tests/clients, installed by `make deps` with `npm ci`).
+//! Apollo Client and urql over HTTP and WebSocket, and a legacy subscriptions-transport-ws
+//! client (tests/clients, installed by `make deps` with `npm ci`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -50,5 +51,7 @@ async fn graphql_http_audits_apollo_and_urql() {
     );
     run_node(&s, "apollo.mjs", "ann").await;
     run_node(&s, "urql.mjs", "ann").await;
+    let subs = run_node(&s, "subscriptions.mjs", "ann").await;
+    assert!(subs.contains("\"legacy\":true"), "{subs}");
     s.stop().await;
 }

@@ -9,3 +9,4 @@ mod graphql_clients;
 mod isolation;
 mod role_matrix;
 mod sql_roundtrip;
+mod subscriptions;

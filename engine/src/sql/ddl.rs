@@ -579,6 +579,7 @@ impl Engine {
         self.commit
             .exclusive(move |store| catalog.put_table(store, def))
             .await??;
+        self.live.end_table(table.uid);
         Ok(SqlResult::message(format!("table {id} altered")))
     }
 
@@ -618,13 +619,19 @@ impl Engine {
     async fn drop_table(&self, id: &TableId) -> Result<()> {
         let catalog = self.catalog.clone();
         let id = id.clone();
-        self.commit
-            .exclusive(move |store| -> Result<()> {
-                if let Some(t) = catalog.remove_table(store, &id)? {
+        let dropped = self
+            .commit
+            .exclusive(move |store| -> Result<_> {
+                let t = catalog.remove_table(store, &id)?;
+                if let Some(t) = &t {
                     store.drop_partition(&Partition::table(t.uid.0))?;
                 }
-                Ok(())
+                Ok(t.map(|t| t.uid))
             })
-            .await?
+            .await??;
+        if let Some(uid) = dropped {
+            self.live.end_table(uid);
+        }
+        Ok(())
     }
 }

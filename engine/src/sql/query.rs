@@ -23,6 +23,7 @@ use crate::context::ExecContext;
 use crate::engine::{Engine, resolve_table};
 use crate::error::{EngineError, Result};
 use crate::ids::{NamespaceId, TableId, TableName};
+use crate::live::LiveHub;
 use crate::provider::HotTableProvider;
 use crate::system_tables;
 use crate::users::UserStore;
@@ -33,6 +34,7 @@ struct Scope {
     store: Arc<HotStore>,
     catalog: Arc<Catalog>,
     users: Arc<UserStore>,
+    live: Arc<LiveHub>,
     ctx: ExecContext,
 }
 
@@ -109,7 +111,7 @@ impl RequestSchema {
         let table = TableName::parse(name).map_err(|_| EngineError::TableNotFound(format!("{ns}.{name}")))?;
         let id = TableId::new(ns, table);
         if id.namespace == NamespaceId::system() {
-            return system_tables::provider(&s.catalog, &s.users, &s.ctx, &id);
+            return system_tables::provider(&s.catalog, &s.users, &s.live, &s.ctx, &id);
         }
         let def = resolve_table(&s.catalog, &s.ctx, &id, TableOp::Read)?;
         Ok(Arc::new(HotTableProvider::new(
@@ -178,6 +180,7 @@ impl Engine {
             store: self.store.clone(),
             catalog: self.catalog.clone(),
             users: self.users.clone(),
+            live: self.live.clone(),
             ctx: ctx.clone(),
         };
         let list = MemoryCatalogProviderList::new();

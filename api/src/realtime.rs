@@ -1,0 +1,283 @@
+//! Shared subscription executions and the bounds around them.
+//!
+//! Subscriptions with the same document, variables, role and subject run as one
+//! *group*: one async-graphql execution whose every result is serialized once and
+//! fanned out to all members (each gets the same payload under its own id). For
+//! tables that are all SHARED the subject does not matter, so callers of one role share
+//! regardless of who they are. A live query's latest result is kept so that a member
+//! who joins later starts from it. A change feed that asks for a starting point
+//! (`since_seq` or `initial_batch_size`) runs alone, since its first events are its own.
+//!
+//! Also here: the per-user subscription count and the shutdown signal that closes every
+//! WebSocket with a proper close frame.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_graphql::dynamic::Schema;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use kalamdb_auth::identity::UserId;
+use kalamdb_engine::error::ErrorCode;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::error::ApiError;
+use crate::graphql_handler::{response_errors, response_json};
+use crate::ws::{ConnEvent, Outbox, Protocol};
+
+/// One subscriber of a group: where its frames go and under which id.
+pub struct Member {
+    pub out: Outbox,
+    pub protocol: Protocol,
+    /// The client's operation id, JSON-encoded.
+    pub id_json: String,
+    pub id: String,
+    pub token: u64,
+    pub events: mpsc::UnboundedSender<ConnEvent>,
+}
+
+impl Member {
+    fn frame(&self, ty: &str, payload: Option<&str>) -> String {
+        match payload {
+            Some(p) => format!(r#"{{"id":{},"type":"{ty}","payload":{p}}}"#, self.id_json),
+            None => format!(r#"{{"id":{},"type":"{ty}"}}"#, self.id_json),
+        }
+    }
+
+    pub fn next(&self, payload: &str) {
+        self.out.text(self.frame(self.protocol.next_type(), Some(payload)));
+    }
+
+    pub fn error(&self, errors: &str) {
+        self.out.text(self.frame("error", Some(errors)));
+    }
+
+    pub fn complete(&self) {
+        self.out.text(self.frame("complete", None));
+    }
+}
+
+struct Group {
+    key: String,
+    replay_last: bool,
+    members: Mutex<HashMap<u64, Member>>,
+    last: Mutex<Option<Arc<str>>>,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Group {
+    fn each(&self, f: impl Fn(&Member)) {
+        self.members.lock().values().for_each(f);
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    groups: HashMap<String, Arc<Group>>,
+    per_user: HashMap<UserId, usize>,
+}
+
+pub struct Realtime {
+    inner: Mutex<Inner>,
+    max_per_user: usize,
+    next_token: AtomicU64,
+    shutdown: watch::Sender<bool>,
+    open: AtomicUsize,
+    all_closed: Notify,
+}
+
+/// A subscriber's place in a group; leaving is dropping it.
+pub struct Membership {
+    realtime: Arc<Realtime>,
+    group: Arc<Group>,
+    token: u64,
+    user: UserId,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.realtime.leave(&self.group, self.token, &self.user);
+    }
+}
+
+/// Counts an open WebSocket while it lives.
+pub struct OpenSocket(Arc<Realtime>);
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+impl Realtime {
+    pub fn new(max_per_user: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            max_per_user,
+            next_token: AtomicU64::new(1),
+            shutdown: watch::channel(false).0,
+            open: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+        }
+    }
+
+    pub fn token(&self) -> u64 {
+        self.next_token.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn track(self: &Arc<Self>) -> OpenSocket {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        OpenSocket(self.clone())
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells every WebSocket to close and waits (bounded) until they have.
+    pub async fn shut_down(&self, within: Duration) {
+        self.shutdown.send_replace(true);
+        let wait = async {
+            loop {
+                let notified = self.all_closed.notified();
+                if self.open.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, wait).await;
+    }
+
+    /// Starts a subscription, or joins the running group with the same `key`.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        key: Option<String>,
+        replay_last: bool,
+        user: &UserId,
+        schema: Schema,
+        request: async_graphql::Request,
+        member: Member,
+    ) -> Result<Membership, ApiError> {
+        let token = member.token;
+        let mut inner = self.inner.lock();
+        let count = inner.per_user.entry(user.clone()).or_default();
+        if *count >= self.max_per_user {
+            return Err(ApiError::new(
+                ErrorCode::TooManySubscriptions,
+                format!("at most {} subscriptions per user", self.max_per_user),
+            ));
+        }
+        *count += 1;
+        let membership = |group: Arc<Group>| Membership {
+            realtime: self.clone(),
+            group,
+            token,
+            user: user.clone(),
+        };
+        if let Some(g) = key.as_ref().and_then(|k| inner.groups.get(k).cloned()) {
+            let last = g.last.lock().clone();
+            if let Some(last) = last {
+                member.next(&last);
+            }
+            g.members.lock().insert(token, member);
+            return Ok(membership(g));
+        }
+        let group = Arc::new(Group {
+            key: key.unwrap_or_else(|| format!("\u{1}{token}")),
+            replay_last,
+            members: Mutex::new(HashMap::from([(token, member)])),
+            last: Mutex::new(None),
+            task: Mutex::new(None),
+        });
+        inner.groups.insert(group.key.clone(), group.clone());
+        drop(inner);
+        // Poll once here, on the connection's task: validation and the engine's
+        // registration happen now, before the connection reads its next message, so a
+        // client's later writes are never missed.
+        let mut stream = schema.execute_stream(request);
+        let first = stream.next().now_or_never();
+        let task = tokio::spawn(run_group(self.clone(), group.clone(), stream, first));
+        *group.task.lock() = Some(task.abort_handle());
+        Ok(membership(group))
+    }
+
+    fn leave(&self, group: &Arc<Group>, token: u64, user: &UserId) {
+        let mut inner = self.inner.lock();
+        if let Some(c) = inner.per_user.get_mut(user) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                inner.per_user.remove(user);
+            }
+        }
+        let empty = {
+            let mut m = group.members.lock();
+            m.remove(&token);
+            m.is_empty()
+        };
+        if empty {
+            if inner.groups.get(&group.key).is_some_and(|g| Arc::ptr_eq(g, group)) {
+                inner.groups.remove(&group.key);
+            }
+            if let Some(t) = group.task.lock().take() {
+                t.abort();
+            }
+        }
+    }
+
+    fn finished(&self, group: &Arc<Group>) {
+        let mut inner = self.inner.lock();
+        if inner.groups.get(&group.key).is_some_and(|g| Arc::ptr_eq(g, group)) {
+            inner.groups.remove(&group.key);
+        }
+    }
+
+    /// Subscriptions running now (groups count once).
+    pub fn groups(&self) -> usize {
+        self.inner.lock().groups.len()
+    }
+}
+
+async fn run_group(
+    rt: Arc<Realtime>,
+    group: Arc<Group>,
+    mut stream: BoxStream<'static, async_graphql::Response>,
+    polled: Option<Option<async_graphql::Response>>,
+) {
+    let mut first = true;
+    let mut failed = false;
+    let mut polled = polled;
+    loop {
+        let resp = match polled.take() {
+            Some(r) => r,
+            None => stream.next().await,
+        };
+        let Some(resp) = resp else { break };
+        // a subscription that could not start (bad arguments, forbidden) is an error
+        // message, not a result
+        if first && resp.data == async_graphql::Value::Null && !resp.errors.is_empty() {
+            let errors = response_errors(resp.errors);
+            group.each(|m| m.error(&errors));
+            failed = true;
+            break;
+        }
+        first = false;
+        let payload: Arc<str> = response_json(resp).into();
+        if group.replay_last {
+            *group.last.lock() = Some(payload.clone());
+        }
+        group.each(|m| m.next(&payload));
+    }
+    rt.finished(&group);
+    group.each(|m| {
+        if !failed {
+            m.complete();
+        }
+        let _ = m.events.send(ConnEvent::Finished(m.id.clone(), m.token));
+    });
+}

@@ -1,0 +1,619 @@
+//! GraphQL over WebSocket on `/v1/graphql`: `graphql-transport-ws` and the legacy
+//! `graphql-ws` (subscriptions-transport-ws), chosen by `Sec-WebSocket-Protocol`.
+//!
+//! Our own protocol loop, so that every case closes or answers as PROTOCOL.md says:
+//! an invalid message closes 4400, `subscribe` before `connection_ack` 4401, rejected
+//! credentials 4403 (also when the token expires), no `connection_init` in time 4408,
+//! a duplicate id 4409, a second `connection_init` 4429; a subscription that cannot
+//! start gets an `error` message. Close reasons stay within the 123 bytes a close
+//! frame allows.
+//!
+//! Outbound frames go through a queue bounded in bytes. A client that stops reading
+//! is cut off (1008) once its queue is full, so memory stays bounded.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use async_graphql::{Variables, dynamic::Schema};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
+use kalamdb_auth::permissions::TableType;
+use kalamdb_engine::context::ExecContext;
+use kalamdb_engine::error::ErrorCode;
+use kalamdb_schema_gen::resolvers::SubscriptionLabel;
+use serde_json::{Map, Value as Json, json};
+use tokio::sync::{Notify, mpsc};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::graphql_handler::{Params, error_json, response_errors, response_json};
+use crate::http_auth::{self, ACT_AS_HEADER};
+use crate::realtime::{Member, Membership};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// graphql-ws's `graphql-transport-ws`.
+    TransportWs,
+    /// subscriptions-transport-ws's `graphql-ws`.
+    LegacyWs,
+}
+
+impl Protocol {
+    pub const TRANSPORT: &'static str = "graphql-transport-ws";
+    pub const LEGACY: &'static str = "graphql-ws";
+
+    pub fn next_type(self) -> &'static str {
+        match self {
+            Protocol::TransportWs => "next",
+            Protocol::LegacyWs => "data",
+        }
+    }
+}
+
+/// Close codes: RFC 6455's and graphql-transport-ws's.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    /// A client that does not keep up with its messages.
+    pub const SLOW_CONSUMER: u16 = 1008;
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    pub const BAD_REQUEST: u16 = 4400;
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const FORBIDDEN: u16 = 4403;
+    pub const INIT_TIMEOUT: u16 = 4408;
+    pub const DUPLICATE_ID: u16 = 4409;
+    pub const TOO_MANY_INITS: u16 = 4429;
+}
+
+type Closing = (u16, String);
+
+enum Out {
+    Text(String),
+    Ping,
+    Close(u16, String),
+}
+
+struct OutboxInner {
+    tx: mpsc::UnboundedSender<Out>,
+    queued: AtomicUsize,
+    max_bytes: usize,
+    overflowed: AtomicBool,
+    wake: Notify,
+}
+
+/// A connection's outbound queue, bounded in bytes.
+#[derive(Clone)]
+pub struct Outbox(Arc<OutboxInner>);
+
+impl Outbox {
+    fn new(tx: mpsc::UnboundedSender<Out>, max_bytes: usize) -> Self {
+        Self(Arc::new(OutboxInner {
+            tx,
+            queued: AtomicUsize::new(0),
+            max_bytes,
+            overflowed: AtomicBool::new(false),
+            wake: Notify::new(),
+        }))
+    }
+
+    /// Queues a text frame. Past the bound the frame is dropped and the connection
+    /// is marked to be cut off; returns whether the frame was queued.
+    pub fn text(&self, s: String) -> bool {
+        let o = &self.0;
+        if o.overflowed.load(Ordering::Acquire) {
+            return false;
+        }
+        let n = s.len();
+        let before = o.queued.fetch_add(n, Ordering::AcqRel);
+        if before > 0 && before + n > o.max_bytes {
+            o.queued.fetch_sub(n, Ordering::AcqRel);
+            o.overflowed.store(true, Ordering::Release);
+            o.wake.notify_one();
+            return false;
+        }
+        o.tx.send(Out::Text(s)).is_ok()
+    }
+
+    fn json(&self, v: Json) {
+        self.text(v.to_string());
+    }
+
+    fn control(&self, o: Out) {
+        let _ = self.0.tx.send(o);
+    }
+
+    fn overflowed(&self) -> bool {
+        self.0.overflowed.load(Ordering::Acquire)
+    }
+}
+
+/// Something a connection's own tasks tell its loop.
+pub enum ConnEvent {
+    /// The operation with this id and token ended by itself.
+    Finished(String, u64),
+}
+
+enum Running {
+    /// A query or mutation sent over the socket.
+    Once(tokio::task::AbortHandle, u64),
+    /// Dropping the membership leaves the subscription's group.
+    Subscription { _membership: Membership, token: u64 },
+}
+
+impl Running {
+    fn token(&self) -> u64 {
+        match self {
+            Running::Once(_, token) | Running::Subscription { token, .. } => *token,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Running::Once(h, _) = self {
+            h.abort();
+        }
+    }
+}
+
+/// A close reason that fits a close frame (at most 123 bytes).
+fn fit_reason(mut s: String) -> String {
+    if s.len() > 123 {
+        let mut end = 123;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// `GET /v1/graphql` with an upgrade: picks the sub-protocol and runs the connection.
+pub fn upgrade(
+    ws: WebSocketUpgrade,
+    state: AppState,
+    peer: SocketAddr,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    let ws = ws.protocols([Protocol::TRANSPORT, Protocol::LEGACY]);
+    let protocol = match ws.selected_protocol().and_then(|v| v.to_str().ok()) {
+        Some(Protocol::LEGACY) => Protocol::LegacyWs,
+        _ => Protocol::TransportWs,
+    };
+    let max_message = state.config.max_body_bytes;
+    ws.max_message_size(max_message)
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024)
+        .on_upgrade(move |socket| run(socket, protocol, state, peer, headers))
+}
+
+async fn writer(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::UnboundedReceiver<Out>, out: Outbox) {
+    while let Some(first) = rx.recv().await {
+        // write everything queued, then flush once: one syscall for a burst of frames
+        let mut next = Some(first);
+        while let Some(o) = next.take() {
+            let fed = match o {
+                Out::Text(s) => {
+                    let n = s.len();
+                    let r = sink.feed(Message::Text(s.into())).await;
+                    out.0.queued.fetch_sub(n, Ordering::AcqRel);
+                    r
+                }
+                Out::Ping => sink.feed(Message::Ping(Default::default())).await,
+                Out::Close(code, reason) => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code,
+                            reason: fit_reason(reason).into(),
+                        })))
+                        .await;
+                    let _ = sink.close().await;
+                    return;
+                }
+            };
+            if fed.is_err() {
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+struct Conn {
+    state: AppState,
+    protocol: Protocol,
+    peer: SocketAddr,
+    upgrade_headers: HeaderMap,
+    out: Outbox,
+    events: mpsc::UnboundedSender<ConnEvent>,
+    init_received: bool,
+    ctx: Option<ExecContext>,
+    /// Unix seconds at which the connection's token expires.
+    expires_at: Option<u64>,
+    running: HashMap<String, Running>,
+}
+
+async fn run(socket: WebSocket, protocol: Protocol, state: AppState, peer: SocketAddr, headers: HeaderMap) {
+    let _open = state.realtime.track();
+    let (sink, mut stream) = socket.split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let out = Outbox::new(tx, state.config.ws_max_queued_bytes);
+    let mut writer = tokio::spawn(writer(sink, rx, out.clone()));
+    let (events, mut events_rx) = mpsc::unbounded_channel();
+    let mut shutdown = state.realtime.shutdown_signal();
+    let init_timeout = Duration::from_millis(state.config.ws_init_timeout_ms);
+    let keepalive = Duration::from_secs(state.config.ws_keepalive_secs.max(1));
+    let keepalive_on = state.config.ws_keepalive_secs > 0;
+    let mut conn = Conn {
+        state,
+        protocol,
+        peer,
+        upgrade_headers: headers,
+        out: out.clone(),
+        events,
+        init_received: false,
+        ctx: None,
+        expires_at: None,
+        running: HashMap::new(),
+    };
+    let init_deadline = tokio::time::sleep(init_timeout);
+    tokio::pin!(init_deadline);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    let mut writer_done = false;
+    let closing: Option<Closing> = loop {
+        let expiry = conn.expires_at.map(|exp| {
+            let now = kalamdb_storage::seq::now_millis();
+            Duration::from_millis((exp * 1000).saturating_sub(now))
+        });
+        tokio::select! {
+            msg = stream.next() => match msg {
+                None => break None,
+                Some(Err(e)) => {
+                    let text = e.to_string();
+                    break (text.contains("size") || text.contains("too long"))
+                        .then(|| (close::MESSAGE_TOO_BIG, "message too big".to_string()));
+                }
+                Some(Ok(Message::Text(t))) => {
+                    if let Some(c) = conn.on_text(t.as_str()).await {
+                        break Some(c);
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    break Some((close::BAD_REQUEST, "binary messages are not part of the protocol".into()));
+                }
+                Some(Ok(Message::Close(_))) => break Some((close::NORMAL, String::new())),
+                Some(Ok(_)) => {}
+            },
+            _ = &mut init_deadline, if !conn.init_received => {
+                break Some((close::INIT_TIMEOUT, "Connection initialisation timeout".into()));
+            }
+            _ = ticker.tick(), if keepalive_on => conn.keepalive(),
+            _ = tokio::time::sleep(expiry.unwrap_or_default()), if expiry.is_some() => {
+                break Some((close::FORBIDDEN, "Forbidden: token expired".into()));
+            }
+            Some(ev) = events_rx.recv() => conn.on_event(ev),
+            _ = out.0.wake.notified() => {
+                if out.overflowed() {
+                    break Some((close::SLOW_CONSUMER, "slow consumer: outbound queue full".into()));
+                }
+            }
+            _ = shutdown.changed() => break Some((close::GOING_AWAY, "server shutting down".into())),
+            _ = &mut writer => {
+                writer_done = true;
+                break None;
+            }
+        }
+    };
+    conn.running.clear();
+    if writer_done {
+        return;
+    }
+    match closing {
+        Some((code, reason)) => {
+            if code == close::SLOW_CONSUMER {
+                tracing::info!(peer = %conn.peer, "closing a WebSocket that stopped reading");
+            }
+            out.control(Out::Close(code, reason));
+            if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
+                writer.abort();
+            }
+        }
+        None => writer.abort(),
+    }
+}
+
+fn invalid(why: impl Into<String>) -> Option<Closing> {
+    Some((close::BAD_REQUEST, why.into()))
+}
+
+/// Credentials from the `connection_init` payload (`{"Authorization": ..}` or
+/// `{"headers": {..}}`), else from the upgrade request.
+fn init_headers(payload: Option<&Json>, upgrade: &HeaderMap) -> HeaderMap {
+    let wanted = [header::AUTHORIZATION, HeaderName::from_static(ACT_AS_HEADER)];
+    let mut h = HeaderMap::new();
+    let mut take = |obj: &Map<String, Json>| {
+        for (k, v) in obj {
+            let Json::String(s) = v else { continue };
+            let Ok(name) = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()) else {
+                continue;
+            };
+            if wanted.contains(&name)
+                && let Ok(value) = HeaderValue::from_str(s)
+            {
+                h.insert(name, value);
+            }
+        }
+    };
+    if let Some(Json::Object(p)) = payload {
+        take(p);
+        if let Some(Json::Object(inner)) = p.get("headers") {
+            take(inner);
+        }
+    }
+    for name in wanted {
+        if !h.contains_key(&name)
+            && let Some(v) = upgrade.get(&name)
+        {
+            h.insert(name, v.clone());
+        }
+    }
+    h
+}
+
+impl Conn {
+    fn send_type(&self, ty: &str) {
+        self.out.json(json!({ "type": ty }));
+    }
+
+    fn keepalive(&self) {
+        match self.protocol {
+            // browsers and ws answer a ping frame by themselves; clients need not ping us
+            Protocol::TransportWs => self.out.control(Out::Ping),
+            Protocol::LegacyWs => {
+                if self.ctx.is_some() {
+                    self.send_type("ka");
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Finished(id, token) => {
+                if self.running.get(&id).is_some_and(|r| r.token() == token) {
+                    self.running.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn op_error(&self, id: &str, code: ErrorCode, message: impl Into<String>) {
+        let errors = json!([error_json(message.into(), code)]);
+        self.out.json(json!({ "id": id, "type": "error", "payload": errors }));
+    }
+
+    async fn on_text(&mut self, text: &str) -> Option<Closing> {
+        let Ok(Json::Object(mut msg)) = serde_json::from_str::<Json>(text) else {
+            return invalid("Invalid message: not a JSON object");
+        };
+        let Some(Json::String(ty)) = msg.remove("type") else {
+            return invalid("Invalid message: no type");
+        };
+        let legacy = self.protocol == Protocol::LegacyWs;
+        match ty.as_str() {
+            "connection_init" => self.on_init(msg.get("payload")).await,
+            "ping" if !legacy => {
+                self.send_type("pong");
+                None
+            }
+            "pong" if !legacy => None,
+            "subscribe" | "start" if (ty == "start") == legacy => {
+                if self.ctx.is_none() {
+                    return Some((close::UNAUTHORIZED, "Unauthorized".into()));
+                }
+                let Some(Json::String(id)) = msg.remove("id") else {
+                    return invalid("Invalid message: no id");
+                };
+                let Some(Json::Object(payload)) = msg.remove("payload") else {
+                    return invalid("Invalid message: no payload");
+                };
+                if self.running.contains_key(&id) {
+                    if !legacy {
+                        return Some((close::DUPLICATE_ID, format!("Subscriber for {id} already exists")));
+                    }
+                    // subscriptions-transport-ws replaces an operation that reuses an id
+                    self.running.remove(&id);
+                }
+                self.start(id, payload);
+                None
+            }
+            "complete" | "stop" if (ty == "stop") == legacy => {
+                let Some(Json::String(id)) = msg.remove("id") else {
+                    return invalid("Invalid message: no id");
+                };
+                self.running.remove(&id);
+                None
+            }
+            "connection_terminate" if legacy => Some((close::NORMAL, String::new())),
+            other => invalid(format!("Invalid message type '{other}'")),
+        }
+    }
+
+    async fn on_init(&mut self, payload: Option<&Json>) -> Option<Closing> {
+        if self.init_received {
+            return Some((close::TOO_MANY_INITS, "Too many initialisation requests".into()));
+        }
+        self.init_received = true;
+        if !matches!(payload, None | Some(Json::Null) | Some(Json::Object(_))) {
+            return invalid("Invalid message: the connection_init payload must be an object");
+        }
+        let headers = init_headers(payload, &self.upgrade_headers);
+        match http_auth::authenticate_session(&self.state.engine, &headers, self.peer).await {
+            Ok((ctx, expires_at)) => {
+                self.ctx = Some(ctx);
+                self.expires_at = expires_at;
+                self.send_type("connection_ack");
+                if self.protocol == Protocol::LegacyWs {
+                    self.send_type("ka");
+                }
+                None
+            }
+            Err(e) => {
+                if self.protocol == Protocol::LegacyWs {
+                    self.out.json(json!({
+                        "type": "connection_error",
+                        "payload": { "message": e.message, "extensions": { "code": e.code.as_str() } }
+                    }));
+                }
+                Some((close::FORBIDDEN, "Forbidden".into()))
+            }
+        }
+    }
+
+    fn start(&mut self, id: String, payload: Map<String, Json>) {
+        let params = match Params::from_json(Json::Object(payload)) {
+            Ok(p) => p,
+            Err(e) => {
+                let (code, message) = e.first();
+                return self.op_error(&id, code, message);
+            }
+        };
+        let Some(ctx) = self.ctx.clone() else { return };
+        let doc = match async_graphql::parser::parse_query(&params.query) {
+            Ok(d) => d,
+            Err(e) => return self.op_error(&id, ErrorCode::GraphqlParseFailed, e.to_string()),
+        };
+        let op = match (&doc.operations, &params.operation_name) {
+            (DocumentOperations::Single(op), _) => Some(op),
+            (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()),
+            (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+            _ => None,
+        };
+        let Some(op) = op else {
+            return self.op_error(
+                &id,
+                ErrorCode::GraphqlValidationFailed,
+                "the document has no such operation; set operationName",
+            );
+        };
+        let schema = match self.state.schemas.schema_for(ctx.role) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the GraphQL schema");
+                return self.op_error(&id, ErrorCode::Internal, "internal error");
+            }
+        };
+        let token = self.state.realtime.token();
+        let is_subscription = op.node.ty == OperationType::Subscription;
+        let share = is_subscription.then(|| self.group_key(&ctx, &params, &op.node.selection_set.node.items));
+        let mut request = async_graphql::Request::new(params.query.clone())
+            .variables(Variables::from_json(Json::Object(params.variables.clone())))
+            .data(SubscriptionLabel(params.query.clone()))
+            .data(ctx.clone());
+        if let Some(name) = &params.operation_name {
+            request = request.operation_name(name.clone());
+        }
+        let member = Member {
+            out: self.out.clone(),
+            protocol: self.protocol,
+            id_json: Json::String(id.clone()).to_string(),
+            id: id.clone(),
+            token,
+            events: self.events.clone(),
+        };
+        let running = match share {
+            None => Running::Once(tokio::spawn(run_once(schema, request, member)).abort_handle(), token),
+            Some((key, replay_last)) => {
+                let max = self.state.config.max_subscriptions_per_connection;
+                let open = self
+                    .running
+                    .values()
+                    .filter(|r| matches!(r, Running::Subscription { .. }))
+                    .count();
+                if open >= max {
+                    return self.op_error(
+                        &id,
+                        ErrorCode::TooManySubscriptions,
+                        format!("at most {max} subscriptions per connection"),
+                    );
+                }
+                match self
+                    .state
+                    .realtime
+                    .subscribe(key, replay_last, &ctx.user, schema, request, member)
+                {
+                    Ok(m) => Running::Subscription { _membership: m, token },
+                    Err(ApiError { code, message }) => return self.op_error(&id, code, message),
+                }
+            }
+        };
+        self.running.insert(id, running);
+    }
+
+    /// The key under which identical subscriptions share one execution, and whether a
+    /// late joiner starts from the last result. `None` as key: run alone.
+    fn group_key(
+        &self,
+        ctx: &ExecContext,
+        params: &Params,
+        items: &[async_graphql::Positioned<Selection>],
+    ) -> (Option<String>, bool) {
+        let mut all_shared = true;
+        let mut any_changes = false;
+        for item in items {
+            let Selection::Field(f) = &item.node else {
+                return (None, false);
+            };
+            let name = f.node.name.node.as_str();
+            let Some((table, is_changes)) = kalamdb_schema_gen::schema::table_of_field(&self.state.engine, name) else {
+                return (None, false);
+            };
+            if is_changes {
+                any_changes = true;
+                let starts = f
+                    .node
+                    .arguments
+                    .iter()
+                    .any(|(n, _)| matches!(n.node.as_str(), "since_seq" | "initial_batch_size"));
+                if starts {
+                    return (None, false);
+                }
+            }
+            all_shared &= table.table_type == TableType::Shared;
+        }
+        let subject = if all_shared { "" } else { ctx.subject().as_str() };
+        let key = format!(
+            "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+            ctx.role,
+            subject,
+            params.operation_name.as_deref().unwrap_or(""),
+            Json::Object(params.variables.clone()),
+            params.query
+        );
+        (Some(key), !any_changes)
+    }
+}
+
+/// A query or mutation sent over the socket: one result, then `complete`.
+async fn run_once(schema: Schema, request: async_graphql::Request, member: Member) {
+    let resp = schema.execute(request).await;
+    if resp.data == async_graphql::Value::Null
+        && !resp.errors.is_empty()
+        && resp.errors.iter().all(|e| e.path.is_empty())
+    {
+        member.error(&response_errors(resp.errors));
+    } else {
+        member.next(&response_json(resp));
+        member.complete();
+    }
+    let _ = member.events.send(ConnEvent::Finished(member.id.clone(), member.token));
+}

@@ -1,0 +1,612 @@
+//! Live queries and change feeds, pushed from the write path.
+//!
+//! The commit thread calls [`LiveHub::publish`] for every committed write request,
+//! after the batch is durable and before the writer is acknowledged. The hub's
+//! registry is keyed by partition (the table, and the user for USER and STREAM
+//! tables), so a change is matched only against subscriptions that may see it. Each
+//! subscription's `where` was bound once into a [`BoundFilter`] and is evaluated on the
+//! changed row in memory:
+//! - a change feed gets the change itself (shared as an `Arc`, never copied per
+//!   subscriber), when the old or the new row matches;
+//! - a live query gets a wake-up, coalesced, and re-reads its result only then; it
+//!   yields a new result only when the rows or their versions differ.
+//!
+//! Every subscription has a bounded queue. One that is full is ended with
+//! [`EngineError::SlowConsumer`] rather than allowed to grow.
+//!
+//! A feed starts gap-free: it registers first, then reads its starting point (a
+//! snapshot of the partition, or the change log after `since_seq`) and drops queued
+//! changes the starting point already holds. A partition's snapshot holds exactly the
+//! changes up to the highest `_seq` of any of its keys, tombstones included, because
+//! seqs are allocated in commit order and each commit group is one atomic batch.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+
+use kalamdb_auth::identity::UserId;
+use kalamdb_auth::permissions::TableOp;
+use kalamdb_storage::hot_store::{HotStore, Partition, WriteBatch};
+use kalamdb_storage::seq::{Seq, now_millis};
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+
+use crate::changelog::{ChangeEntry, entry_key};
+use crate::codec::{decode_row, partition_prefix};
+use crate::commit::AppliedChange;
+use crate::context::ExecContext;
+use crate::engine::{Engine, Row};
+use crate::error::{EngineError, Result};
+use crate::filter::{BoundFilter, Filter};
+use crate::ids::{StorageUid, TableId};
+use crate::reader::PartitionReader;
+use crate::row_cache::PartitionKey;
+use crate::schema::TableDef;
+use crate::select::{Rows, SelectRequest};
+
+/// The id of one subscription, unique in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LiveQueryId(pub u64);
+
+impl std::fmt::Display for LiveQueryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedKind {
+    /// The full result, re-sent when it changes.
+    Live,
+    /// Change events.
+    Changes,
+}
+
+impl FeedKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedKind::Live => "live",
+            FeedKind::Changes => "changes",
+        }
+    }
+}
+
+/// One active subscription, as `system.live_queries` lists it.
+#[derive(Debug, Clone)]
+pub struct LiveInfo {
+    pub id: LiveQueryId,
+    pub user: UserId,
+    pub table: TableId,
+    pub kind: FeedKind,
+    pub query: String,
+    pub created_at_ms: u64,
+    pub last_seq: Option<Seq>,
+}
+
+const OPEN: u8 = 0;
+const LAGGED: u8 = 1;
+const SCHEMA_CHANGED: u8 = 2;
+
+enum Sink {
+    Changes(mpsc::Sender<Arc<AppliedChange>>),
+    /// A wake-up; a full queue means one is already pending.
+    Live(mpsc::Sender<()>),
+}
+
+struct SubEntry {
+    id: LiveQueryId,
+    key: PartitionKey,
+    table: Arc<TableDef>,
+    subject: UserId,
+    filter: Option<BoundFilter>,
+    label: String,
+    created_at_ms: u64,
+    /// The seq of the last change sent (0: none yet).
+    last_seq: AtomicU64,
+    state: AtomicU8,
+    sink: Sink,
+}
+
+impl SubEntry {
+    fn kind(&self) -> FeedKind {
+        match self.sink {
+            Sink::Changes(_) => FeedKind::Changes,
+            Sink::Live(_) => FeedKind::Live,
+        }
+    }
+
+    fn relevant(&self, c: &AppliedChange) -> bool {
+        let Some(f) = &self.filter else { return true };
+        let m = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v| f.matches(c.seq, v));
+        m(&c.new) || m(&c.old)
+    }
+
+    fn end(&self, state: u8) {
+        let _ = self
+            .state
+            .compare_exchange(OPEN, state, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Ends the subscription and wakes its consumer, which then sees why.
+    fn end_and_wake(&self, state: u8) {
+        self.end(state);
+        match &self.sink {
+            Sink::Changes(tx) => {
+                let _ = tx.try_send(Arc::new(AppliedChange {
+                    kind: crate::changelog::ChangeKind::Update,
+                    seq: Seq(u64::MAX),
+                    new: None,
+                    old: None,
+                }));
+            }
+            Sink::Live(tx) => {
+                let _ = tx.try_send(());
+            }
+        }
+    }
+
+    fn ended(&self) -> Result<()> {
+        match self.state.load(Ordering::Acquire) {
+            OPEN => Ok(()),
+            LAGGED => Err(EngineError::SlowConsumer),
+            _ => Err(EngineError::SchemaChanged(self.table.id.to_string())),
+        }
+    }
+}
+
+/// The registry of subscriptions and the fan-out of committed changes.
+pub struct LiveHub {
+    subs: RwLock<HashMap<PartitionKey, HashMap<LiveQueryId, Arc<SubEntry>>>>,
+    count: AtomicUsize,
+    next_id: AtomicU64,
+    queue_capacity: usize,
+}
+
+impl LiveHub {
+    pub fn new(queue_capacity: usize) -> Self {
+        Self {
+            subs: RwLock::new(HashMap::new()),
+            count: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            queue_capacity: queue_capacity.max(1),
+        }
+    }
+
+    /// How many subscriptions are registered.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn register(self: &Arc<Self>, entry: SubEntry) -> Registration {
+        let entry = Arc::new(entry);
+        self.subs
+            .write()
+            .entry(entry.key.clone())
+            .or_default()
+            .insert(entry.id, entry.clone());
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Registration {
+            hub: self.clone(),
+            entry,
+        }
+    }
+
+    fn unregister(&self, key: &PartitionKey, id: LiveQueryId) {
+        let mut subs = self.subs.write();
+        if let Some(m) = subs.get_mut(key)
+            && m.remove(&id).is_some()
+        {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            if m.is_empty() {
+                subs.remove(key);
+            }
+        }
+    }
+
+    /// Hands the changes of one committed write request to the subscriptions of its
+    /// partition. Runs on the commit thread, so it never blocks: a full queue ends
+    /// that subscription instead.
+    pub(crate) fn publish(&self, table: &TableDef, owner: Option<&UserId>, changes: &[AppliedChange]) {
+        if self.is_empty() || changes.is_empty() {
+            return;
+        }
+        let key: PartitionKey = (table.uid.0, owner.cloned());
+        let subs = self.subs.read();
+        let Some(subs) = subs.get(&key) else { return };
+        let version = table.current().version;
+        let mut shared: Vec<Option<Arc<AppliedChange>>> = vec![None; changes.len()];
+        for sub in subs.values() {
+            if sub.ended().is_err() {
+                continue;
+            }
+            if sub.table.current().version != version {
+                sub.end_and_wake(SCHEMA_CHANGED);
+                continue;
+            }
+            match &sub.sink {
+                Sink::Changes(tx) => {
+                    for (i, c) in changes.iter().enumerate() {
+                        if !sub.relevant(c) {
+                            continue;
+                        }
+                        let event = shared[i].get_or_insert_with(|| Arc::new(c.clone())).clone();
+                        if tx.try_send(event).is_err() {
+                            sub.end(LAGGED);
+                            break;
+                        }
+                    }
+                }
+                Sink::Live(tx) => {
+                    if let Some(c) = changes.iter().rev().find(|c| sub.relevant(c)) {
+                        sub.last_seq.fetch_max(c.seq.0, Ordering::AcqRel);
+                        // full: a wake-up is already pending and will see this change too
+                        let _ = tx.try_send(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends every subscription of a table whose definition changed or that was dropped.
+    pub(crate) fn end_table(&self, uid: StorageUid) {
+        let subs = self.subs.read();
+        for (key, m) in subs.iter() {
+            if key.0 == uid.0 {
+                m.values().for_each(|s| s.end_and_wake(SCHEMA_CHANGED));
+            }
+        }
+    }
+
+    /// Every active subscription.
+    pub fn list(&self) -> Vec<LiveInfo> {
+        let subs = self.subs.read();
+        let mut out: Vec<LiveInfo> = subs
+            .values()
+            .flat_map(|m| m.values())
+            .map(|s| LiveInfo {
+                id: s.id,
+                user: s.subject.clone(),
+                table: s.table.id.clone(),
+                kind: s.kind(),
+                query: s.label.clone(),
+                created_at_ms: s.created_at_ms,
+                last_seq: Some(Seq(s.last_seq.load(Ordering::Acquire))).filter(|s| s.0 > 0),
+            })
+            .collect();
+        out.sort_by_key(|i| i.id);
+        out
+    }
+}
+
+/// Keeps a subscription registered while it lives.
+struct Registration {
+    hub: Arc<LiveHub>,
+    entry: Arc<SubEntry>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(&self.entry.key, self.entry.id);
+    }
+}
+
+/// What a change feed yields.
+#[derive(Debug, Clone)]
+pub enum FeedBatch {
+    /// Current rows in primary-key order. `watermark` is the position they reflect:
+    /// resuming with `since_seq = watermark` continues without a gap. `reset` says the
+    /// snapshot replaces a `since_seq` older than the change log keeps.
+    Snapshot {
+        rows: Vec<Row>,
+        watermark: Seq,
+        reset: bool,
+    },
+    /// Committed changes in commit order.
+    Changes(Vec<Arc<AppliedChange>>),
+}
+
+/// Where a change feed starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FeedStart {
+    /// Resume after this position.
+    pub since_seq: Option<Seq>,
+    /// Send the current matching rows first, this many per batch.
+    pub initial_batch_size: Option<usize>,
+}
+
+/// Batch size of a snapshot sent because `since_seq` was too old and none was asked for.
+const DEFAULT_SNAPSHOT_BATCH: usize = 1000;
+/// Most changes in one [`FeedBatch::Changes`].
+const MAX_CHANGE_BATCH: usize = 1000;
+
+/// A subscription to the changes of one partition.
+pub struct ChangeFeed {
+    pub id: LiveQueryId,
+    pub table: Arc<TableDef>,
+    initial: VecDeque<FeedBatch>,
+    /// Changes at or below this were in the starting point.
+    watermark: Seq,
+    rx: mpsc::Receiver<Arc<AppliedChange>>,
+    reg: Registration,
+}
+
+impl ChangeFeed {
+    /// The next batch; `Err` ends the feed (it fell behind, or its table changed).
+    pub async fn next(&mut self) -> Result<FeedBatch> {
+        if let Some(b) = self.initial.pop_front() {
+            return Ok(b);
+        }
+        loop {
+            self.reg.entry.ended()?;
+            let Some(first) = self.rx.recv().await else {
+                // the hub dropped the sender: the subscription was ended
+                self.reg.entry.ended()?;
+                return Err(EngineError::Internal("change feed closed".into()));
+            };
+            let mut batch = Vec::with_capacity(8);
+            let push = |c: Arc<AppliedChange>, batch: &mut Vec<_>| {
+                if c.seq > self.watermark {
+                    batch.push(c);
+                }
+            };
+            push(first, &mut batch);
+            while batch.len() < MAX_CHANGE_BATCH {
+                match self.rx.try_recv() {
+                    Ok(c) => push(c, &mut batch),
+                    Err(_) => break,
+                }
+            }
+            self.reg.entry.ended()?;
+            if batch.is_empty() {
+                continue;
+            }
+            if let Some(last) = batch.last() {
+                self.reg.entry.last_seq.fetch_max(last.seq.0, Ordering::AcqRel);
+            }
+            return Ok(FeedBatch::Changes(batch));
+        }
+    }
+}
+
+/// A live query: its result, again whenever it changes.
+pub struct LiveResults {
+    pub id: LiveQueryId,
+    engine: Arc<Engine>,
+    ctx: ExecContext,
+    table: TableId,
+    req: SelectRequest,
+    rx: mpsc::Receiver<()>,
+    last: Option<Vec<Seq>>,
+    reg: Registration,
+}
+
+impl LiveResults {
+    /// The first result at once, then each result that differs from the one before.
+    pub async fn next(&mut self) -> Result<Rows> {
+        loop {
+            if self.last.is_some() && self.rx.recv().await.is_none() {
+                return Err(EngineError::Internal("live query closed".into()));
+            }
+            self.reg.entry.ended()?;
+            let rows = self.engine.select(&self.ctx, &self.table, &self.req).await?;
+            let signature: Vec<Seq> = rows.rows.iter().map(|(s, _)| *s).collect();
+            if self.last.as_ref() == Some(&signature) {
+                continue;
+            }
+            self.last = Some(signature);
+            return Ok(rows);
+        }
+    }
+}
+
+/// The change-log position below which entries may have been purged.
+const LOG_FLOOR_KEY: &[u8] = b"meta/changelog_floor";
+
+pub(crate) fn change_log_floor(store: &HotStore) -> Result<Seq> {
+    Ok(match store.get(&Partition::system(), LOG_FLOOR_KEY)? {
+        Some(v) => {
+            Seq(u64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
+                EngineError::Internal("corrupt change-log floor".into())
+            })?))
+        }
+        None => Seq::ZERO,
+    })
+}
+
+/// Deletes change-log entries older than `retention_ms`; returns the new floor.
+pub(crate) fn purge_change_log(store: &HotStore, retention_ms: u64) -> Result<Seq> {
+    let floor = Seq::floor_at_millis(now_millis().saturating_sub(retention_ms));
+    if floor <= change_log_floor(store)? {
+        return change_log_floor(store);
+    }
+    let mut b = WriteBatch::new();
+    b.delete_range(&Partition::change_log(), entry_key(Seq::ZERO), entry_key(floor));
+    b.put(
+        &Partition::system(),
+        LOG_FLOOR_KEY.to_vec(),
+        floor.to_be_bytes().to_vec(),
+    );
+    store.write(b)?;
+    Ok(floor)
+}
+
+impl Engine {
+    fn feed_entry(
+        &self,
+        ctx: &ExecContext,
+        table_id: &TableId,
+        filter: Option<&Filter>,
+        label: String,
+        sink: Sink,
+    ) -> Result<SubEntry> {
+        let table = self.table_for(ctx, table_id, TableOp::Read)?;
+        let filter = filter.map(|f| f.bind(&table, self.filter_limits())).transpose()?;
+        let key: PartitionKey = (table.uid.0, Self::row_owner(&table, ctx));
+        Ok(SubEntry {
+            id: LiveQueryId(self.live.next_id.fetch_add(1, Ordering::Relaxed)),
+            key,
+            table,
+            subject: ctx.subject().clone(),
+            filter,
+            label,
+            created_at_ms: now_millis(),
+            last_seq: AtomicU64::new(0),
+            state: AtomicU8::new(OPEN),
+            sink,
+        })
+    }
+
+    /// Subscribes to the changes of a table the caller may read (its own rows of a
+    /// per-user table). `label` is what `system.live_queries` shows as the query.
+    pub fn subscribe_changes(
+        &self,
+        ctx: &ExecContext,
+        table: &TableId,
+        filter: Option<&Filter>,
+        start: FeedStart,
+        label: String,
+    ) -> Result<ChangeFeed> {
+        let (tx, rx) = mpsc::channel(self.live.queue_capacity);
+        let entry = self.feed_entry(ctx, table, filter, label, Sink::Changes(tx))?;
+        let reg = self.live.register(entry);
+        let entry = reg.entry.clone();
+        let mut initial = VecDeque::new();
+        let mut watermark = Seq::ZERO;
+        let snapshot = |initial: &mut VecDeque<FeedBatch>, size: usize, reset: bool| -> Result<Seq> {
+            let (rows, watermark) = self.partition_snapshot(&entry, ctx)?;
+            let size = size.max(1);
+            let mut rows = rows.into_iter().peekable();
+            if rows.peek().is_none() {
+                initial.push_back(FeedBatch::Snapshot {
+                    rows: vec![],
+                    watermark,
+                    reset,
+                });
+            }
+            while rows.peek().is_some() {
+                initial.push_back(FeedBatch::Snapshot {
+                    rows: rows.by_ref().take(size).collect(),
+                    watermark,
+                    reset,
+                });
+            }
+            Ok(watermark)
+        };
+        match (start.since_seq, start.initial_batch_size) {
+            (Some(since), size) => match self.replay_change_log(&entry, since)? {
+                Some((changes, end)) => {
+                    watermark = end;
+                    for chunk in changes.chunks(MAX_CHANGE_BATCH) {
+                        initial.push_back(FeedBatch::Changes(chunk.to_vec()));
+                    }
+                    if let Some(last) = changes.last() {
+                        entry.last_seq.store(last.seq.0, Ordering::Release);
+                    }
+                }
+                None => watermark = snapshot(&mut initial, size.unwrap_or(DEFAULT_SNAPSHOT_BATCH), true)?,
+            },
+            (None, Some(size)) => watermark = snapshot(&mut initial, size, false)?,
+            (None, None) => {}
+        }
+        Ok(ChangeFeed {
+            id: entry.id,
+            table: entry.table.clone(),
+            initial,
+            watermark,
+            rx,
+            reg,
+        })
+    }
+
+    /// Subscribes to the result of a select: yields it now and whenever it changes.
+    pub fn subscribe_live(
+        self: &Arc<Self>,
+        ctx: &ExecContext,
+        table: &TableId,
+        req: SelectRequest,
+        label: String,
+    ) -> Result<LiveResults> {
+        let (tx, rx) = mpsc::channel(1);
+        let entry = self.feed_entry(ctx, table, req.filter.as_ref(), label, Sink::Live(tx))?;
+        let reg = self.live.register(entry);
+        Ok(LiveResults {
+            id: reg.entry.id,
+            engine: self.clone(),
+            ctx: ctx.clone(),
+            table: table.clone(),
+            req,
+            rx,
+            last: None,
+            reg,
+        })
+    }
+
+    /// The matching rows of the subscription's partition and the position they reflect.
+    fn partition_snapshot(&self, entry: &SubEntry, ctx: &ExecContext) -> Result<(Vec<Row>, Seq)> {
+        let reader = PartitionReader::new(&self.store, &entry.table, ctx.subject());
+        let mut rows = Vec::new();
+        let watermark = reader.scan_versions(|seq, values| {
+            if entry.filter.as_ref().is_none_or(|f| f.matches(seq, &values)) {
+                rows.push((seq, values));
+            }
+        })?;
+        Ok((rows, watermark))
+    }
+
+    /// The subscription's changes after `since`, from the change log, and the log
+    /// position they reach; `None` when `since` is older than the log keeps.
+    fn replay_change_log(&self, entry: &SubEntry, since: Seq) -> Result<Option<(Vec<Arc<AppliedChange>>, Seq)>> {
+        let floor_ok = |floor: Seq| since.0.saturating_add(1) >= floor.0;
+        if !floor_ok(change_log_floor(&self.store)?) {
+            return Ok(None);
+        }
+        let table = &entry.table;
+        let prefix = partition_prefix(entry.key.1.as_ref());
+        let lower = entry_key(Seq(since.0.saturating_add(1)));
+        let mut it = self.store.scan(&Partition::change_log(), &lower, None)?;
+        let mut out = Vec::new();
+        let mut end = since;
+        while let Some((k, v)) = it.next_entry()? {
+            let seq = Seq(u64::from_be_bytes(
+                k.try_into()
+                    .map_err(|_| EngineError::Internal("corrupt change-log key".into()))?,
+            ));
+            end = seq;
+            let e = ChangeEntry::decode(v)?;
+            if e.table != StorageUid(table.uid.0) || !e.key.starts_with(&prefix) {
+                continue;
+            }
+            let values = |b: &Option<Vec<u8>>| -> Result<Option<Vec<_>>> {
+                b.as_deref().map(|b| decode_row(table, b).map(|r| r.values)).transpose()
+            };
+            let change = AppliedChange {
+                kind: e.kind,
+                seq,
+                new: values(&e.new_row)?,
+                old: values(&e.old_row)?,
+            };
+            if entry.relevant(&change) {
+                out.push(Arc::new(change));
+            }
+        }
+        // a purge that ran before the scan began may have removed part of the range
+        if !floor_ok(change_log_floor(&self.store)?) {
+            return Ok(None);
+        }
+        Ok(Some((out, end)))
+    }
+
+    /// Active subscriptions.
+    pub fn live_queries(&self) -> Vec<LiveInfo> {
+        self.live.list()
+    }
+
+    /// Purges change-log entries older than the configured retention.
+    pub fn purge_change_log(&self) -> Result<Seq> {
+        purge_change_log(&self.store, self.config.change_log_retention_secs.saturating_mul(1000))
+    }
+}

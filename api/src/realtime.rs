@@ -40,6 +40,10 @@ pub struct Member {
 }
 
 impl Member {
+    fn next_frame(&self, payload: &str) -> String {
+        self.frame(self.protocol.next_type(), Some(payload))
+    }
+
     fn frame(&self, ty: &str, payload: Option<&str>) -> String {
         match payload {
             Some(p) => format!(r#"{{"id":{},"type":"{ty}","payload":{p}}}"#, self.id_json),
@@ -48,7 +52,7 @@ impl Member {
     }
 
     pub fn next(&self, payload: &str) {
-        self.out.text(self.frame(self.protocol.next_type(), Some(payload)));
+        self.out.text(self.next_frame(payload));
     }
 
     pub fn error(&self, errors: &str) {
@@ -71,6 +75,27 @@ struct Group {
 impl Group {
     fn each(&self, f: impl Fn(&Member)) {
         self.members.lock().values().for_each(f);
+    }
+
+    /// Sends a result to every member; the frames of members on one connection go
+    /// out as one batch, written with one flush.
+    fn broadcast(&self, payload: &str) {
+        let members = self.members.lock();
+        if members.len() == 1 {
+            members.values().for_each(|m| m.next(payload));
+            return;
+        }
+        let mut by_conn: HashMap<usize, (&Member, Vec<String>)> = HashMap::new();
+        for m in members.values() {
+            by_conn
+                .entry(m.out.conn_id())
+                .or_insert_with(|| (m, Vec::new()))
+                .1
+                .push(m.next_frame(payload));
+        }
+        for (m, frames) in by_conn.into_values() {
+            m.out.batch(frames);
+        }
     }
 }
 
@@ -271,7 +296,7 @@ async fn run_group(
         if group.replay_last {
             *group.last.lock() = Some(payload.clone());
         }
-        group.each(|m| m.next(&payload));
+        group.broadcast(&payload);
     }
     rt.finished(&group);
     group.each(|m| {

@@ -75,6 +75,8 @@ type Closing = (u16, String);
 
 enum Out {
     Text(String),
+    /// Frames written together and flushed once.
+    Batch(Vec<String>),
     Ping,
     Close(u16, String),
 }
@@ -105,11 +107,21 @@ impl Outbox {
     /// Queues a text frame. Past the bound the frame is dropped and the connection
     /// is marked to be cut off; returns whether the frame was queued.
     pub fn text(&self, s: String) -> bool {
+        let n = s.len();
+        self.admit(n) && self.0.tx.send(Out::Text(s)).is_ok()
+    }
+
+    /// Queues frames to be written together, under the same bound.
+    pub fn batch(&self, frames: Vec<String>) -> bool {
+        let n = frames.iter().map(String::len).sum();
+        self.admit(n) && self.0.tx.send(Out::Batch(frames)).is_ok()
+    }
+
+    fn admit(&self, n: usize) -> bool {
         let o = &self.0;
         if o.overflowed.load(Ordering::Acquire) {
             return false;
         }
-        let n = s.len();
         let before = o.queued.fetch_add(n, Ordering::AcqRel);
         if before > 0 && before + n > o.max_bytes {
             o.queued.fetch_sub(n, Ordering::AcqRel);
@@ -117,7 +129,12 @@ impl Outbox {
             o.wake.notify_one();
             return false;
         }
-        o.tx.send(Out::Text(s)).is_ok()
+        true
+    }
+
+    /// Identifies the connection, to group frames by it.
+    pub fn conn_id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
     }
 
     fn json(&self, v: Json) {
@@ -203,6 +220,17 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Unbounded
                     let n = s.len();
                     let r = sink.feed(Message::Text(s.into())).await;
                     out.0.queued.fetch_sub(n, Ordering::AcqRel);
+                    r
+                }
+                Out::Batch(frames) => {
+                    let mut r = Ok(());
+                    for s in frames {
+                        let n = s.len();
+                        if r.is_ok() {
+                            r = sink.feed(Message::Text(s.into())).await;
+                        }
+                        out.0.queued.fetch_sub(n, Ordering::AcqRel);
+                    }
                     r
                 }
                 Out::Ping => sink.feed(Message::Ping(Default::default())).await,

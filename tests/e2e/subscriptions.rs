@@ -130,6 +130,30 @@ async fn other_users_changes_never_arrive() {
         a.next_data("l").await,
         json!({ "app_items": [{ "id": "5", "title": "alice's" }] })
     );
+
+    // a service acting for alice (X-KalamDB-User-Id in connection_init) sees alice's rows
+    s.user("svc", "service").await;
+    let mut svc = s.ws("graphql-transport-ws").await;
+    svc.send(json!({ "type": "connection_init", "payload": { "headers": {
+        "Authorization": kalamdb_tests::basic("svc", &kalamdb_tests::pw("svc")),
+        "X-KalamDB-User-Id": "alice"
+    } } }))
+    .await;
+    assert_eq!(svc.recv().await["type"], "connection_ack");
+    svc.subscribe("l", "subscription { app_items { id title } }", json!({}))
+        .await;
+    assert_eq!(
+        svc.next_data("l").await,
+        json!({ "app_items": [{ "id": "5", "title": "alice's" }] })
+    );
+    // a plain user may not act for another
+    let mut bad = s.ws("graphql-transport-ws").await;
+    bad.send(json!({ "type": "connection_init", "payload": {
+        "Authorization": kalamdb_tests::basic("bob", &kalamdb_tests::pw("bob")),
+        "x-kalamdb-user-id": "alice"
+    } }))
+    .await;
+    assert_eq!(bad.closed().await, WsEnd::Closed(4403, "Forbidden".into()));
     s.stop().await;
 }
 

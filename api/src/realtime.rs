@@ -16,16 +16,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_graphql::Variables;
 use async_graphql::dynamic::Schema;
-use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use kalamdb_auth::identity::UserId;
+use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::error::ErrorCode;
+use kalamdb_schema_gen::resolvers::{SubscriptionLabel, SubscriptionMode, SubscriptionSource};
 use parking_lot::Mutex;
+use serde_json::{Map, Value as Json};
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::error::ApiError;
-use crate::graphql_handler::{response_errors, response_json};
+use crate::graphql_handler::{error_json, response_errors, response_json};
 use crate::ws::{ConnEvent, Outbox, Protocol};
 
 /// One subscriber of a group: where its frames go and under which id.
@@ -73,6 +75,15 @@ struct Group {
 }
 
 impl Group {
+    /// Adds a member; a live query's member starts from the latest result.
+    fn join(&self, token: u64, member: Member) {
+        let last = self.last.lock().clone();
+        if let Some(last) = last {
+            member.next(&last);
+        }
+        self.members.lock().insert(token, member);
+    }
+
     fn each(&self, f: impl Fn(&Member)) {
         self.members.lock().values().for_each(f);
     }
@@ -179,39 +190,54 @@ impl Realtime {
         let _ = tokio::time::timeout(within, wait).await;
     }
 
-    /// Starts a subscription, or joins the running group with the same `key`.
-    pub fn subscribe(
+    /// Starts a subscription, or joins the running group with the same `key`. A new
+    /// execution opens its engine source here, on the connection's task, so that the
+    /// subscription is registered before the connection reads its next message. On
+    /// refusal the member has been sent the `error` message, and `None` comes back.
+    pub async fn subscribe(
         self: &Arc<Self>,
         key: Option<String>,
         replay_last: bool,
-        user: &UserId,
-        schema: Schema,
-        request: async_graphql::Request,
+        prepared: Prepared,
         member: Member,
-    ) -> Result<Membership, ApiError> {
+    ) -> Option<Membership> {
+        let user = prepared.ctx.user.clone();
         let token = member.token;
-        let mut inner = self.inner.lock();
-        let count = inner.per_user.entry(user.clone()).or_default();
-        if *count >= self.max_per_user {
-            return Err(ApiError::new(
-                ErrorCode::TooManySubscriptions,
-                format!("at most {} subscriptions per user", self.max_per_user),
-            ));
-        }
-        *count += 1;
         let membership = |group: Arc<Group>| Membership {
             realtime: self.clone(),
             group,
             token,
             user: user.clone(),
         };
-        if let Some(g) = key.as_ref().and_then(|k| inner.groups.get(k).cloned()) {
-            let last = g.last.lock().clone();
-            if let Some(last) = last {
-                member.next(&last);
+        {
+            let mut inner = self.inner.lock();
+            let count = inner.per_user.entry(user.clone()).or_default();
+            if *count >= self.max_per_user {
+                let message = format!("at most {} subscriptions per user", self.max_per_user);
+                member.error(&Json::Array(vec![error_json(message, ErrorCode::TooManySubscriptions)]).to_string());
+                return None;
             }
-            g.members.lock().insert(token, member);
-            return Ok(membership(g));
+            *count += 1;
+            if let Some(g) = key.as_ref().and_then(|k| inner.groups.get(k).cloned()) {
+                g.join(token, member);
+                return Some(membership(g));
+            }
+        }
+        let source = match setup(&prepared).await {
+            Ok(s) => s,
+            Err(errors) => {
+                member.error(&errors);
+                self.release_user(&user);
+                return None;
+            }
+        };
+        let mut inner = self.inner.lock();
+        // the same execution may have been started meanwhile: join it
+        if let Some(g) = key.as_ref().and_then(|k| inner.groups.get(k).cloned()) {
+            g.join(token, member);
+            drop(inner);
+            drop(source);
+            return Some(membership(g));
         }
         let group = Arc::new(Group {
             key: key.unwrap_or_else(|| format!("\u{1}{token}")),
@@ -222,17 +248,12 @@ impl Realtime {
         });
         inner.groups.insert(group.key.clone(), group.clone());
         drop(inner);
-        // Poll once here, on the connection's task: validation and the engine's
-        // registration happen now, before the connection reads its next message, so a
-        // client's later writes are never missed.
-        let mut stream = schema.execute_stream(request);
-        let first = stream.next().now_or_never();
-        let task = tokio::spawn(run_group(self.clone(), group.clone(), stream, first));
+        let task = tokio::spawn(run_group(self.clone(), group.clone(), prepared, source));
         *group.task.lock() = Some(task.abort_handle());
-        Ok(membership(group))
+        Some(membership(group))
     }
 
-    fn leave(&self, group: &Arc<Group>, token: u64, user: &UserId) {
+    fn release_user(&self, user: &UserId) {
         let mut inner = self.inner.lock();
         if let Some(c) = inner.per_user.get_mut(user) {
             *c = c.saturating_sub(1);
@@ -240,12 +261,18 @@ impl Realtime {
                 inner.per_user.remove(user);
             }
         }
+    }
+
+    fn leave(&self, group: &Arc<Group>, token: u64, user: &UserId) {
+        self.release_user(user);
+        let inner = self.inner.lock();
         let empty = {
             let mut m = group.members.lock();
             m.remove(&token);
             m.is_empty()
         };
         if empty {
+            let mut inner = inner;
             if inner.groups.get(&group.key).is_some_and(|g| Arc::ptr_eq(g, group)) {
                 inner.groups.remove(&group.key);
             }
@@ -268,41 +295,81 @@ impl Realtime {
     }
 }
 
-async fn run_group(
-    rt: Arc<Realtime>,
-    group: Arc<Group>,
-    mut stream: BoxStream<'static, async_graphql::Response>,
-    polled: Option<Option<async_graphql::Response>>,
-) {
-    let mut first = true;
-    let mut failed = false;
-    let mut polled = polled;
-    loop {
-        let resp = match polled.take() {
-            Some(r) => r,
-            None => stream.next().await,
-        };
-        let Some(resp) = resp else { break };
-        // a subscription that could not start (bad arguments, forbidden) is an error
-        // message, not a result
-        if first && resp.data == async_graphql::Value::Null && !resp.errors.is_empty() {
-            let errors = response_errors(resp.errors);
-            group.each(|m| m.error(&errors));
-            failed = true;
-            break;
+/// Opens the subscription's engine source through async-graphql (validation,
+/// arguments, authorization); the errors as a JSON array when it cannot start.
+async fn setup(p: &Prepared) -> Result<SubscriptionSource, String> {
+    let mode = Arc::new(SubscriptionMode::Setup(Mutex::new(None)));
+    let mut stream = p.schema.execute_stream(p.request(mode.clone(), true));
+    let mut errors = Vec::new();
+    while let Some(resp) = stream.next().await {
+        errors.extend(resp.errors);
+    }
+    drop(stream);
+    let source = match &*mode {
+        SubscriptionMode::Setup(slot) => slot.lock().take(),
+        SubscriptionMode::Render(_) => None,
+    };
+    match source {
+        Some(s) if errors.is_empty() => Ok(s),
+        _ if errors.is_empty() => {
+            Err(Json::Array(vec![error_json("internal error".into(), ErrorCode::Internal)]).to_string())
         }
-        first = false;
+        _ => Err(response_errors(errors)),
+    }
+}
+
+/// Reads the source and renders each item once, with a one-shot execution of the
+/// document, for every member. An error is sent as the last result.
+async fn run_group(rt: Arc<Realtime>, group: Arc<Group>, prepared: Prepared, mut source: SubscriptionSource) {
+    loop {
+        let item = source.next().await;
+        let last = item.is_err();
+        let mode = Arc::new(SubscriptionMode::Render(Mutex::new(Some(item))));
+        let resp = prepared
+            .schema
+            .execute_stream(prepared.request(mode, false))
+            .next()
+            .await;
+        let Some(resp) = resp else { break };
+        let failed = !resp.errors.is_empty();
         let payload: Arc<str> = response_json(resp).into();
         if group.replay_last {
             *group.last.lock() = Some(payload.clone());
         }
         group.broadcast(&payload);
+        if last || failed {
+            break;
+        }
     }
+    drop(source);
     rt.finished(&group);
     group.each(|m| {
-        if !failed {
-            m.complete();
-        }
+        m.complete();
         let _ = m.events.send(ConnEvent::Finished(m.id.clone(), m.token));
     });
+}
+
+/// A subscription request, kept to run its document again for each result.
+pub struct Prepared {
+    pub schema: Schema,
+    pub ctx: ExecContext,
+    pub query: Arc<str>,
+    pub variables: Arc<Map<String, Json>>,
+    pub operation_name: Option<Arc<str>>,
+}
+
+impl Prepared {
+    fn request(&self, mode: Arc<SubscriptionMode>, with_label: bool) -> async_graphql::Request {
+        let mut r = async_graphql::Request::new(self.query.to_string())
+            .variables(Variables::from_json(Json::Object((*self.variables).clone())))
+            .data(self.ctx.clone())
+            .data(mode);
+        if with_label {
+            r = r.data(SubscriptionLabel(self.query.to_string()));
+        }
+        if let Some(op) = &self.operation_name {
+            r = r.operation_name(op.to_string());
+        }
+        r
+    }
 }

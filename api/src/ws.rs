@@ -26,15 +26,13 @@ use futures::{SinkExt, StreamExt};
 use kalamdb_auth::permissions::TableType;
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::error::ErrorCode;
-use kalamdb_schema_gen::resolvers::SubscriptionLabel;
 use serde_json::{Map, Value as Json, json};
 use tokio::sync::{Notify, mpsc};
 
 use crate::app::AppState;
-use crate::error::ApiError;
 use crate::graphql_handler::{Params, error_json, response_errors, response_json};
 use crate::http_auth::{self, ACT_AS_HEADER};
-use crate::realtime::{Member, Membership};
+use crate::realtime::{Member, Membership, Prepared};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -461,7 +459,7 @@ impl Conn {
                     // subscriptions-transport-ws replaces an operation that reuses an id
                     self.running.remove(&id);
                 }
-                self.start(id, payload);
+                self.start(id, payload).await;
                 None
             }
             "complete" | "stop" if (ty == "stop") == legacy => {
@@ -507,7 +505,7 @@ impl Conn {
         }
     }
 
-    fn start(&mut self, id: String, payload: Map<String, Json>) {
+    async fn start(&mut self, id: String, payload: Map<String, Json>) {
         let params = match Params::from_json(Json::Object(payload)) {
             Ok(p) => p,
             Err(e) => {
@@ -542,14 +540,15 @@ impl Conn {
         };
         let token = self.state.realtime.token();
         let is_subscription = op.node.ty == OperationType::Subscription;
-        let share = is_subscription.then(|| self.group_key(&ctx, &params, &op.node.selection_set.node.items));
-        let mut request = async_graphql::Request::new(params.query.clone())
-            .variables(Variables::from_json(Json::Object(params.variables.clone())))
-            .data(SubscriptionLabel(params.query.clone()))
-            .data(ctx.clone());
-        if let Some(name) = &params.operation_name {
-            request = request.operation_name(name.clone());
+        let root_fields = &op.node.selection_set.node.items;
+        if is_subscription && !matches!(root_fields.as_slice(), [f] if matches!(f.node, Selection::Field(_))) {
+            return self.op_error(
+                &id,
+                ErrorCode::GraphqlValidationFailed,
+                "a subscription selects exactly one root field",
+            );
         }
+        let share = is_subscription.then(|| self.group_key(&ctx, &params, root_fields));
         let member = Member {
             out: self.out.clone(),
             protocol: self.protocol,
@@ -559,7 +558,15 @@ impl Conn {
             events: self.events.clone(),
         };
         let running = match share {
-            None => Running::Once(tokio::spawn(run_once(schema, request, member)).abort_handle(), token),
+            None => {
+                let mut request = async_graphql::Request::new(params.query)
+                    .variables(Variables::from_json(Json::Object(params.variables)))
+                    .data(ctx);
+                if let Some(name) = params.operation_name {
+                    request = request.operation_name(name);
+                }
+                Running::Once(tokio::spawn(run_once(schema, request, member)).abort_handle(), token)
+            }
             Some((key, replay_last)) => {
                 let max = self.state.config.max_subscriptions_per_connection;
                 let open = self
@@ -574,13 +581,16 @@ impl Conn {
                         format!("at most {max} subscriptions per connection"),
                     );
                 }
-                match self
-                    .state
-                    .realtime
-                    .subscribe(key, replay_last, &ctx.user, schema, request, member)
-                {
-                    Ok(m) => Running::Subscription { _membership: m, token },
-                    Err(ApiError { code, message }) => return self.op_error(&id, code, message),
+                let prepared = Prepared {
+                    schema,
+                    ctx,
+                    query: params.query.into(),
+                    variables: Arc::new(params.variables),
+                    operation_name: params.operation_name.map(Into::into),
+                };
+                match self.state.realtime.subscribe(key, replay_last, prepared, member).await {
+                    Some(m) => Running::Subscription { _membership: m, token },
+                    None => return,
                 }
             }
         };

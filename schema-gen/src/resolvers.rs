@@ -15,7 +15,7 @@ use kalamdb_engine::engine::Engine;
 use kalamdb_engine::error::{EngineError, ErrorCode};
 use kalamdb_engine::filter::Filter;
 use kalamdb_engine::ids::ColumnName;
-use kalamdb_engine::live::{FeedBatch, FeedStart};
+use kalamdb_engine::live::{ChangeFeed, FeedBatch, FeedStart, LiveResults};
 use kalamdb_engine::mutate::{Changes, ConflictAction};
 use kalamdb_engine::schema::TableDef;
 use kalamdb_engine::select::{AggFn, Aggregate, AggregateRequest, Rows, SelectRequest};
@@ -814,6 +814,80 @@ fn label(ctx: &ResolverContext<'_>, field: &str) -> String {
 
 /// `subscription { <t>(where, order_by, limit, offset) }`: the result now, and again
 /// each time it changes.
+/// The engine side of one subscription, opened once by its root field and then read
+/// by the transport, which renders each item with a one-shot execution of the same
+/// document. So an idle subscription holds only this, not a suspended execution.
+pub enum SubscriptionSource {
+    Changes(ChangeFeed),
+    Live(LiveResults),
+}
+
+/// One thing a subscription yields.
+pub enum SubscriptionItem {
+    Changes(Arc<TableDef>, FeedBatch),
+    Live(Rows),
+}
+
+impl SubscriptionSource {
+    /// The next item; an error ends the subscription (it is rendered as its last result).
+    pub async fn next(&mut self) -> Result<SubscriptionItem, EngineError> {
+        match self {
+            SubscriptionSource::Changes(feed) => {
+                let batch = feed.next().await?;
+                Ok(SubscriptionItem::Changes(feed.table.clone(), batch))
+            }
+            SubscriptionSource::Live(results) => results.next().await.map(SubscriptionItem::Live),
+        }
+    }
+}
+
+/// How the transport drives a subscription field through async-graphql (request data):
+/// `Setup` opens the source and hands it out; `Render` turns one item into the
+/// field's value, with the document's selection applied by async-graphql as usual.
+pub enum SubscriptionMode {
+    Setup(parking_lot::Mutex<Option<SubscriptionSource>>),
+    Render(parking_lot::Mutex<Option<Result<SubscriptionItem, EngineError>>>),
+}
+
+type FieldStream<'a> = futures::stream::BoxStream<'a, GqlResult<FieldValue<'a>>>;
+
+/// The common part of both subscription fields: render a given item, or open the
+/// source with `open` and hand it to the transport.
+fn drive_subscription<'a>(
+    ctx: &ResolverContext<'_>,
+    env: &Env<'_>,
+    open: impl FnOnce() -> GqlResult<SubscriptionSource>,
+) -> GqlResult<FieldStream<'a>> {
+    use futures::StreamExt;
+    let mode = ctx.data_opt::<Arc<SubscriptionMode>>().ok_or_else(|| {
+        gql_error(
+            ErrorCode::BadRequest,
+            "subscriptions run over a WebSocket on /v1/graphql",
+        )
+    })?;
+    match &**mode {
+        SubscriptionMode::Setup(slot) => {
+            *slot.lock() = Some(open()?);
+            Ok(futures::stream::empty().boxed())
+        }
+        SubscriptionMode::Render(slot) => {
+            let item = slot
+                .lock()
+                .take()
+                .ok_or_else(|| gql_error(ErrorCode::Internal, "internal error"))?;
+            let value = match item.gql()? {
+                SubscriptionItem::Changes(table, batch) => Ok(FieldValue::list(
+                    change_objs(&table, batch).into_iter().map(FieldValue::owned_any),
+                )),
+                SubscriptionItem::Live(rows) => checked_rows(env.limits, rows).map(list_value),
+            };
+            Ok(futures::stream::once(async move { value }).boxed())
+        }
+    }
+}
+
+/// `subscription { <t>(where, order_by, limit, offset) }`: the result now, and again
+/// each time it changes.
 pub fn live_subscription_field(meta: &Arc<TableMeta>) -> SubscriptionField {
     let m = meta.clone();
     let field = SubscriptionField::new(
@@ -823,23 +897,12 @@ pub fn live_subscription_field(meta: &Arc<TableMeta>) -> SubscriptionField {
             let meta = m.clone();
             SubscriptionFieldFuture::new(async move {
                 let env = env(&ctx)?;
-                let req = list_request(&ctx, &env, &meta)?;
-                let limits = env.limits.clone();
-                let results = env
-                    .engine
-                    .subscribe_live(env.exec, &meta.id, req, label(&ctx, &meta.names.base))
-                    .gql()?;
-                Ok(futures::stream::unfold(Some(results), move |state| {
-                    let limits = limits.clone();
-                    async move {
-                        let mut results = state?;
-                        let item = results.next().await.gql().and_then(|rows| checked_rows(&limits, rows));
-                        Some(match item {
-                            Ok(rows) => (Ok(list_value(rows)), Some(results)),
-                            Err(e) => (Err(e), None),
-                        })
-                    }
-                }))
+                drive_subscription(&ctx, &env, || {
+                    let req = list_request(&ctx, &env, &meta)?;
+                    let label = label(&ctx, &meta.names.base);
+                    let results = env.engine.subscribe_live(env.exec, &meta.id, req, label).gql()?;
+                    Ok(SubscriptionSource::Live(results))
+                })
             })
         },
     )
@@ -917,35 +980,20 @@ pub fn changes_subscription_field(meta: &Arc<TableMeta>) -> SubscriptionField {
             let meta = m.clone();
             SubscriptionFieldFuture::new(async move {
                 let env = env(&ctx)?;
-                let filter = filter_arg(&ctx, env.engine, &meta)?;
-                let start = FeedStart {
-                    since_seq: seq_arg(&ctx, "since_seq")?,
-                    initial_batch_size: int_arg(&ctx, "initial_batch_size")?
-                        .map(|n| n.clamp(1, env.limits.max_rows)),
-                };
-                let feed = env
-                    .engine
-                    .subscribe_changes(
-                        env.exec,
-                        &meta.id,
-                        filter.as_ref(),
-                        start,
-                        label(&ctx, &meta.names.changes()),
-                    )
-                    .gql()?;
-                Ok(futures::stream::unfold(Some(feed), |state| async move {
-                    let mut feed = state?;
-                    Some(match feed.next().await {
-                        Ok(batch) => {
-                            let events = change_objs(&feed.table, batch);
-                            (
-                                Ok(FieldValue::list(events.into_iter().map(FieldValue::owned_any))),
-                                Some(feed),
-                            )
-                        }
-                        Err(e) => (Err(engine_error(e)), None),
-                    })
-                }))
+                drive_subscription(&ctx, &env, || {
+                    let filter = filter_arg(&ctx, env.engine, &meta)?;
+                    let start = FeedStart {
+                        since_seq: seq_arg(&ctx, "since_seq")?,
+                        initial_batch_size: int_arg(&ctx, "initial_batch_size")?
+                            .map(|n| n.clamp(1, env.limits.max_rows)),
+                    };
+                    let label = label(&ctx, &meta.names.changes());
+                    let feed = env
+                        .engine
+                        .subscribe_changes(env.exec, &meta.id, filter.as_ref(), start, label)
+                        .gql()?;
+                    Ok(SubscriptionSource::Changes(feed))
+                })
             })
         },
     )

@@ -411,6 +411,12 @@ async fn protocol_errors_close_with_the_right_codes() {
             "INVALID_INPUT",
         ),
         ("subscription { app_news { id ", json!({}), "GRAPHQL_PARSE_FAILED"),
+        // GraphQL allows one root field per subscription
+        (
+            "subscription { app_news { id } app_items { id } }",
+            json!({}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
     ];
     for (i, (q, vars, code)) in cases.iter().enumerate() {
         let id = format!("e{i}");

@@ -67,25 +67,26 @@ impl Member {
 }
 
 struct Group {
-    key: String,
+    key: Arc<str>,
     replay_last: bool,
-    members: Mutex<HashMap<u64, Member>>,
+    /// By token; most groups have one member, so a vector is the compact choice.
+    members: Mutex<Vec<Member>>,
     last: Mutex<Option<Arc<str>>>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Group {
     /// Adds a member; a live query's member starts from the latest result.
-    fn join(&self, token: u64, member: Member) {
+    fn join(&self, member: Member) {
         let last = self.last.lock().clone();
         if let Some(last) = last {
             member.next(&last);
         }
-        self.members.lock().insert(token, member);
+        self.members.lock().push(member);
     }
 
     fn each(&self, f: impl Fn(&Member)) {
-        self.members.lock().values().for_each(f);
+        self.members.lock().iter().for_each(f);
     }
 
     /// Sends a result to every member; the frames of members on one connection go
@@ -93,11 +94,11 @@ impl Group {
     fn broadcast(&self, payload: &str) {
         let members = self.members.lock();
         if members.len() == 1 {
-            members.values().for_each(|m| m.next(payload));
+            members.iter().for_each(|m| m.next(payload));
             return;
         }
         let mut by_conn: HashMap<usize, (&Member, Vec<String>)> = HashMap::new();
-        for m in members.values() {
+        for m in members.iter() {
             by_conn
                 .entry(m.out.conn_id())
                 .or_insert_with(|| (m, Vec::new()))
@@ -112,7 +113,7 @@ impl Group {
 
 #[derive(Default)]
 struct Inner {
-    groups: HashMap<String, Arc<Group>>,
+    groups: HashMap<Arc<str>, Arc<Group>>,
     per_user: HashMap<UserId, usize>,
 }
 
@@ -218,8 +219,8 @@ impl Realtime {
                 return None;
             }
             *count += 1;
-            if let Some(g) = key.as_ref().and_then(|k| inner.groups.get(k).cloned()) {
-                g.join(token, member);
+            if let Some(g) = key.as_deref().and_then(|k| inner.groups.get(k).cloned()) {
+                g.join(member);
                 return Some(membership(g));
             }
         }
@@ -233,16 +234,16 @@ impl Realtime {
         };
         let mut inner = self.inner.lock();
         // the same execution may have been started meanwhile: join it
-        if let Some(g) = key.as_ref().and_then(|k| inner.groups.get(k).cloned()) {
-            g.join(token, member);
+        if let Some(g) = key.as_deref().and_then(|k| inner.groups.get(k).cloned()) {
+            g.join(member);
             drop(inner);
             drop(source);
             return Some(membership(g));
         }
         let group = Arc::new(Group {
-            key: key.unwrap_or_else(|| format!("\u{1}{token}")),
+            key: key.unwrap_or_else(|| format!("\u{1}{token}")).into(),
             replay_last,
-            members: Mutex::new(HashMap::from([(token, member)])),
+            members: Mutex::new(vec![member]),
             last: Mutex::new(None),
             task: Mutex::new(None),
         });
@@ -268,7 +269,7 @@ impl Realtime {
         let inner = self.inner.lock();
         let empty = {
             let mut m = group.members.lock();
-            m.remove(&token);
+            m.retain(|x| x.token != token);
             m.is_empty()
         };
         if empty {
@@ -297,7 +298,7 @@ impl Realtime {
 
 /// Opens the subscription's engine source through async-graphql (validation,
 /// arguments, authorization); the errors as a JSON array when it cannot start.
-async fn setup(p: &Prepared) -> Result<SubscriptionSource, String> {
+async fn setup(p: &Prepared) -> Result<Box<SubscriptionSource>, String> {
     let mode = Arc::new(SubscriptionMode::Setup(Mutex::new(None)));
     let mut stream = p.schema.execute_stream(p.request(mode.clone(), true));
     let mut errors = Vec::new();
@@ -320,7 +321,7 @@ async fn setup(p: &Prepared) -> Result<SubscriptionSource, String> {
 
 /// Reads the source and renders each item once, with a one-shot execution of the
 /// document, for every member. An error is sent as the last result.
-async fn run_group(rt: Arc<Realtime>, group: Arc<Group>, prepared: Prepared, mut source: SubscriptionSource) {
+async fn run_group(rt: Arc<Realtime>, group: Arc<Group>, prepared: Prepared, mut source: Box<SubscriptionSource>) {
     loop {
         let item = source.next().await;
         let last = item.is_err();
@@ -365,7 +366,7 @@ impl Prepared {
             .data(self.ctx.clone())
             .data(mode);
         if with_label {
-            r = r.data(SubscriptionLabel(self.query.to_string()));
+            r = r.data(SubscriptionLabel(self.query.clone()));
         }
         if let Some(op) = &self.operation_name {
             r = r.operation_name(op.to_string());

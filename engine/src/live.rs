@@ -28,8 +28,8 @@ use kalamdb_auth::identity::UserId;
 use kalamdb_auth::permissions::TableOp;
 use kalamdb_storage::hot_store::{HotStore, Partition, WriteBatch};
 use kalamdb_storage::seq::{Seq, now_millis};
-use parking_lot::RwLock;
-use tokio::sync::mpsc;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
 
 use crate::changelog::{ChangeEntry, entry_key};
 use crate::codec::{decode_row, partition_prefix};
@@ -87,34 +87,25 @@ const OPEN: u8 = 0;
 const LAGGED: u8 = 1;
 const SCHEMA_CHANGED: u8 = 2;
 
-enum Sink {
-    Changes(mpsc::Sender<Arc<AppliedChange>>),
-    /// A wake-up; a full queue means one is already pending.
-    Live(mpsc::Sender<()>),
-}
-
 struct SubEntry {
     id: LiveQueryId,
     key: PartitionKey,
     table: Arc<TableDef>,
     subject: UserId,
     filter: Option<BoundFilter>,
-    label: String,
+    label: Arc<str>,
     created_at_ms: u64,
     /// The seq of the last change sent (0: none yet).
     last_seq: AtomicU64,
     state: AtomicU8,
-    sink: Sink,
+    kind: FeedKind,
+    /// Changes not yet taken by a change feed (a live query only needs the wake-up).
+    queue: Mutex<VecDeque<Arc<AppliedChange>>>,
+    /// Wakes the consumer; a wake-up given while it is busy is kept, so none is lost.
+    wake: Notify,
 }
 
 impl SubEntry {
-    fn kind(&self) -> FeedKind {
-        match self.sink {
-            Sink::Changes(_) => FeedKind::Changes,
-            Sink::Live(_) => FeedKind::Live,
-        }
-    }
-
     fn relevant(&self, c: &AppliedChange) -> bool {
         let Some(f) = &self.filter else { return true };
         let m = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v| f.matches(c.seq, v));
@@ -130,19 +121,7 @@ impl SubEntry {
     /// Ends the subscription and wakes its consumer, which then sees why.
     fn end_and_wake(&self, state: u8) {
         self.end(state);
-        match &self.sink {
-            Sink::Changes(tx) => {
-                let _ = tx.try_send(Arc::new(AppliedChange {
-                    kind: crate::changelog::ChangeKind::Update,
-                    seq: Seq(u64::MAX),
-                    new: None,
-                    old: None,
-                }));
-            }
-            Sink::Live(tx) => {
-                let _ = tx.try_send(());
-            }
-        }
+        self.wake.notify_one();
     }
 
     fn ended(&self) -> Result<()> {
@@ -227,24 +206,30 @@ impl LiveHub {
                 sub.end_and_wake(SCHEMA_CHANGED);
                 continue;
             }
-            match &sub.sink {
-                Sink::Changes(tx) => {
+            match sub.kind {
+                FeedKind::Changes => {
+                    let mut queue = sub.queue.lock();
+                    let before = queue.len();
                     for (i, c) in changes.iter().enumerate() {
                         if !sub.relevant(c) {
                             continue;
                         }
-                        let event = shared[i].get_or_insert_with(|| Arc::new(c.clone())).clone();
-                        if tx.try_send(event).is_err() {
+                        if queue.len() >= self.queue_capacity {
                             sub.end(LAGGED);
                             break;
                         }
+                        queue.push_back(shared[i].get_or_insert_with(|| Arc::new(c.clone())).clone());
+                    }
+                    let woken = queue.len() > before || sub.ended().is_err();
+                    drop(queue);
+                    if woken {
+                        sub.wake.notify_one();
                     }
                 }
-                Sink::Live(tx) => {
+                FeedKind::Live => {
                     if let Some(c) = changes.iter().rev().find(|c| sub.relevant(c)) {
                         sub.last_seq.fetch_max(c.seq.0, Ordering::AcqRel);
-                        // full: a wake-up is already pending and will see this change too
-                        let _ = tx.try_send(());
+                        sub.wake.notify_one();
                     }
                 }
             }
@@ -271,8 +256,8 @@ impl LiveHub {
                 id: s.id,
                 user: s.subject.clone(),
                 table: s.table.id.clone(),
-                kind: s.kind(),
-                query: s.label.clone(),
+                kind: s.kind,
+                query: s.label.to_string(),
                 created_at_ms: s.created_at_ms,
                 last_seq: Some(Seq(s.last_seq.load(Ordering::Acquire))).filter(|s| s.0 > 0),
             })
@@ -330,7 +315,6 @@ pub struct ChangeFeed {
     initial: VecDeque<FeedBatch>,
     /// Changes at or below this were in the starting point.
     watermark: Seq,
-    rx: mpsc::Receiver<Arc<AppliedChange>>,
     reg: Registration,
 }
 
@@ -340,34 +324,22 @@ impl ChangeFeed {
         if let Some(b) = self.initial.pop_front() {
             return Ok(b);
         }
+        let entry = &self.reg.entry;
         loop {
-            self.reg.entry.ended()?;
-            let Some(first) = self.rx.recv().await else {
-                // the hub dropped the sender: the subscription was ended
-                self.reg.entry.ended()?;
-                return Err(EngineError::Internal("change feed closed".into()));
+            entry.ended()?;
+            let (taken, batch) = {
+                let mut queue = entry.queue.lock();
+                let n = queue.len().min(MAX_CHANGE_BATCH);
+                let batch: Vec<_> = queue.drain(..n).filter(|c| c.seq > self.watermark).collect();
+                (n, batch)
             };
-            let mut batch = Vec::with_capacity(8);
-            let push = |c: Arc<AppliedChange>, batch: &mut Vec<_>| {
-                if c.seq > self.watermark {
-                    batch.push(c);
-                }
-            };
-            push(first, &mut batch);
-            while batch.len() < MAX_CHANGE_BATCH {
-                match self.rx.try_recv() {
-                    Ok(c) => push(c, &mut batch),
-                    Err(_) => break,
-                }
-            }
-            self.reg.entry.ended()?;
-            if batch.is_empty() {
-                continue;
-            }
             if let Some(last) = batch.last() {
-                self.reg.entry.last_seq.fetch_max(last.seq.0, Ordering::AcqRel);
+                entry.last_seq.fetch_max(last.seq.0, Ordering::AcqRel);
+                return Ok(FeedBatch::Changes(batch));
             }
-            return Ok(FeedBatch::Changes(batch));
+            if taken == 0 {
+                entry.wake.notified().await;
+            }
         }
     }
 }
@@ -379,7 +351,6 @@ pub struct LiveResults {
     ctx: ExecContext,
     table: TableId,
     req: SelectRequest,
-    rx: mpsc::Receiver<()>,
     last: Option<Vec<Seq>>,
     reg: Registration,
 }
@@ -388,8 +359,8 @@ impl LiveResults {
     /// The first result at once, then each result that differs from the one before.
     pub async fn next(&mut self) -> Result<Rows> {
         loop {
-            if self.last.is_some() && self.rx.recv().await.is_none() {
-                return Err(EngineError::Internal("live query closed".into()));
+            if self.last.is_some() {
+                self.reg.entry.wake.notified().await;
             }
             self.reg.entry.ended()?;
             let rows = self.engine.select(&self.ctx, &self.table, &self.req).await?;
@@ -440,8 +411,8 @@ impl Engine {
         ctx: &ExecContext,
         table_id: &TableId,
         filter: Option<&Filter>,
-        label: String,
-        sink: Sink,
+        label: Arc<str>,
+        kind: FeedKind,
     ) -> Result<SubEntry> {
         let table = self.table_for(ctx, table_id, TableOp::Read)?;
         let filter = filter.map(|f| f.bind(&table, self.filter_limits())).transpose()?;
@@ -456,7 +427,9 @@ impl Engine {
             created_at_ms: now_millis(),
             last_seq: AtomicU64::new(0),
             state: AtomicU8::new(OPEN),
-            sink,
+            kind,
+            queue: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
         })
     }
 
@@ -468,10 +441,9 @@ impl Engine {
         table: &TableId,
         filter: Option<&Filter>,
         start: FeedStart,
-        label: String,
+        label: Arc<str>,
     ) -> Result<ChangeFeed> {
-        let (tx, rx) = mpsc::channel(self.live.queue_capacity);
-        let entry = self.feed_entry(ctx, table, filter, label, Sink::Changes(tx))?;
+        let entry = self.feed_entry(ctx, table, filter, label, FeedKind::Changes)?;
         let reg = self.live.register(entry);
         let entry = reg.entry.clone();
         let mut initial = VecDeque::new();
@@ -517,7 +489,6 @@ impl Engine {
             table: entry.table.clone(),
             initial,
             watermark,
-            rx,
             reg,
         })
     }
@@ -528,10 +499,9 @@ impl Engine {
         ctx: &ExecContext,
         table: &TableId,
         req: SelectRequest,
-        label: String,
+        label: Arc<str>,
     ) -> Result<LiveResults> {
-        let (tx, rx) = mpsc::channel(1);
-        let entry = self.feed_entry(ctx, table, req.filter.as_ref(), label, Sink::Live(tx))?;
+        let entry = self.feed_entry(ctx, table, req.filter.as_ref(), label, FeedKind::Live)?;
         let reg = self.live.register(entry);
         Ok(LiveResults {
             id: reg.entry.id,
@@ -539,7 +509,6 @@ impl Engine {
             ctx: ctx.clone(),
             table: table.clone(),
             req,
-            rx,
             last: None,
             reg,
         })

@@ -805,11 +805,11 @@ pub fn delete_by_pk_field(meta: &Arc<TableMeta>) -> Field {
 /// What `system.live_queries` shows as a subscription's query; the transport sets it
 /// to the document's text.
 #[derive(Debug, Clone)]
-pub struct SubscriptionLabel(pub String);
+pub struct SubscriptionLabel(pub Arc<str>);
 
-fn label(ctx: &ResolverContext<'_>, field: &str) -> String {
+fn label(ctx: &ResolverContext<'_>, field: &str) -> Arc<str> {
     ctx.data_opt::<SubscriptionLabel>()
-        .map_or_else(|| field.to_string(), |l| l.0.clone())
+        .map_or_else(|| field.into(), |l| l.0.clone())
 }
 
 /// `subscription { <t>(where, order_by, limit, offset) }`: the result now, and again
@@ -845,7 +845,7 @@ impl SubscriptionSource {
 /// `Setup` opens the source and hands it out; `Render` turns one item into the
 /// field's value, with the document's selection applied by async-graphql as usual.
 pub enum SubscriptionMode {
-    Setup(parking_lot::Mutex<Option<SubscriptionSource>>),
+    Setup(parking_lot::Mutex<Option<Box<SubscriptionSource>>>),
     Render(parking_lot::Mutex<Option<Result<SubscriptionItem, EngineError>>>),
 }
 
@@ -867,7 +867,7 @@ fn drive_subscription<'a>(
     })?;
     match &**mode {
         SubscriptionMode::Setup(slot) => {
-            *slot.lock() = Some(open()?);
+            *slot.lock() = Some(Box::new(open()?));
             Ok(futures::stream::empty().boxed())
         }
         SubscriptionMode::Render(slot) => {

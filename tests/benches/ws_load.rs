@@ -5,7 +5,8 @@
 //! just before the insert is sent, so the figure includes the HTTP write and its fsync).
 //! It reports its own CPU use and the server's, since both share the machine's cores.
 //!
-//! Scenarios (`WS_ONLY=shared|user|idle` runs one; `LOAD_SECS` sets the measured time):
+//! Scenarios (`WS_ONLY=shared|user|idle` runs one; `LOAD_SECS` sets the measured time;
+//! `WS_DURABILITY=async` takes the fsync out of the write path):
 //! - shared: 1,000 subscribers (1,000 users, one connection each) to one SHARED table's
 //!   change feed, 100 inserts/s;
 //! - user: 10,000 subscribers over 1,000 users (10 per connection, each with its own
@@ -43,6 +44,15 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The server's durability: `sync` (the default) puts an fsync in every write's path;
+/// `WS_DURABILITY=async` takes it out, leaving the delivery path itself.
+fn durability() -> String {
+    match std::env::var("WS_DURABILITY").as_deref() {
+        Ok("async") => "async".into(),
+        _ => "sync".into(),
     }
 }
 
@@ -98,8 +108,9 @@ impl Server {
             format!(
                 "data_dir = {:?}\nlisten = \"{addr}\"\nbcrypt_cost = 4\nroot_password = \"{ROOT_PASSWORD}\"\n\
                  max_subscriptions_per_connection = 1000\nmax_subscriptions_per_user = 1000000\n\
-                 max_body_bytes = 4194304\n",
-                dir.path().join("data")
+                 max_body_bytes = 4194304\ndurability = \"{}\"\n",
+                dir.path().join("data"),
+                durability()
             ),
         )
         .expect("write config");
@@ -508,8 +519,9 @@ async fn run(secs: u64, only: &str) {
 
     println!();
     println!(
-        "ws_load: release server in its own process, client with 2 tokio workers, {secs} s per scenario; \
-         latency = delivery time - send time of the insert, in µs"
+        "ws_load: release server in its own process ({} durability), client with 2 tokio workers, {secs} s per \
+         scenario; latency = delivery time - send time of the insert, in µs",
+        durability()
     );
     println!(
         "{:<62} {:>7} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",

@@ -606,3 +606,72 @@ async fn a_client_that_stops_reading_is_cut_off_and_memory_stays_bounded() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn altering_or_dropping_a_table_ends_its_subscriptions() {
+    let s = TestServer::start().await;
+    setup(&s).await;
+    let mut c = s.ws_as("alice").await;
+    c.subscribe("f", "subscription { app_news_changes { op } }", json!({}))
+        .await;
+    c.subscribe("l", "subscription { app_news { id } }", json!({})).await;
+    assert_eq!(c.next_data("l").await, json!({ "app_news": [] }));
+    s.root("ALTER TABLE app.news ADD COLUMN body TEXT").await;
+    // each ends with its error as the last result, then complete
+    let mut ended = std::collections::HashMap::new();
+    while ended.len() < 2 {
+        let m = c.recv().await;
+        let id = m["id"].as_str().unwrap().to_string();
+        match m["type"].as_str().unwrap() {
+            "next" => {
+                assert_eq!(m["payload"]["errors"][0]["extensions"]["code"], "SCHEMA_CHANGED", "{m}");
+            }
+            "complete" => {
+                ended.insert(id, true);
+            }
+            other => panic!("unexpected {other}: {m}"),
+        }
+    }
+    // a new subscription sees the new column, and DROP TABLE ends it too
+    c.subscribe("n", "subscription { app_news { id body } }", json!({}))
+        .await;
+    assert_eq!(c.next_data("n").await, json!({ "app_news": [] }));
+    s.root("DROP TABLE app.news").await;
+    let m = c.recv().await;
+    assert_eq!(m["payload"]["errors"][0]["extensions"]["code"], "SCHEMA_CHANGED", "{m}");
+    assert_eq!(c.recv().await, json!({ "id": "n", "type": "complete" }));
+    let live = s.root("SELECT live_id FROM system.live_queries").await;
+    assert!(rows(&live).is_empty(), "{live}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_tables_are_routed_per_user() {
+    let s = TestServer::start().await;
+    setup(&s).await;
+    s.root("CREATE TABLE app.typing (id BIGINT PRIMARY KEY, who TEXT) WITH (TYPE = 'STREAM', TTL_SECONDS = 60)")
+        .await;
+    let mut a = s.ws_as("alice").await;
+    a.subscribe(
+        "t",
+        "subscription { app_typing_changes(initial_batch_size: 10) { op row { id who } } }",
+        json!({}),
+    )
+    .await;
+    // the (empty) snapshot says the feed is registered
+    assert_eq!(a.next_data("t").await, json!({ "app_typing_changes": [] }));
+    for (user, id) in [("bob", 1), ("alice", 2)] {
+        s.gql_ok(
+            user,
+            "mutation($id: BigInt!, $w: String!) { insert_app_typing_one(object: {id: $id, who: $w}) { id } }",
+            json!({ "id": id, "w": user }),
+        )
+        .await;
+    }
+    assert_eq!(
+        a.next_data("t").await,
+        json!({ "app_typing_changes": [{ "op": "INSERT", "row": { "id": "2", "who": "alice" } }] })
+    );
+    a.silent_for(300).await;
+    s.stop().await;
+}

@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("listening on http://{addr}");
             if demo_on {
                 println!("KalamDB is running at http://{addr}");
+                println!("  GraphQL:   POST http://{addr}/v1/graphql, subscriptions on ws://{addr}/v1/graphql");
                 println!("  SQL API:   POST http://{addr}/v1/sql");
                 println!("  demo user: {} / {}", demo::DEMO_USER, demo::DEMO_PASSWORD);
                 println!(

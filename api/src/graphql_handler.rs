@@ -309,6 +309,14 @@ pub(crate) fn response_json(response: async_graphql::Response) -> String {
     serde_json::to_string(&body).unwrap_or_else(|_| "{}".into())
 }
 
+/// A response that failed before execution (parse, validation, limits): no data, and
+/// no error tied to a field.
+pub(crate) fn is_request_error(response: &async_graphql::Response) -> bool {
+    response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty())
+}
+
 /// The code of a request error that async-graphql reports without one.
 fn request_error_code(e: &ServerError) -> ErrorCode {
     match e.message.as_str() {
@@ -364,10 +372,7 @@ async fn execute(state: &AppState, ctx: ExecContext, params: Params, media: Medi
             .into_response(media);
         }
         let response = schema.execute(request).await;
-        let is_request_error = response.data == async_graphql::Value::Null
-            && !response.errors.is_empty()
-            && response.errors.iter().all(|e| e.path.is_empty());
-        if is_request_error {
+        if is_request_error(&response) {
             let errors: Vec<ServerError> = response
                 .errors
                 .into_iter()

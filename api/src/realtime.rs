@@ -289,11 +289,6 @@ impl Realtime {
             inner.groups.remove(&group.key);
         }
     }
-
-    /// Subscriptions running now (groups count once).
-    pub fn groups(&self) -> usize {
-        self.inner.lock().groups.len()
-    }
 }
 
 /// Opens the subscription's engine source through async-graphql (validation,

@@ -30,7 +30,7 @@ use serde_json::{Map, Value as Json, json};
 use tokio::sync::{Notify, mpsc};
 
 use crate::app::AppState;
-use crate::graphql_handler::{Params, error_json, response_errors, response_json};
+use crate::graphql_handler::{Params, error_json, is_request_error, response_errors, response_json};
 use crate::http_auth::{self, ACT_AS_HEADER};
 use crate::realtime::{Member, Membership, Prepared};
 
@@ -644,10 +644,7 @@ impl Conn {
 /// A query or mutation sent over the socket: one result, then `complete`.
 async fn run_once(schema: Schema, request: async_graphql::Request, member: Member) {
     let resp = schema.execute(request).await;
-    if resp.data == async_graphql::Value::Null
-        && !resp.errors.is_empty()
-        && resp.errors.iter().all(|e| e.path.is_empty())
-    {
+    if is_request_error(&resp) {
         member.error(&response_errors(resp.errors));
     } else {
         member.next(&response_json(resp));

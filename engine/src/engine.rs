@@ -264,6 +264,8 @@ impl Engine {
     }
 
     /// The caller of a bearer access token and when the token expires (Unix seconds).
+    /// The user must still be active, and the role is the lower of the token's and the
+    /// current one.
     pub fn token_session(&self, token: &str) -> Result<(ExecContext, u64)> {
         let (user, role, exp) = self.sessions.verify(token)?;
         let current = self
@@ -288,12 +290,6 @@ impl Engine {
     pub fn refresh(&self, refresh_token: &str) -> Result<TokenPair> {
         self.sessions
             .refresh(&self.store, refresh_token, |u| self.users.active(u).map(|r| r.role))
-    }
-
-    /// The caller of a bearer access token. The user must still be active, and the
-    /// role is the lower of the token's and the current one.
-    pub fn context_from_token(&self, token: &str) -> Result<ExecContext> {
-        self.token_session(token).map(|(ctx, _)| ctx)
     }
 
     /// Resolves a table and checks that the caller may perform `op` on it.

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use kalamdb_auth::identity::UserId;
-use kalamdb_auth::permissions::TableOp;
 use kalamdb_storage::hot_store::{HotStore, Partition, WriteBatch};
 use kalamdb_storage::seq::{Seq, now_millis};
 use parking_lot::{Mutex, RwLock};
@@ -151,13 +150,8 @@ impl LiveHub {
         }
     }
 
-    /// How many subscriptions are registered.
-    pub fn len(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn is_empty(&self) -> bool {
+        self.count.load(Ordering::Relaxed) == 0
     }
 
     fn register(self: &Arc<Self>, entry: SubEntry) -> Registration {
@@ -414,8 +408,7 @@ impl Engine {
         label: Arc<str>,
         kind: FeedKind,
     ) -> Result<SubEntry> {
-        let table = self.table_for(ctx, table_id, TableOp::Read)?;
-        let filter = filter.map(|f| f.bind(&table, self.filter_limits())).transpose()?;
+        let (table, filter) = self.bind_read(ctx, table_id, filter)?;
         let key: PartitionKey = (table.uid.0, Self::row_owner(&table, ctx));
         Ok(SubEntry {
             id: LiveQueryId(self.live.next_id.fetch_add(1, Ordering::Relaxed)),
@@ -567,11 +560,6 @@ impl Engine {
             return Ok(None);
         }
         Ok(Some((out, end)))
-    }
-
-    /// Active subscriptions.
-    pub fn live_queries(&self) -> Vec<LiveInfo> {
-        self.live.list()
     }
 
     /// Purges change-log entries older than the configured retention.

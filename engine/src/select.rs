@@ -130,13 +130,21 @@ fn scan_source(table: &TableDef) -> String {
 }
 
 impl Engine {
-    fn bind_select(&self, ctx: &ExecContext, table: &TableId, req: &SelectRequest) -> Result<BoundSelect> {
+    /// Resolves a table the caller may read and binds a filter against it: the start
+    /// of every typed read (select, aggregate, subscription).
+    pub(crate) fn bind_read(
+        &self,
+        ctx: &ExecContext,
+        table: &TableId,
+        filter: Option<&Filter>,
+    ) -> Result<(Arc<TableDef>, Option<BoundFilter>)> {
         let table = self.table_for(ctx, table, TableOp::Read)?;
-        let filter = req
-            .filter
-            .as_ref()
-            .map(|f| f.bind(&table, self.filter_limits()))
-            .transpose()?;
+        let filter = filter.map(|f| f.bind(&table, self.filter_limits())).transpose()?;
+        Ok((table, filter))
+    }
+
+    fn bind_select(&self, ctx: &ExecContext, table: &TableId, req: &SelectRequest) -> Result<BoundSelect> {
+        let (table, filter) = self.bind_read(ctx, table, req.filter.as_ref())?;
         let mut order = req
             .order_by
             .iter()
@@ -293,12 +301,7 @@ impl Engine {
         table: &TableId,
         req: &AggregateRequest,
     ) -> Result<Vec<AggregateGroup>> {
-        let table = self.table_for(ctx, table, TableOp::Read)?;
-        let filter = req
-            .filter
-            .as_ref()
-            .map(|f| f.bind(&table, self.filter_limits()))
-            .transpose()?;
+        let (table, filter) = self.bind_read(ctx, table, req.filter.as_ref())?;
         let groups = req
             .group_by
             .iter()

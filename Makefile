@@ -6,10 +6,13 @@ BIN := $(CARGO_TARGET_DIR)/release/kalamdb
 KALAMDB_ROOT_PASSWORD ?= kalamdb-root
 export KALAMDB_ROOT_PASSWORD
 
-.PHONY: run test bench deps build lint
+.PHONY: run test bench deps test-deps build lint playground
 
 deps:
 	@bash scripts/install-deps.sh
+
+test-deps:
+	@bash scripts/install-deps.sh --for-tests
 
 build: deps
 	cargo build --release --workspace --bins
@@ -18,7 +21,7 @@ run: build
 	@echo "root password at first start: $$KALAMDB_ROOT_PASSWORD (set KALAMDB_ROOT_PASSWORD to choose another)"
 	$(BIN) serve --demo
 
-test: build
+test: build test-deps
 	KALAMDB_BIN=$(BIN) bash scripts/test.sh
 
 bench: build
@@ -27,3 +30,8 @@ bench: build
 lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
+
+# Rebuilds the playground bundle that the binary embeds; commit web-playground/dist and
+# web-playground/dist.sha256 with the sources.
+playground: test-deps
+	cd web-playground && npm ci --no-audit --no-fund --loglevel=error && npm run build

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Installs what the build and the tests need and is missing: Debian's packages, then the
-# Node client tests' packages from their committed lockfile (npm ci). Idempotent.
+# Installs what the build needs and is missing, from Debian's packages. With --for-tests,
+# also what the tests need: Chromium for the playground's browser test, and the Node
+# client tests' packages from their committed lockfile (npm ci). Idempotent.
 set -euo pipefail
+
+for_tests=false
+[ "${1:-}" = "--for-tests" ] && for_tests=true
 
 need=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
-command -v node >/dev/null 2>&1 || need+=(nodejs)
-command -v npm >/dev/null 2>&1 || need+=(npm)
+if $for_tests; then
+  command -v node >/dev/null 2>&1 || need+=(nodejs)
+  command -v npm >/dev/null 2>&1 || need+=(npm)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+fi
 
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
@@ -22,6 +29,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install a Rust toolchain (rustup) first" >&2
   exit 1
 fi
+
+$for_tests || exit 0
 
 # Node packages of the client tests, reinstalled when the lockfile changed.
 for dir in tests/clients; do

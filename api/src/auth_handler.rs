@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use kalamdb_engine::sessions::TokenPair;
 use serde::Deserialize;
 
@@ -26,20 +28,38 @@ pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
-pub async fn login(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Body,
-) -> Result<Json<TokenPair>, ApiError> {
-    let req: LoginRequest = read_json(body, state.config.max_body_bytes).await?;
-    let pair = state
-        .engine
-        .login(&req.username, &req.password, peer.ip().is_loopback())
-        .await?;
-    Ok(Json(pair))
+pub async fn login(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Body) -> Response {
+    let result = async {
+        let req: LoginRequest = read_json(body, state.config.max_body_bytes).await?;
+        state
+            .engine
+            .login(&req.username, &req.password, peer.ip().is_loopback())
+            .await
+            .map_err(ApiError::from)
+    }
+    .await;
+    token_response(result)
 }
 
-pub async fn refresh(State(state): State<AppState>, body: Body) -> Result<Json<TokenPair>, ApiError> {
-    let req: RefreshRequest = read_json(body, state.config.max_body_bytes).await?;
-    Ok(Json(state.engine.refresh(&req.refresh_token)?))
+pub async fn refresh(State(state): State<AppState>, body: Body) -> Response {
+    let result = async {
+        let req: RefreshRequest = read_json(body, state.config.max_body_bytes).await?;
+        state.engine.refresh(&req.refresh_token).map_err(ApiError::from)
+    }
+    .await;
+    token_response(result)
+}
+
+/// Tokens, or the error without a `WWW-Authenticate: Basic` challenge: these routes take
+/// credentials in their body, and a challenge would make a browser open its own
+/// password dialog over the page that called them.
+fn token_response(result: Result<TokenPair, ApiError>) -> Response {
+    match result {
+        Ok(pair) => Json(pair).into_response(),
+        Err(e) => {
+            let mut resp = e.into_response();
+            resp.headers_mut().remove(header::WWW_AUTHENTICATE);
+            resp
+        }
+    }
 }

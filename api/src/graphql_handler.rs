@@ -23,6 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::error::ErrorCode;
+use kalamdb_schema_gen::depth::check_depth;
 use serde_json::{Map, Value as Json};
 use tracing::Instrument;
 
@@ -320,7 +321,6 @@ pub(crate) fn is_request_error(response: &async_graphql::Response) -> bool {
 /// The code of a request error that async-graphql reports without one.
 fn request_error_code(e: &ServerError) -> ErrorCode {
     match e.message.as_str() {
-        "Query is nested too deep." => ErrorCode::QueryTooDeep,
         "Query is too complex." => ErrorCode::QueryTooComplex,
         _ => ErrorCode::GraphqlValidationFailed,
     }
@@ -334,7 +334,20 @@ fn with_code(mut e: ServerError, code: ErrorCode) -> ServerError {
     e
 }
 
+/// The catalog generation a response was served under; it changes with every DDL, so
+/// that a client (the playground) knows when to fetch the schema again.
+pub const SCHEMA_GENERATION_HEADER: &str = "x-kalamdb-schema-generation";
+
 async fn execute(state: &AppState, ctx: ExecContext, params: Params, media: Media, is_get: bool) -> Response {
+    // read before the schema is picked, so that it is never newer than the schema used
+    let generation = state.engine.catalog().generation();
+    let mut resp = execute_on_schema(state, ctx, params, media, is_get).await;
+    resp.headers_mut()
+        .insert(SCHEMA_GENERATION_HEADER, HeaderValue::from(generation));
+    resp
+}
+
+async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, media: Media, is_get: bool) -> Response {
     let span = tracing::info_span!("graphql", user = %ctx.user, role = %ctx.role);
     async move {
         let schema = match state.schemas.schema_for(ctx.role) {
@@ -353,13 +366,18 @@ async fn execute(state: &AppState, ctx: ExecContext, params: Params, media: Medi
         let op_name = request.operation_name.clone();
         let op_type = match request.parsed_query() {
             Err(e) => return RequestError::new(ErrorCode::GraphqlParseFailed, e.message).into_response(media),
-            Ok(doc) => match &doc.operations {
-                DocumentOperations::Single(op) => Some(op.node.ty),
-                DocumentOperations::Multiple(ops) => match &op_name {
-                    Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
-                    None => None,
-                },
-            },
+            Ok(doc) => {
+                if let Err(message) = check_depth(doc, state.schemas.limits().max_depth) {
+                    return RequestError::new(ErrorCode::QueryTooDeep, message).into_response(media);
+                }
+                match &doc.operations {
+                    DocumentOperations::Single(op) => Some(op.node.ty),
+                    DocumentOperations::Multiple(ops) => match &op_name {
+                        Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
+                        None => None,
+                    },
+                }
+            }
         };
         if is_get && op_type == Some(OperationType::Mutation) {
             return RequestError::new(ErrorCode::MethodNotAllowed, "mutations need POST").into_response(media);

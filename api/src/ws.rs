@@ -26,6 +26,7 @@ use futures::{SinkExt, StreamExt};
 use kalamdb_auth::permissions::TableType;
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::error::ErrorCode;
+use kalamdb_schema_gen::depth::check_depth;
 use serde_json::{Map, Value as Json, json};
 use tokio::sync::{Notify, mpsc};
 
@@ -518,6 +519,9 @@ impl Conn {
             Ok(d) => d,
             Err(e) => return self.op_error(&id, ErrorCode::GraphqlParseFailed, e.to_string()),
         };
+        if let Err(message) = check_depth(&doc, self.state.schemas.limits().max_depth) {
+            return self.op_error(&id, ErrorCode::QueryTooDeep, message);
+        }
         let op = match (&doc.operations, &params.operation_name) {
             (DocumentOperations::Single(op), _) => Some(op),
             (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()),

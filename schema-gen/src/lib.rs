@@ -2,6 +2,7 @@
 //! resolvers translate GraphQL arguments into the engine's typed requests (filters,
 //! sort keys, limits, assignments). Nothing here builds SQL text.
 
+pub mod depth;
 pub mod errors;
 pub mod inputs;
 pub mod meta;

@@ -267,7 +267,7 @@ async fn raw(s: &TestServer, auth: &str, body: &str) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_codes_and_the_server_keeps_serving() {
     let s = TestServer::start_with(|c| {
-        c.max_query_depth = 6;
+        c.max_query_depth = 3;
         c.max_query_complexity = 40;
         c.max_result_rows = 5;
         c.access_token_ttl_secs = 1;
@@ -332,7 +332,15 @@ async fn bad_input_gets_codes_and_the_server_keeps_serving() {
         ),
         (
             "too deep",
-            "{ __schema { types { fields { type { ofType { ofType { name } } } } } } }".into(),
+            "{ app_t_aggregate { aggregate { sum { big } } } }".into(),
+            json!({}),
+            400,
+            "QUERY_TOO_DEEP",
+        ),
+        (
+            "introspection through the cyclic type graph",
+            "{ __schema { types { fields { type { fields { type { fields { type { fields { name } } } } } } } } } }"
+                .into(),
             json!({}),
             400,
             "QUERY_TOO_DEEP",
@@ -392,6 +400,16 @@ async fn bad_input_gets_codes_and_the_server_keeps_serving() {
             );
         }
     }
+
+    // introspection deeper than the data limit passes: tools send 15-level introspection
+    let (st, body) = s
+        .gql_with(
+            &root,
+            "{ __schema { types { fields { type { ofType { ofType { ofType { name } } } } } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(st == 200 && body["errors"].is_null(), "{body}");
 
     // a 10 MB body
     let big = format!(

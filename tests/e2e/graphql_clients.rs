@@ -2,35 +2,14 @@
 //! Apollo Client and urql over HTTP and WebSocket, and a legacy subscriptions-transport-ws
 //! client (tests/clients, installed by `make deps` with `npm ci`).
 
-use std::path::PathBuf;
-use std::process::Stdio;
-
 use kalamdb_tests::{TestServer, pw};
 
-fn clients_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients")
-}
-
 async fn run_node(s: &TestServer, script: &str, user: &str) -> String {
-    let dir = clients_dir();
-    assert!(
-        dir.join("node_modules").is_dir(),
-        "tests/clients/node_modules is missing: run `make deps` (npm ci in tests/clients)"
-    );
-    let out = tokio::process::Command::new("node")
-        .arg(script)
-        .current_dir(&dir)
-        .env("KALAMDB_URL", &s.url)
-        .env("KALAMDB_USER", user)
-        .env("KALAMDB_PASSWORD", pw(user))
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
-    stdout
+    s.node(
+        script,
+        &[("KALAMDB_USER", user.to_string()), ("KALAMDB_PASSWORD", pw(user))],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

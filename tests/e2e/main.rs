@@ -7,6 +7,7 @@ mod graphql_access;
 mod graphql_api;
 mod graphql_clients;
 mod isolation;
+mod playground;
 mod role_matrix;
 mod sql_roundtrip;
 mod subscriptions;

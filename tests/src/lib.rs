@@ -31,6 +31,13 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     }
 }
 
+/// This crate's folder. Read when the tests run (cargo sets it then too): a test binary
+/// built from another checkout sharing the target directory may be reused, and the
+/// compile-time path would then point into that checkout.
+pub fn tests_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
+}
+
 pub fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
@@ -68,6 +75,30 @@ impl TestServer {
             handle: Some(handle),
             _dir: dir,
         }
+    }
+
+    /// Runs a Node script of `tests/clients` (installed by `make deps` with `npm ci`)
+    /// against this server, with `KALAMDB_URL` and `env` set; returns its stdout and
+    /// fails the test when the script fails.
+    pub async fn node(&self, script: &str, env: &[(&str, String)]) -> String {
+        let dir = tests_dir().join("clients");
+        assert!(
+            dir.join("node_modules").is_dir(),
+            "tests/clients/node_modules is missing: run `make deps` (npm ci in tests/clients)"
+        );
+        let out = tokio::process::Command::new("node")
+            .arg(script)
+            .current_dir(&dir)
+            .env("KALAMDB_URL", &self.url)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .expect("run node");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+        stdout
     }
 
     /// Sends a statement with parameters; returns the HTTP status and JSON body.

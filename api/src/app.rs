@@ -70,6 +70,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<(Router, AppState)> {
         .route("/v1/graphql", get(graphql_handler::get).post(graphql_handler::post))
         .route("/v1/auth/login", post(crate::auth_handler::login))
         .route("/v1/auth/refresh", post(crate::auth_handler::refresh))
+        .route("/v1/auth/logout", post(crate::auth_handler::logout))
         .merge(kalamdb_playground::router());
     if bench_noop {
         router = router.route("/v1/bench/noop", get(bench_noop_handler));

@@ -56,6 +56,10 @@ pub struct Config {
     pub max_subscriptions_per_user: usize,
     pub change_log_retention_secs: u64,
     pub live_queue_capacity: usize,
+    pub login_max_failures: u32,
+    pub login_lockout_secs: u64,
+    /// Proxies whose `X-Forwarded-For` is believed; from anyone else it is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Config {
@@ -87,6 +91,9 @@ impl Default for Config {
             max_subscriptions_per_user: 2000,
             change_log_retention_secs: engine.change_log_retention_secs,
             live_queue_capacity: engine.live_queue_capacity,
+            login_max_failures: engine.login_max_failures,
+            login_lockout_secs: engine.login_lockout_secs,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -150,6 +157,15 @@ impl Config {
         if let Some(v) = get("KALAMDB_ROOT_PASSWORD") {
             self.root_password = Some(v);
         }
+        if let Some(v) = get("KALAMDB_TRUSTED_PROXIES") {
+            self.trusted_proxies = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|_| ConfigError::Env("KALAMDB_TRUSTED_PROXIES", v.clone()))?;
+        }
         Ok(())
     }
 
@@ -168,7 +184,31 @@ impl Config {
         e.max_filter_nodes = self.max_filter_nodes;
         e.change_log_retention_secs = self.change_log_retention_secs;
         e.live_queue_capacity = self.live_queue_capacity;
+        e.login_max_failures = self.login_max_failures;
+        e.login_lockout_secs = self.login_lockout_secs;
         e
+    }
+
+    /// The client's address: the peer, or, when the peer is a trusted proxy, the
+    /// nearest address in `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn client_addr(&self, peer: std::net::IpAddr, headers: &axum::http::HeaderMap) -> std::net::IpAddr {
+        if !self.trusted_proxies.contains(&peer) {
+            return peer;
+        }
+        let forwarded: Vec<std::net::IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        forwarded
+            .iter()
+            .rev()
+            .find(|ip| !self.trusted_proxies.contains(ip))
+            .or(forwarded.first())
+            .copied()
+            .unwrap_or(peer)
     }
 
     pub fn graphql_limits(&self) -> GraphqlLimits {
@@ -185,6 +225,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn x_forwarded_for_is_believed_from_trusted_proxies_only() {
+        let mut c = Config::default();
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.2".parse().unwrap());
+        let proxy: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        // untrusted peer: the header is ignored
+        assert_eq!(c.client_addr(proxy, &h), proxy);
+        // trusted: the nearest untrusted hop
+        c.trusted_proxies = vec![proxy, "10.0.0.2".parse().unwrap()];
+        assert_eq!(
+            c.client_addr(proxy, &h),
+            "203.0.113.9".parse::<std::net::IpAddr>().unwrap()
+        );
+        // garbage in the header falls back to the peer
+        h.insert("x-forwarded-for", "not an address".parse().unwrap());
+        assert_eq!(c.client_addr(proxy, &h), proxy);
+    }
+
+    #[test]
     fn env_overrides_defaults() {
         let mut c = Config::default();
         c.apply_env(|k| match k {
@@ -194,6 +253,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.listen, "127.0.0.1:0");
+        c.apply_env(|k| (k == "KALAMDB_TRUSTED_PROXIES").then(|| "127.0.0.1, ::1".into()))
+            .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(
+            c.apply_env(|k| (k == "KALAMDB_TRUSTED_PROXIES").then(|| "nope".into()))
+                .is_err()
+        );
         assert_eq!(c.durability, DurabilitySetting::Async);
         assert!(
             c.apply_env(|k| (k == "KALAMDB_BCRYPT_COST").then(|| "x".into()))

@@ -241,7 +241,7 @@ pub async fn post(
                 "POST /v1/graphql takes Content-Type: application/json",
             ));
         }
-        let ctx = http_auth::authenticate(&state.engine, &headers, peer).await?;
+        let ctx = http_auth::authenticate(&state, &headers, peer).await?;
         let limit = state.config.max_body_bytes;
         let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
             RequestError::new(
@@ -275,7 +275,7 @@ pub async fn get(
     }
     let media = Media::negotiate(&headers);
     let result = async {
-        let ctx = http_auth::authenticate(&state.engine, &headers, peer).await?;
+        let ctx = http_auth::authenticate(&state, &headers, peer).await?;
         Ok::<_, RequestError>((ctx, Params::from_url(query)?))
     }
     .await;
@@ -357,6 +357,7 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
                 return RequestError::new(ErrorCode::Internal, "internal error").into_response(media);
             }
         };
+        let caller = ctx.clone();
         let mut request = async_graphql::Request::new(params.query)
             .variables(Variables::from_json(Json::Object(params.variables)))
             .data(ctx);
@@ -390,6 +391,16 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
             .into_response(media);
         }
         let response = schema.execute(request).await;
+        for e in &response.errors {
+            let forbidden = e
+                .extensions
+                .as_ref()
+                .and_then(|x| x.get("code"))
+                .is_some_and(|c| *c == async_graphql::Value::from(ErrorCode::Forbidden.as_str()));
+            if forbidden {
+                state.engine.audit_forbidden(&caller, &e.message);
+            }
+        }
         if is_request_error(&response) {
             let errors: Vec<ServerError> = response
                 .errors

@@ -7,9 +7,10 @@ use axum::http::HeaderMap;
 use base64::Engine as _;
 use kalamdb_auth::identity::UserId;
 use kalamdb_engine::context::ExecContext;
-use kalamdb_engine::engine::Engine;
+use kalamdb_engine::engine::Principal;
 use kalamdb_engine::error::{EngineError, ErrorCode};
 
+use crate::app::AppState;
 use crate::error::ApiError;
 
 pub const ACT_AS_HEADER: &str = "x-kalamdb-user-id";
@@ -45,28 +46,29 @@ fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
     Ok(Credentials::Basic(user.to_string(), pass.to_string()))
 }
 
-pub async fn authenticate(engine: &Engine, headers: &HeaderMap, peer: SocketAddr) -> Result<ExecContext, ApiError> {
-    authenticate_session(engine, headers, peer).await.map(|(ctx, _)| ctx)
+pub async fn authenticate(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<ExecContext, ApiError> {
+    authenticate_session(state, headers, peer).await.map(|p| p.ctx)
 }
 
-/// The caller, and when its bearer token expires (Unix seconds; none for Basic).
+/// The caller and its credentials, seen from the client's address (`X-Forwarded-For`
+/// counts only from a trusted proxy).
 pub async fn authenticate_session(
-    engine: &Engine,
+    state: &AppState,
     headers: &HeaderMap,
     peer: SocketAddr,
-) -> Result<(ExecContext, Option<u64>), ApiError> {
-    let (ctx, expires_at) = match credentials(headers)? {
-        Credentials::Basic(user, pass) => (engine.authenticate(&user, &pass, peer.ip().is_loopback()).await?, None),
-        Credentials::Bearer(token) => {
-            let (ctx, exp) = engine.token_session(&token)?;
-            (ctx, Some(exp))
-        }
+) -> Result<Principal, ApiError> {
+    let engine = &state.engine;
+    let source = state.config.client_addr(peer.ip(), headers);
+    let mut principal = match credentials(headers)? {
+        Credentials::Basic(user, pass) => engine.authenticate(&user, &pass, source).await?,
+        Credentials::Bearer(token) => engine.token_session(&token)?,
     };
-    let ctx = act_as(engine, headers, ctx)?;
-    Ok((ctx, expires_at))
+    principal.ctx = act_as(state, headers, principal.ctx.from_source(source))?;
+    Ok(principal)
 }
 
-fn act_as(engine: &Engine, headers: &HeaderMap, ctx: ExecContext) -> Result<ExecContext, ApiError> {
+fn act_as(state: &AppState, headers: &HeaderMap, ctx: ExecContext) -> Result<ExecContext, ApiError> {
+    let engine = &state.engine;
     match headers.get(ACT_AS_HEADER) {
         None => Ok(ctx),
         Some(v) => {
@@ -75,11 +77,18 @@ fn act_as(engine: &Engine, headers: &HeaderMap, ctx: ExecContext) -> Result<Exec
                 .ok()
                 .and_then(|s| UserId::parse(s).ok())
                 .ok_or_else(|| ApiError::new(ErrorCode::InvalidInput, format!("bad {ACT_AS_HEADER} header")))?;
-            let ctx = ctx.acting_as(subject.clone())?;
+            let acting = match ctx.clone().acting_as(subject.clone()) {
+                Ok(c) => c,
+                Err(e) => {
+                    engine.audit_forbidden(&ctx, &format!("act as {subject}"));
+                    return Err(e.into());
+                }
+            };
             if engine.context_for(&subject).is_none() {
                 return Err(EngineError::UserNotFound(subject.to_string()).into());
             }
-            Ok(ctx)
+            engine.audit_act_as(&acting);
+            Ok(acting)
         }
     }
 }

@@ -41,7 +41,7 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<SqlResult>, ApiError> {
-    let ctx = http_auth::authenticate(&state.engine, &headers, peer).await?;
+    let ctx = http_auth::authenticate(&state, &headers, peer).await?;
     let req: SqlRequest = read_json(body, state.config.max_body_bytes).await?;
     let span = tracing::info_span!("sql", user = %ctx.user, role = %ctx.role);
     let result = state

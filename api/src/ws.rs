@@ -25,10 +25,11 @@ use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use kalamdb_auth::permissions::TableType;
 use kalamdb_engine::context::ExecContext;
+use kalamdb_engine::engine::{Principal, Revocation};
 use kalamdb_engine::error::ErrorCode;
 use kalamdb_schema_gen::depth::check_depth;
 use serde_json::{Map, Value as Json, json};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::app::AppState;
 use crate::graphql_handler::{Params, error_json, is_request_error, response_errors, response_json};
@@ -266,6 +267,8 @@ struct Conn {
     ctx: Option<ExecContext>,
     /// Unix seconds at which the connection's token expires.
     expires_at: Option<u64>,
+    /// The credentials of `connection_init`; their revocation closes the socket.
+    principal: Option<Principal>,
     running: HashMap<String, Running>,
 }
 
@@ -290,8 +293,11 @@ async fn run(socket: WebSocket, protocol: Protocol, state: AppState, peer: Socke
         init_received: false,
         ctx: None,
         expires_at: None,
+        principal: None,
         running: HashMap::new(),
     };
+    let mut revocations = conn.state.engine.revocations();
+    let mut revocations_open = true;
     let init_deadline = tokio::time::sleep(init_timeout);
     tokio::pin!(init_deadline);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
@@ -326,6 +332,13 @@ async fn run(socket: WebSocket, protocol: Protocol, state: AppState, peer: Socke
             _ = ticker.tick(), if keepalive_on => conn.keepalive(),
             _ = tokio::time::sleep(expiry.unwrap_or_default()), if expiry.is_some() => {
                 break Some((close::FORBIDDEN, "Forbidden: token expired".into()));
+            }
+            rev = revocations.recv(), if revocations_open => {
+                if matches!(rev, Err(broadcast::error::RecvError::Closed)) {
+                    revocations_open = false;
+                } else if conn.is_revoked(rev) {
+                    break Some((close::FORBIDDEN, "Forbidden: session revoked".into()));
+                }
             }
             Some(ev) = events_rx.recv() => conn.on_event(ev),
             _ = out.0.wake.notified() => {
@@ -475,6 +488,17 @@ impl Conn {
         }
     }
 
+    /// Whether a revocation ends this connection's credentials. When revocations were
+    /// missed (the receiver lagged), the credentials are checked again.
+    fn is_revoked(&self, rev: Result<Revocation, broadcast::error::RecvError>) -> bool {
+        let Some(p) = &self.principal else { return false };
+        match rev {
+            Ok(Revocation::Session(s)) => p.session.as_deref() == Some(s.as_str()),
+            Ok(Revocation::User(u)) => p.ctx.user == u,
+            Err(_) => !self.state.engine.still_valid(p),
+        }
+    }
+
     async fn on_init(&mut self, payload: Option<&Json>) -> Option<Closing> {
         if self.init_received {
             return Some((close::TOO_MANY_INITS, "Too many initialisation requests".into()));
@@ -484,10 +508,11 @@ impl Conn {
             return invalid("Invalid message: the connection_init payload must be an object");
         }
         let headers = init_headers(payload, &self.upgrade_headers);
-        match http_auth::authenticate_session(&self.state.engine, &headers, self.peer).await {
-            Ok((ctx, expires_at)) => {
-                self.ctx = Some(ctx);
-                self.expires_at = expires_at;
+        match http_auth::authenticate_session(&self.state, &headers, self.peer).await {
+            Ok(principal) => {
+                self.ctx = Some(principal.ctx.clone());
+                self.expires_at = principal.expires_at;
+                self.principal = Some(principal);
                 self.send_type("connection_ack");
                 if self.protocol == Protocol::LegacyWs {
                     self.send_type("ka");

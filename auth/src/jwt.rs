@@ -1,5 +1,7 @@
-//! Our own access tokens: short-lived HS256 JWTs with `sub`, `role`, `iat`, `exp`, `iss`.
-//! Only HS256 is accepted, so `alg: none` and algorithm-confusion tokens fail.
+//! Our own access tokens: short-lived HS256 JWTs with `sub`, `role`, `iat`, `exp`, `iss`,
+//! the session they belong to (`sid`) and the user's session epoch when issued (`sep`),
+//! by which the engine revokes them. Only HS256 is accepted, so `alg: none` and
+//! algorithm-confusion tokens fail.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -14,6 +16,18 @@ pub struct Claims {
     pub iat: u64,
     pub exp: u64,
     pub iss: String,
+    /// The session (login) the token belongs to.
+    pub sid: String,
+    /// The user's session epoch when the token was issued.
+    pub sep: u64,
+}
+
+/// What an access token is issued for.
+pub struct Grant<'a> {
+    pub user: &'a UserId,
+    pub role: Role,
+    pub session: &'a str,
+    pub epoch: u64,
 }
 
 pub struct TokenKeys {
@@ -37,13 +51,15 @@ impl TokenKeys {
         self.ttl_secs
     }
 
-    pub fn issue(&self, user: &UserId, role: Role, now_secs: u64) -> Result<String, AuthError> {
+    pub fn issue(&self, grant: &Grant<'_>, now_secs: u64) -> Result<String, AuthError> {
         let claims = Claims {
-            sub: user.to_string(),
-            role,
+            sub: grant.user.to_string(),
+            role: grant.role,
             iat: now_secs,
             exp: now_secs + self.ttl_secs,
             iss: self.issuer.clone(),
+            sid: grant.session.to_string(),
+            sep: grant.epoch,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| AuthError::InvalidToken)
@@ -51,10 +67,22 @@ impl TokenKeys {
 
     /// Verifies signature, algorithm, issuer and expiry (no leeway).
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        self.decode(token, true)
+    }
+
+    /// Verifies signature, algorithm and issuer but not expiry: an expired token still
+    /// names the session that logout ends.
+    pub fn verify_any_age(&self, token: &str) -> Result<Claims, AuthError> {
+        self.decode(token, false)
+    }
+
+    fn decode(&self, token: &str, check_expiry: bool) -> Result<Claims, AuthError> {
         let mut v = Validation::new(Algorithm::HS256);
         v.set_issuer(&[&self.issuer]);
+        // `sid` and `sep` are required by the Claims type itself
         v.set_required_spec_claims(&["exp", "iss", "sub"]);
         v.leeway = 0;
+        v.validate_exp = check_expiry;
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
             .map(|d| d.claims)
             .map_err(|e| match e.kind() {
@@ -95,17 +123,27 @@ mod tests {
     fn issue_verify_and_reject() {
         let k = TokenKeys::new(b"0123456789abcdef0123456789abcdef", "kalamdb", 60);
         let u = UserId::parse("alice").unwrap();
-        let t = k.issue(&u, Role::Dba, now()).unwrap();
+        let grant = |role| Grant {
+            user: &u,
+            role,
+            session: "s1",
+            epoch: 3,
+        };
+        let t = k.issue(&grant(Role::Dba), now()).unwrap();
         let c = k.verify(&t).unwrap();
-        assert_eq!((c.sub.as_str(), c.role), ("alice", Role::Dba));
+        assert_eq!(
+            (c.sub.as_str(), c.role, c.sid.as_str(), c.sep),
+            ("alice", Role::Dba, "s1", 3)
+        );
 
         // expired
-        let old = k.issue(&u, Role::User, now() - 120).unwrap();
+        let old = k.issue(&grant(Role::User), now() - 120).unwrap();
         assert!(matches!(k.verify(&old), Err(AuthError::ExpiredToken)));
+        assert_eq!(k.verify_any_age(&old).unwrap().sid, "s1");
         // tampered payload
         let parts: Vec<&str> = t.split('.').collect();
         let forged = b64(&format!(
-            r#"{{"sub":"alice","role":"system","iat":{0},"exp":{1},"iss":"kalamdb"}}"#,
+            r#"{{"sub":"alice","role":"system","iat":{0},"exp":{1},"iss":"kalamdb","sid":"s1","sep":3}}"#,
             now(),
             now() + 60
         ));

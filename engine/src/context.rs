@@ -1,5 +1,7 @@
 //! Who is asking: every engine call carries an [`ExecContext`].
 
+use std::net::IpAddr;
+
 use kalamdb_auth::{identity::Role, identity::UserId, permissions};
 
 use crate::error::{EngineError, Result};
@@ -11,6 +13,8 @@ pub struct ExecContext {
     pub role: Role,
     /// The user a service (or higher) caller acts for, if any.
     acting_as: Option<UserId>,
+    /// The client's address, for the audit log.
+    pub source: Option<IpAddr>,
 }
 
 impl ExecContext {
@@ -19,7 +23,14 @@ impl ExecContext {
             user,
             role,
             acting_as: None,
+            source: None,
         }
+    }
+
+    /// The same caller, seen from `source`.
+    pub fn from_source(mut self, source: IpAddr) -> Self {
+        self.source = Some(source);
+        self
     }
 
     /// Acts as `subject` for per-user tables; refused below `service`.

@@ -2,6 +2,8 @@
 //! and offers the typed read/write API that the SQL and GraphQL layers call. Every
 //! entry point checks the caller's permission before it touches data.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -9,7 +11,10 @@ use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 use kalamdb_auth::{identity::Role, identity::UserId, password, permissions, permissions::TableOp};
 use kalamdb_storage::{hot_store::Durability, hot_store::HotStore, hot_store::StoreOptions, seq::Seq, seq::now_millis};
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
 
+use crate::audit::{AuditAction, AuditEvent, AuditLog};
 use crate::catalog::{Catalog, NamespaceDef};
 use crate::commit::{CommitPipeline, OnConflict, WriteOp, WriteOutcome, WriteRequest};
 use crate::context::ExecContext;
@@ -22,7 +27,7 @@ use crate::row_cache::RowCache;
 use crate::row_expr::RowExpr;
 use crate::schema::{DefaultExpr, TableDef};
 use crate::select::Rows;
-use crate::sessions::{Sessions, TokenPair};
+use crate::sessions::{RefreshOutcome, Sessions, TokenPair};
 use crate::sql::eval::{BuiltinFn, EvalEnv};
 use crate::sql::parse::{self, Statement};
 use crate::sql::result::SqlResult;
@@ -53,6 +58,10 @@ pub struct EngineConfig {
     pub change_log_retention_secs: u64,
     /// Changes a subscription may have queued before it is ended as too slow.
     pub live_queue_capacity: usize,
+    /// Failed logins in a row after which an account is locked (0: never).
+    pub login_max_failures: u32,
+    /// How long a locked account stays locked.
+    pub login_lockout_secs: u64,
 }
 
 impl EngineConfig {
@@ -70,6 +79,8 @@ impl EngineConfig {
             max_filter_nodes: 1000,
             change_log_retention_secs: 24 * 3600,
             live_queue_capacity: 4096,
+            login_max_failures: 5,
+            login_lockout_secs: 15 * 60,
         }
     }
 }
@@ -85,6 +96,41 @@ pub struct Engine {
     pub(crate) row_cache: Arc<RowCache>,
     pub(crate) live: Arc<LiveHub>,
     dummy_hash: String,
+    pub(crate) audit: AuditLog,
+    revocations: broadcast::Sender<Revocation>,
+    failures: Mutex<HashMap<UserId, LoginFailures>>,
+    /// When each (caller, user) pair last had its acting-as audited.
+    act_as_audited: Mutex<HashMap<(UserId, UserId), u64>>,
+}
+
+/// Acting as a user is audited once per this window per caller and user, not per request.
+const ACT_AS_AUDIT_WINDOW_MS: u64 = 60_000;
+
+/// Sessions that ended before their tokens expired; open WebSockets of theirs close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// One session (a logout, or a reused refresh token).
+    Session(String),
+    /// Every session of a user (password or role change, deletion).
+    User(UserId),
+}
+
+/// An authenticated caller and what its credentials were.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub ctx: ExecContext,
+    /// Unix seconds at which a bearer token expires; `None` for a password.
+    pub expires_at: Option<u64>,
+    /// The session of a bearer token.
+    pub session: Option<String>,
+    /// The user's session epoch when authenticated.
+    pub epoch: u64,
+}
+
+#[derive(Default)]
+struct LoginFailures {
+    count: u32,
+    locked_until_ms: u64,
 }
 
 /// Checks that the caller may perform `op` on this table.
@@ -179,6 +225,10 @@ impl Engine {
             row_cache,
             live,
             dummy_hash,
+            audit: AuditLog::default(),
+            revocations: broadcast::channel(1024).0,
+            failures: Mutex::new(HashMap::new()),
+            act_as_audited: Mutex::new(HashMap::new()),
         });
         engine.bootstrap().await?;
         spawn_change_log_purge(&engine);
@@ -213,6 +263,7 @@ impl Engine {
                     created_at_ms: root.as_ref().map_or(now, |r| r.created_at_ms),
                     updated_at_ms: now,
                     deleted_at_ms: None,
+                    session_epoch: root.as_ref().map_or(0, |r| r.session_epoch + 1),
                 },
             )?;
         }
@@ -236,9 +287,11 @@ impl Engine {
     }
 
     /// Checks a username and password. Every failure (unknown, deleted, wrong password,
-    /// no password, root from afar) is the same [`EngineError::Unauthenticated`] and
-    /// costs one bcrypt verification, so neither message nor timing tells them apart.
-    pub async fn authenticate(&self, username: &str, pw: &str, from_loopback: bool) -> Result<ExecContext> {
+    /// no password, locked, root from afar) is the same [`EngineError::Unauthenticated`]
+    /// and costs one bcrypt verification, so neither message nor timing tells them
+    /// apart; the audit log records which it was. `login_max_failures` wrong passwords
+    /// in a row lock the account for `login_lockout_secs`.
+    pub async fn authenticate(&self, username: &str, pw: &str, source: IpAddr) -> Result<Principal> {
         let user = UserId::parse(username).ok().and_then(|id| self.users.active(&id));
         let hash = user
             .as_ref()
@@ -248,31 +301,99 @@ impl Engine {
         let ok = tokio::task::spawn_blocking(move || password::verify(&pw, &hash))
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))?;
-        match user {
-            Some(u) if ok && u.password_hash.is_some() => {
+        let refusal = match &user {
+            None => Some("unknown or deleted user"),
+            Some(u) if u.password_hash.is_none() => Some("no password set"),
+            Some(u) if self.is_locked(&u.id) => Some("account locked"),
+            Some(_) if !ok => Some("wrong password"),
+            Some(u)
                 if u.role == Role::System
                     && u.id.as_str() == UserId::ROOT
-                    && !from_loopback
-                    && !self.config.root_remote_login
-                {
-                    return Err(EngineError::Unauthenticated);
-                }
-                Ok(ExecContext::new(u.id, u.role))
+                    && !source.is_loopback()
+                    && !self.config.root_remote_login =>
+            {
+                Some("root from a non-loopback address")
             }
-            _ => Err(EngineError::Unauthenticated),
+            Some(_) => None,
+        };
+        let user = match (refusal, user) {
+            (None, Some(u)) => u,
+            (refusal, user) => {
+                if let (Some("wrong password"), Some(u)) = (refusal, &user) {
+                    self.note_failure(&u.id);
+                }
+                self.audit_event(AuditEvent {
+                    action: AuditAction::LoginFailed,
+                    actor: username.chars().take(128).collect(),
+                    subject: None,
+                    target: "password".into(),
+                    source: Some(source),
+                    detail: refusal.unwrap_or("refused").into(),
+                });
+                return Err(EngineError::Unauthenticated);
+            }
+        };
+        self.failures.lock().remove(&user.id);
+        Ok(Principal {
+            ctx: ExecContext::new(user.id, user.role).from_source(source),
+            expires_at: None,
+            session: None,
+            epoch: user.session_epoch,
+        })
+    }
+
+    fn is_locked(&self, user: &UserId) -> bool {
+        self.failures
+            .lock()
+            .get(user)
+            .is_some_and(|f| f.locked_until_ms > now_millis())
+    }
+
+    fn note_failure(&self, user: &UserId) {
+        let max = self.config.login_max_failures;
+        if max == 0 {
+            return;
+        }
+        let mut failures = self.failures.lock();
+        let f = failures.entry(user.clone()).or_default();
+        f.count += 1;
+        if f.count >= max {
+            f.count = 0;
+            f.locked_until_ms = now_millis() + self.config.login_lockout_secs * 1000;
+            tracing::warn!(user = %user, "account locked after repeated failed logins");
         }
     }
 
-    /// The caller of a bearer access token and when the token expires (Unix seconds).
-    /// The user must still be active, and the role is the lower of the token's and the
-    /// current one.
-    pub fn token_session(&self, token: &str) -> Result<(ExecContext, u64)> {
-        let (user, role, exp) = self.sessions.verify(token)?;
-        let current = self
+    /// The caller of a bearer access token. The token's session must not be revoked,
+    /// the user must be active at the token's session epoch, and the role is the lower
+    /// of the token's and the current one.
+    pub fn token_session(&self, token: &str) -> Result<Principal> {
+        let t = self.sessions.verify(token)?;
+        let invalid = || EngineError::InvalidToken("invalid token".into());
+        let current = self.users.active(&t.user).ok_or_else(invalid)?;
+        if current.session_epoch != t.epoch || self.sessions.is_revoked(&self.store, &t.session)? {
+            return Err(invalid());
+        }
+        Ok(Principal {
+            ctx: ExecContext::new(t.user, t.role.min(current.role)),
+            expires_at: Some(t.expires_at),
+            session: Some(t.session),
+            epoch: t.epoch,
+        })
+    }
+
+    /// Whether a principal's credentials still hold: its user active at the same
+    /// session epoch, and its session (if any) not revoked.
+    pub fn still_valid(&self, p: &Principal) -> bool {
+        let user_ok = self
             .users
-            .active(&user)
-            .ok_or_else(|| EngineError::InvalidToken("invalid token".into()))?;
-        Ok((ExecContext::new(user, role.min(current.role)), exp))
+            .active(&p.ctx.user)
+            .is_some_and(|u| u.session_epoch == p.epoch);
+        let session_ok = match &p.session {
+            Some(s) => matches!(self.sessions.is_revoked(&self.store, s), Ok(false)),
+            None => true,
+        };
+        user_ok && session_ok
     }
 
     /// The context for an already verified identity (a token), if the user is active.
@@ -281,15 +402,130 @@ impl Engine {
     }
 
     /// Password login: an access token and a refresh token.
-    pub async fn login(&self, username: &str, pw: &str, from_loopback: bool) -> Result<TokenPair> {
-        let ctx = self.authenticate(username, pw, from_loopback).await?;
-        self.sessions.issue(&self.store, &ctx.user, ctx.role)
+    pub async fn login(&self, username: &str, pw: &str, source: IpAddr) -> Result<TokenPair> {
+        let p = self.authenticate(username, pw, source).await?;
+        let pair = self.sessions.issue(&self.store, &p.ctx.user, p.ctx.role, p.epoch)?;
+        self.audit_event(AuditEvent {
+            action: AuditAction::Login,
+            actor: p.ctx.user.to_string(),
+            subject: None,
+            target: "password".into(),
+            source: Some(source),
+            detail: String::new(),
+        });
+        Ok(pair)
     }
 
-    /// Rotates a refresh token (used once; reuse revokes the session family).
-    pub fn refresh(&self, refresh_token: &str) -> Result<TokenPair> {
-        self.sessions
-            .refresh(&self.store, refresh_token, |u| self.users.active(u).map(|r| r.role))
+    /// Rotates a refresh token (used once). A used token presented again revokes its
+    /// session, which is audited and closes the session's open subscriptions.
+    pub fn refresh(&self, refresh_token: &str, source: IpAddr) -> Result<TokenPair> {
+        let outcome = self.sessions.refresh(&self.store, refresh_token, |u| {
+            self.users.active(u).map(|r| (r.role, r.session_epoch))
+        })?;
+        match outcome {
+            RefreshOutcome::Issued(pair) => Ok(pair),
+            RefreshOutcome::Reused { user, session } => {
+                self.audit_event(AuditEvent {
+                    action: AuditAction::RefreshReuse,
+                    actor: user.to_string(),
+                    subject: None,
+                    target: "session".into(),
+                    source: Some(source),
+                    detail: "a used refresh token was presented again; the session is revoked".into(),
+                });
+                let _ = self.revocations.send(Revocation::Session(session));
+                Err(EngineError::InvalidToken("invalid refresh token".into()))
+            }
+        }
+    }
+
+    /// Ends the session of an access token and/or a refresh token. Unknown or already
+    /// ended sessions are not an error; a token that is not ours is.
+    pub fn logout(&self, access_token: Option<&str>, refresh_token: Option<&str>, source: IpAddr) -> Result<()> {
+        let mut ended = Vec::new();
+        if let Some(t) = access_token {
+            // an expired access token still names its session
+            let t = self.sessions.verify_allow_expired(t)?;
+            ended.push((t.user, t.session));
+        }
+        if let Some(r) = refresh_token
+            && let Some(found) = self.sessions.session_of_refresh(&self.store, r)?
+        {
+            ended.push(found);
+        }
+        if ended.is_empty() {
+            return Err(EngineError::InvalidToken("invalid token".into()));
+        }
+        for (user, session) in ended {
+            self.sessions.revoke(&self.store, &session)?;
+            self.audit_event(AuditEvent {
+                action: AuditAction::Logout,
+                actor: user.to_string(),
+                subject: None,
+                target: "session".into(),
+                source: Some(source),
+                detail: String::new(),
+            });
+            let _ = self.revocations.send(Revocation::Session(session));
+        }
+        Ok(())
+    }
+
+    /// Revoked sessions and users, as they happen.
+    pub fn revocations(&self) -> broadcast::Receiver<Revocation> {
+        self.revocations.subscribe()
+    }
+
+    /// Ends every session of `user` (its epoch was raised), closing its subscriptions.
+    pub(crate) fn revoke_user_sessions(&self, user: &UserId) {
+        let _ = self.revocations.send(Revocation::User(user.clone()));
+    }
+
+    /// Records an audit event. A failure to write it is logged, never shown to the caller.
+    pub fn audit_event(&self, e: AuditEvent) {
+        if let Err(err) = self.audit.record(&self.store, e) {
+            tracing::error!(error = %err, "cannot write the audit log");
+        }
+    }
+
+    /// Records that `ctx` acts as another user: once per caller, user and minute.
+    pub fn audit_act_as(&self, ctx: &ExecContext) {
+        let Some(subject) = ctx.impersonating() else { return };
+        let now = now_millis();
+        {
+            let mut seen = self.act_as_audited.lock();
+            let key = (ctx.user.clone(), subject.clone());
+            if seen
+                .get(&key)
+                .is_some_and(|&at| now.saturating_sub(at) < ACT_AS_AUDIT_WINDOW_MS)
+            {
+                return;
+            }
+            if seen.len() >= 10_000 {
+                seen.retain(|_, at| now.saturating_sub(*at) < ACT_AS_AUDIT_WINDOW_MS);
+            }
+            seen.insert(key, now);
+        }
+        self.audit_event(AuditEvent {
+            action: AuditAction::ActAs,
+            actor: ctx.user.to_string(),
+            subject: Some(subject.to_string()),
+            target: subject.to_string(),
+            source: ctx.source,
+            detail: format!("role {}", ctx.role),
+        });
+    }
+
+    /// Records that `ctx` was refused `what`.
+    pub fn audit_forbidden(&self, ctx: &ExecContext, what: &str) {
+        self.audit_event(AuditEvent {
+            action: AuditAction::Forbidden,
+            actor: ctx.user.to_string(),
+            subject: ctx.impersonating().map(ToString::to_string),
+            target: what.chars().take(256).collect(),
+            source: ctx.source,
+            detail: String::new(),
+        });
     }
 
     /// Resolves a table and checks that the caller may perform `op` on it.
@@ -458,9 +694,57 @@ impl Engine {
     /// Runs one SQL statement with `$n` parameters.
     pub async fn execute_sql(&self, ctx: &ExecContext, sql: &str, params: &[serde_json::Value]) -> Result<SqlResult> {
         let stmt = parse::parse(sql)?;
-        match stmt {
+        let audited = audit_of(&stmt);
+        let result = match stmt {
             Statement::Sql(s) => self.execute_standard(ctx, *s, params).await,
             other => self.execute_admin(ctx, other).await,
+        };
+        if let Err(e) = &result
+            && e.code() == crate::error::ErrorCode::Forbidden
+        {
+            self.audit_forbidden(ctx, &e.to_string());
         }
+        if let (Ok(_), Some((action, target, detail))) = (&result, audited) {
+            self.audit_event(AuditEvent {
+                action,
+                actor: ctx.user.to_string(),
+                subject: ctx.impersonating().map(ToString::to_string),
+                target,
+                source: ctx.source,
+                detail,
+            });
+        }
+        result
     }
+}
+
+/// The audit entry of a statement that changes schema or users: action, target and a
+/// note. The note never holds a statement's text, which may carry a password.
+fn audit_of(stmt: &Statement) -> Option<(AuditAction, String, String)> {
+    use datafusion::sql::sqlparser::ast;
+    Some(match stmt {
+        Statement::CreateNamespace { name, .. } => (AuditAction::Ddl, name.to_string(), "CREATE NAMESPACE".into()),
+        Statement::DropNamespace { name, .. } => (AuditAction::Ddl, name.to_string(), "DROP NAMESPACE".into()),
+        Statement::CreateUser { name, role, .. } => (AuditAction::CreateUser, name.clone(), format!("role {role}")),
+        Statement::AlterUser { name, change } => (
+            AuditAction::AlterUser,
+            name.clone(),
+            match change {
+                parse::UserChange::Password(_) => "password changed".into(),
+                parse::UserChange::Role(r) => format!("role {r}"),
+            },
+        ),
+        Statement::DropUser { name, .. } => (AuditAction::DropUser, name.clone(), String::new()),
+        Statement::Sql(s) => match s.as_ref() {
+            ast::Statement::CreateTable(ct) => (AuditAction::Ddl, ct.name.to_string(), "CREATE TABLE".into()),
+            ast::Statement::AlterTable(at) => (AuditAction::Ddl, at.name.to_string(), "ALTER TABLE".into()),
+            ast::Statement::Drop { object_type, names, .. } => (
+                AuditAction::Ddl,
+                names.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                format!("DROP {object_type}"),
+            ),
+            _ => return None,
+        },
+        _ => return None,
+    })
 }

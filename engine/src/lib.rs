@@ -3,6 +3,7 @@
 //! authorization that guards all of it.
 
 pub mod arrow_convert;
+pub mod audit;
 pub mod catalog;
 pub mod changelog;
 pub mod codec;

@@ -1,9 +1,13 @@
-//! Login sessions: our HS256 access tokens and rotating refresh tokens. Refresh tokens
-//! are random, stored only as SHA-256 hashes, used once each; presenting a used one
-//! again revokes its whole family (the chain of tokens from one login).
+//! Login sessions: our HS256 access tokens and rotating refresh tokens. A session is
+//! the chain of tokens from one login (its *family*, which access tokens carry as
+//! `sid`). Refresh tokens are random, stored only as SHA-256 hashes, used once each;
+//! presenting a used one again revokes the whole session, as logout does. Tokens also
+//! carry the user's session epoch, which a password change, role change or deletion
+//! raises: that revokes every session of the user at once.
 
+use kalamdb_auth::error::AuthError;
 use kalamdb_auth::identity::{Role, UserId};
-use kalamdb_auth::jwt::TokenKeys;
+use kalamdb_auth::jwt::{Claims, Grant, TokenKeys};
 use kalamdb_storage::hot_store::{HotStore, Partition, WriteBatch};
 use kalamdb_storage::seq::now_millis;
 use parking_lot::Mutex;
@@ -30,6 +34,31 @@ struct RefreshRecord {
     family: String,
     expires_at_ms: u64,
     used: bool,
+    /// The user's session epoch when the session began.
+    #[serde(default)]
+    epoch: u64,
+}
+
+/// A verified access token.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub user: UserId,
+    pub role: Role,
+    /// Unix seconds.
+    pub expires_at: u64,
+    pub session: String,
+    pub epoch: u64,
+}
+
+/// Why a refresh failed, beyond a plain bad token: the engine audits reuse.
+#[derive(Debug)]
+pub enum RefreshOutcome {
+    Issued(TokenPair),
+    /// A used token came back; its session is now revoked.
+    Reused {
+        user: UserId,
+        session: String,
+    },
 }
 
 pub struct Sessions {
@@ -90,22 +119,32 @@ impl Sessions {
         Ok(())
     }
 
-    /// Issues an access token and a refresh token of `family` (a new one when `None`).
+    /// Issues an access token and a refresh token of session `family` (a new one when
+    /// `None`), at the user's session `epoch`.
     fn issue_in(
         &self,
         store: &HotStore,
         user: &UserId,
         role: Role,
+        epoch: u64,
         family: Option<String>,
         mut batch: WriteBatch,
     ) -> Result<TokenPair> {
-        let access_token = self.keys.issue(user, role, now_millis() / 1000).map_err(internal)?;
+        let family = family.unwrap_or_else(|| random_hex(16));
+        let grant = Grant {
+            user,
+            role,
+            session: &family,
+            epoch,
+        };
+        let access_token = self.keys.issue(&grant, now_millis() / 1000).map_err(internal)?;
         let refresh_token = random_hex(32);
         let rec = RefreshRecord {
             user: user.clone(),
-            family: family.unwrap_or_else(|| random_hex(16)),
+            family,
             expires_at_ms: now_millis() + self.refresh_ttl_ms,
             used: false,
+            epoch,
         };
         self.put_refresh(&mut batch, &refresh_token, &rec)?;
         store.write(batch)?;
@@ -117,40 +156,46 @@ impl Sessions {
         })
     }
 
-    pub fn issue(&self, store: &HotStore, user: &UserId, role: Role) -> Result<TokenPair> {
-        self.issue_in(store, user, role, None, WriteBatch::new())
+    /// A new session for `user` at session `epoch`.
+    pub fn issue(&self, store: &HotStore, user: &UserId, role: Role, epoch: u64) -> Result<TokenPair> {
+        self.issue_in(store, user, role, epoch, None, WriteBatch::new())
     }
 
-    /// Exchanges a refresh token for a new pair. `role_of` gives the user's current role
-    /// if the user is still active.
+    /// Exchanges a refresh token for a new pair. `current` gives the user's role and
+    /// session epoch if the user is still active.
     pub fn refresh(
         &self,
         store: &HotStore,
         token: &str,
-        role_of: impl Fn(&UserId) -> Option<Role>,
-    ) -> Result<TokenPair> {
+        current: impl Fn(&UserId) -> Option<(Role, u64)>,
+    ) -> Result<RefreshOutcome> {
+        let invalid = || EngineError::InvalidToken("invalid refresh token".into());
         let _guard = self.refresh_lock.lock();
         let sys = Partition::system();
         let key = refresh_key(token);
         let rec: RefreshRecord = match store.get(&sys, &key)? {
             Some(v) => serde_json::from_slice(&v).map_err(internal)?,
-            None => return Err(EngineError::InvalidToken("invalid refresh token".into())),
+            None => return Err(invalid()),
         };
-        if store.get(&sys, &family_key(&rec.family))?.is_some() {
-            return Err(EngineError::InvalidToken("invalid refresh token".into()));
+        if self.is_revoked(store, &rec.family)? {
+            return Err(invalid());
         }
         if rec.used {
             // a used token came back: someone holds a copy. End the whole session.
-            let mut b = WriteBatch::new();
-            b.put(&sys, family_key(&rec.family), b"1".to_vec());
-            store.write(b)?;
-            tracing::warn!(user = %rec.user, "refresh token reuse; session family revoked");
-            return Err(EngineError::InvalidToken("invalid refresh token".into()));
+            self.revoke(store, &rec.family)?;
+            tracing::warn!(user = %rec.user, "refresh token reuse; session revoked");
+            return Ok(RefreshOutcome::Reused {
+                user: rec.user,
+                session: rec.family,
+            });
         }
         if rec.expires_at_ms < now_millis() {
             return Err(EngineError::TokenExpired);
         }
-        let role = role_of(&rec.user).ok_or_else(|| EngineError::InvalidToken("invalid refresh token".into()))?;
+        let (role, epoch) = current(&rec.user).ok_or_else(invalid)?;
+        if epoch != rec.epoch {
+            return Err(invalid());
+        }
         let mut batch = WriteBatch::new();
         self.put_refresh(
             &mut batch,
@@ -160,16 +205,59 @@ impl Sessions {
                 ..rec.clone()
             },
         )?;
-        self.issue_in(store, &rec.user, role, Some(rec.family), batch)
+        self.issue_in(store, &rec.user, role, epoch, Some(rec.family), batch)
+            .map(RefreshOutcome::Issued)
     }
 
-    /// Verifies an access token: `(user, role in the token, expiry in Unix seconds)`.
-    pub fn verify(&self, token: &str) -> Result<(UserId, Role, u64)> {
-        let claims = self.keys.verify(token).map_err(|e| match e {
-            kalamdb_auth::error::AuthError::ExpiredToken => EngineError::TokenExpired,
+    /// Ends a session: its refresh tokens and access tokens stop working.
+    pub fn revoke(&self, store: &HotStore, session: &str) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.put(
+            &Partition::system(),
+            family_key(session),
+            now_millis().to_be_bytes().to_vec(),
+        );
+        Ok(store.write(b)?)
+    }
+
+    pub fn is_revoked(&self, store: &HotStore, session: &str) -> Result<bool> {
+        Ok(store.get(&Partition::system(), &family_key(session))?.is_some())
+    }
+
+    /// The session of a refresh token, if the token is ours.
+    pub fn session_of_refresh(&self, store: &HotStore, token: &str) -> Result<Option<(UserId, String)>> {
+        Ok(match store.get(&Partition::system(), &refresh_key(token))? {
+            Some(v) => {
+                let rec: RefreshRecord = serde_json::from_slice(&v).map_err(internal)?;
+                Some((rec.user, rec.family))
+            }
+            None => None,
+        })
+    }
+
+    /// Verifies an access token's signature, issuer and expiry (not revocation: the
+    /// engine checks that against the session and the user).
+    pub fn verify(&self, token: &str) -> Result<AccessToken> {
+        Self::access(self.keys.verify(token))
+    }
+
+    /// As [`Self::verify`], but an expired token passes (for logout).
+    pub fn verify_allow_expired(&self, token: &str) -> Result<AccessToken> {
+        Self::access(self.keys.verify_any_age(token))
+    }
+
+    fn access(verified: std::result::Result<Claims, AuthError>) -> Result<AccessToken> {
+        let claims = verified.map_err(|e| match e {
+            AuthError::ExpiredToken => EngineError::TokenExpired,
             _ => EngineError::InvalidToken("invalid token".into()),
         })?;
         let user = UserId::parse(&claims.sub).map_err(|_| EngineError::InvalidToken("invalid token".into()))?;
-        Ok((user, claims.role, claims.exp))
+        Ok(AccessToken {
+            user,
+            role: claims.role,
+            expires_at: claims.exp,
+            session: claims.sid,
+            epoch: claims.sep,
+        })
     }
 }

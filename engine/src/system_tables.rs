@@ -10,6 +10,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::datasource::{MemTable, TableProvider};
 use kalamdb_auth::{identity::Role, permissions::TableType};
 
+use kalamdb_storage::hot_store::HotStore;
+
+use crate::audit::AuditLog;
 use crate::catalog::Catalog;
 use crate::context::ExecContext;
 use crate::error::{EngineError, Result};
@@ -41,12 +44,13 @@ fn strs<S: AsRef<str>>(values: Vec<Option<S>>) -> ArrayRef {
     ))
 }
 
-pub const SYSTEM_TABLES: [&str; 5] = ["users", "namespaces", "tables", "columns", "live_queries"];
+pub const SYSTEM_TABLES: [&str; 6] = ["users", "namespaces", "tables", "columns", "live_queries", "audit_log"];
 
 pub fn provider(
     catalog: &Catalog,
     users: &UserStore,
     live: &LiveHub,
+    store: &HotStore,
     ctx: &ExecContext,
     id: &TableId,
 ) -> Result<Arc<dyn TableProvider>> {
@@ -185,6 +189,31 @@ pub fn provider(
                     Arc::new(Int64Array::from(
                         l.iter().map(|x| x.last_seq.map(|s| s.as_i64())).collect::<Vec<_>>(),
                     )),
+                ],
+            )
+        }
+        "audit_log" => {
+            let a = AuditLog::read_all(store)?;
+            (
+                vec![
+                    Field::new("id", DataType::Int64, false),
+                    ts_field("at", false),
+                    Field::new("action", DataType::Utf8, false),
+                    Field::new("actor", DataType::Utf8, false),
+                    Field::new("subject", DataType::Utf8, true),
+                    Field::new("target", DataType::Utf8, false),
+                    Field::new("source", DataType::Utf8, true),
+                    Field::new("detail", DataType::Utf8, false),
+                ],
+                vec![
+                    Arc::new(Int64Array::from(a.iter().map(|x| x.id).collect::<Vec<_>>())),
+                    ts(a.iter().map(|x| Some(x.at_ms)).collect()),
+                    strs(a.iter().map(|x| Some(x.action.as_str())).collect()),
+                    strs(a.iter().map(|x| Some(x.actor.as_str())).collect()),
+                    strs(a.iter().map(|x| x.subject.as_deref()).collect()),
+                    strs(a.iter().map(|x| Some(x.target.as_str())).collect()),
+                    strs(a.iter().map(|x| x.source.as_deref()).collect()),
+                    strs(a.iter().map(|x| Some(x.detail.as_str())).collect()),
                 ],
             )
         }

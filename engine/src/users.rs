@@ -22,6 +22,10 @@ pub struct UserRecord {
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     pub deleted_at_ms: Option<u64>,
+    /// Raised by a password change, role change or deletion; tokens and refresh tokens
+    /// issued at an older epoch no longer work.
+    #[serde(default)]
+    pub session_epoch: u64,
 }
 
 impl UserRecord {

@@ -819,7 +819,7 @@ fn label(ctx: &ResolverContext<'_>, field: &str) -> Arc<str> {
 /// document. So an idle subscription holds only this, not a suspended execution.
 pub enum SubscriptionSource {
     Changes(ChangeFeed),
-    Live(LiveResults),
+    Live(Box<LiveResults>),
 }
 
 /// One thing a subscription yields.
@@ -901,7 +901,7 @@ pub fn live_subscription_field(meta: &Arc<TableMeta>) -> SubscriptionField {
                     let req = list_request(&ctx, &env, &meta)?;
                     let label = label(&ctx, &meta.names.base);
                     let results = env.engine.subscribe_live(env.exec, &meta.id, req, label).gql()?;
-                    Ok(SubscriptionSource::Live(results))
+                    Ok(SubscriptionSource::Live(Box::new(results)))
                 })
             })
         },

@@ -166,10 +166,24 @@ try {
   await page.waitForFunction(() => document.body.innerText.includes('app_notes'), null, { timeout: 10000 });
   seen.schemaRefreshed = true;
 
-  // sign out, then a service user acts for the demo user
+  // sign out ends the session on the server: its token no longer works
+  const signedOutToken = await page.evaluate(() => JSON.parse(sessionStorage.getItem('kalamdb.session')).accessToken);
   await page.click('text=Sign out');
   await page.waitForSelector('#kdb-username');
   assert.equal(await page.evaluate(() => sessionStorage.getItem('kalamdb.session')), null);
+  for (let i = 0; ; i++) {
+    const res = await fetch(`${base}/v1/sql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${signedOutToken}` },
+      body: JSON.stringify({ sql: 'SELECT 1' }),
+    });
+    if (res.status === 401) break;
+    assert.ok(i < 50, 'the signed-out token still works');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  seen.loggedOut = true;
+
+  // then a service user acts for the demo user
   await signIn(service);
   await who.waitFor();
   await page.fill('#kdb-actas', demo.user);

@@ -9,5 +9,6 @@ mod graphql_clients;
 mod isolation;
 mod playground;
 mod role_matrix;
+mod session_security;
 mod sql_roundtrip;
 mod subscriptions;

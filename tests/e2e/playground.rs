@@ -44,6 +44,7 @@ async fn playground_in_headless_chromium() {
     assert_eq!(seen["tokenRefreshed"], true, "{seen}");
     assert_eq!(seen["schemaRefreshed"], true, "{seen}");
     assert_eq!(seen["actedAs"], true, "{seen}");
+    assert_eq!(seen["loggedOut"], true, "{seen}");
     assert!(seen["websockets"].as_u64() >= Some(1), "{seen}");
     assert_eq!(seen["foreign"], serde_json::json!([]), "{seen}");
     let shot = std::fs::metadata(out_dir.join("playground.png")).expect("the screenshot");

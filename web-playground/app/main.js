@@ -173,6 +173,8 @@ function App() {
   sessionRef.current = current;
 
   const signOut = useCallback((message) => {
+    const ending = session.load();
+    if (ending && !message) session.logout(ending);
     session.clear();
     setActAs('');
     setNotice(message ?? null);

@@ -74,6 +74,19 @@ export async function login(username, password) {
   return fromPair(await post('/v1/auth/login', { username, password }));
 }
 
+/** Ends the session on the server too: its tokens stop working, its sockets close. */
+export async function logout(session) {
+  try {
+    await fetch('/v1/auth/logout', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${session.accessToken}` },
+      body: JSON.stringify({ refresh_token: session.refreshToken }),
+    });
+  } catch {
+    // signed out here whatever the server said; the tokens expire on their own
+  }
+}
+
 export async function refresh(session) {
   return fromPair(await post('/v1/auth/refresh', { refresh_token: session.refreshToken }));
 }

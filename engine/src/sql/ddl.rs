@@ -251,6 +251,9 @@ impl Engine {
                     None => None,
                 };
                 let now = now_millis();
+                // a name used before starts above the old account's epoch, so that
+                // the old account's tokens never work for the new one
+                let session_epoch = self.users.get(&id).map_or(0, |old| old.session_epoch + 1);
                 self.users.put(
                     &self.store,
                     UserRecord {
@@ -260,6 +263,7 @@ impl Engine {
                         created_at_ms: now,
                         updated_at_ms: now,
                         deleted_at_ms: None,
+                        session_epoch,
                     },
                 )?;
                 Ok(SqlResult::message(format!("user {id} created")))
@@ -285,7 +289,9 @@ impl Engine {
                     }
                 }
                 user.updated_at_ms = now_millis();
+                user.session_epoch += 1;
                 self.users.put(&self.store, user)?;
+                self.revoke_user_sessions(&id);
                 Ok(SqlResult::message(format!("user {id} altered")))
             }
             Statement::DropUser { name, if_exists } => {
@@ -305,7 +311,9 @@ impl Engine {
                 let now = now_millis();
                 user.deleted_at_ms = Some(now);
                 user.updated_at_ms = now;
+                user.session_epoch += 1;
                 self.users.put(&self.store, user)?;
+                self.revoke_user_sessions(&id);
                 Ok(SqlResult::message(format!("user {id} dropped")))
             }
             Statement::ShowNamespaces => {

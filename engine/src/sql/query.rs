@@ -111,7 +111,7 @@ impl RequestSchema {
         let table = TableName::parse(name).map_err(|_| EngineError::TableNotFound(format!("{ns}.{name}")))?;
         let id = TableId::new(ns, table);
         if id.namespace == NamespaceId::system() {
-            return system_tables::provider(&s.catalog, &s.users, &s.live, &s.ctx, &id);
+            return system_tables::provider(&s.catalog, &s.users, &s.live, &s.store, &s.ctx, &id);
         }
         let def = resolve_table(&s.catalog, &s.ctx, &id, TableOp::Read)?;
         Ok(Arc::new(HotTableProvider::new(

@@ -27,6 +27,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub schemas: Arc<SchemaRegistry>,
     pub realtime: Arc<Realtime>,
+    /// Bearer tokens of trusted external issuers.
+    pub external: Arc<crate::external_auth::ExternalTokens>,
 }
 
 /// Turns a panic in a handler into a 500 with a generic message; the server goes on.
@@ -58,11 +60,16 @@ pub async fn build_app(config: Config) -> anyhow::Result<(Router, AppState)> {
     let schemas = Arc::new(SchemaRegistry::new(engine.clone(), config.graphql_limits()));
     let bench_noop = config.bench_noop;
     let realtime = Arc::new(Realtime::new(config.max_subscriptions_per_user));
+    let external = Arc::new(crate::external_auth::ExternalTokens::new(
+        &config.trusted_issuers,
+        std::time::Duration::from_secs(config.jwks_min_refetch_secs),
+    ));
     let state = AppState {
         engine,
         config: Arc::new(config),
         schemas,
         realtime,
+        external,
     };
     let mut router = Router::new()
         .route("/healthz", get(healthz))

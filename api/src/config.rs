@@ -60,6 +60,10 @@ pub struct Config {
     pub login_lockout_secs: u64,
     /// Proxies whose `X-Forwarded-For` is believed; from anyone else it is ignored.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// External issuers whose access tokens are accepted.
+    pub trusted_issuers: Vec<crate::external_auth::TrustedIssuer>,
+    /// Least time between two fetches of one issuer's keys for unknown `kid`s.
+    pub jwks_min_refetch_secs: u64,
 }
 
 impl Default for Config {
@@ -94,6 +98,8 @@ impl Default for Config {
             login_max_failures: engine.login_max_failures,
             login_lockout_secs: engine.login_lockout_secs,
             trusted_proxies: Vec::new(),
+            trusted_issuers: Vec::new(),
+            jwks_min_refetch_secs: 30,
         }
     }
 }
@@ -223,6 +229,27 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_issuers_parse_as_the_readme_shows() {
+        use kalamdb_auth::identity::Role;
+        let c: Config = toml::from_str(
+            r#"
+            [[trusted_issuers]]
+            issuer = "https://login.example.com/"
+            jwks_uri = "https://login.example.com/.well-known/jwks.json"
+            audience = "kalamdb"
+            roles = { "kalam-service" = "service", "kalam-dba" = "dba" }
+            default_role = "user"
+            "#,
+        )
+        .unwrap();
+        let i = &c.trusted_issuers[0];
+        assert_eq!((i.user_claim.as_str(), i.role_claim.as_str()), ("sub", "roles"));
+        assert_eq!(i.roles["kalam-dba"], Role::Dba);
+        assert_eq!(i.default_role, Some(Role::User));
+        assert!(toml::from_str::<Config>("[[trusted_issuers]]\nissuer = \"x\"\n").is_err());
+    }
 
     #[test]
     fn x_forwarded_for_is_believed_from_trusted_proxies_only() {

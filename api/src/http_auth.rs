@@ -61,6 +61,16 @@ pub async fn authenticate_session(
     let source = state.config.client_addr(peer.ip(), headers);
     let mut principal = match credentials(headers)? {
         Credentials::Basic(user, pass) => engine.authenticate(&user, &pass, source).await?,
+        Credentials::Bearer(token) if state.external.claims_trusted_issuer(&token) => {
+            let id = state.external.verify(&token).await?;
+            Principal {
+                ctx: id.context(),
+                expires_at: Some(id.expires_at),
+                session: None,
+                epoch: 0,
+                external: true,
+            }
+        }
         Credentials::Bearer(token) => engine.token_session(&token)?,
     };
     principal.ctx = act_as(state, headers, principal.ctx.from_source(source))?;

@@ -6,6 +6,7 @@ pub mod cli_sql;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod external_auth;
 pub mod graphql_handler;
 pub mod http_auth;
 pub mod realtime;

@@ -2,6 +2,7 @@
 //! functions. It knows nothing of storage or the engine.
 
 pub mod error;
+pub mod external;
 pub mod identity;
 pub mod jwt;
 pub mod password;

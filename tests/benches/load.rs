@@ -4,12 +4,15 @@
 //!
 //! `make bench` runs it. LOAD_SECS (default 5) and LOAD_CONNS (default 32) tune it;
 //! LOAD_ONLY=<text> runs only the workloads whose name contains it (and the baseline).
+//! A fake OIDC issuer on loopback signs the token of the external-token workload; the
+//! cost of one RS256 verification without the server's verified-token memory is timed
+//! apart, in this process.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kalamdb_tests::{TestServer, pw};
+use kalamdb_tests::{FakeIssuer, TestServer, oidc_fixture, pw};
 use serde_json::{Value, json};
 
 /// Builds the GraphQL body of request number `i`; `None` is `GET /v1/bench/noop`.
@@ -148,22 +151,49 @@ async fn seed(s: &TestServer) {
     }
 }
 
+/// Microseconds per RS256 verification of `token` against the fixture key, with no cache.
+fn external_verify_us(idp: &FakeIssuer, token: &str) -> f64 {
+    use kalamdb_auth::external::{self, Expected};
+    let keys: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&oidc_fixture("jwks1.json")).expect("jwks");
+    let signed = external::signed_with(token).expect("header");
+    let key = external::key_for(&keys, &signed).expect("key");
+    let expected = Expected {
+        issuer: &idp.url,
+        audience: "kalamdb",
+        leeway_secs: 30,
+    };
+    let n = 2000;
+    let start = Instant::now();
+    for _ in 0..n {
+        external::verify(token, key, signed.alg, &expected).expect("verifies");
+    }
+    start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+}
+
 async fn run(secs: u64, conns: usize) {
+    let idp = FakeIssuer::start().await;
+    let trusted = idp.trusted("kalamdb");
     let s = TestServer::start_with(|c| {
         c.bench_noop = true;
         c.max_body_bytes = 1 << 20;
+        c.trusted_issuers = vec![trusted];
     })
     .await;
+    let external_token = idp.sign(
+        jsonwebtoken::Algorithm::RS256,
+        Some("rsa-1"),
+        "rsa1.der",
+        &idp.claims("loadgen-ext", "kalamdb", 3600),
+    );
     eprintln!("seeding 100,000 shared rows and 2,000 rows of one user...");
     seed(&s).await;
     let token = s.token("loadgen", &pw("loadgen")).await;
 
+    let typename: BodyFn = Arc::new(|_| Some(json!({ "query": "{ __typename }" })));
     let workloads: Vec<(&str, BodyFn)> = vec![
         ("noop (GET /v1/bench/noop)", Arc::new(|_| None)),
-        (
-            "GraphQL { __typename } (transport and executor)",
-            Arc::new(|_| Some(json!({ "query": "{ __typename }" }))),
-        ),
+        ("GraphQL { __typename } (transport and executor)", typename.clone()),
+        ("{ __typename } with an external issuer's RS256 token", typename),
         (
             "_by_pk on 100,000 rows",
             Arc::new(|i| {
@@ -214,7 +244,12 @@ async fn run(secs: u64, conns: usize) {
         if noop_rps.is_some() && !name.contains(only.as_str()) {
             continue;
         }
-        let o = drive(&s.url, &token, body, conns, secs).await;
+        let bearer = if name.contains("external") {
+            &external_token
+        } else {
+            &token
+        };
+        let o = drive(&s.url, bearer, body, conns, secs).await;
         let rps = o.requests as f64 / o.elapsed.as_secs_f64();
         let base = *noop_rps.get_or_insert(rps);
         println!(
@@ -228,6 +263,10 @@ async fn run(secs: u64, conns: usize) {
             rps / base
         );
     }
+    println!(
+        "one RS256 verification of an external token, without the server's memory of verified tokens: {:.1} µs",
+        external_verify_us(&idp, &external_token)
+    );
     s.stop().await;
 }
 

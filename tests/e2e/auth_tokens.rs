@@ -14,18 +14,6 @@ async fn post(s: &TestServer, path: &str, body: Value) -> (u16, Value) {
     (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn sql_bearer(s: &TestServer, token: &str, sql: &str) -> (u16, Value) {
-    let resp = s
-        .client
-        .post(format!("{}/v1/sql", s.url))
-        .header("authorization", format!("Bearer {token}"))
-        .json(&json!({ "sql": sql }))
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_bearer_refresh_and_reuse_detection() {
     let s = TestServer::start().await;
@@ -40,12 +28,12 @@ async fn login_bearer_refresh_and_reuse_detection() {
     let access = pair["access_token"].as_str().unwrap().to_string();
     let refresh1 = pair["refresh_token"].as_str().unwrap().to_string();
 
-    let (st, _) = sql_bearer(&s, &access, "INSERT INTO notes VALUES (1, 'hi')").await;
+    let (st, _) = s.sql_bearer(&access, "INSERT INTO notes VALUES (1, 'hi')").await;
     assert_eq!(st, 200);
-    let (_, r) = sql_bearer(&s, &access, "SELECT body FROM notes").await;
+    let (_, r) = s.sql_bearer(&access, "SELECT body FROM notes").await;
     assert_eq!(rows(&r), vec![vec![json!("hi")]]);
     // the token carries ann's role: no DDL
-    let (st, r) = sql_bearer(&s, &access, "DROP TABLE notes").await;
+    let (st, r) = s.sql_bearer(&access, "DROP TABLE notes").await;
     assert_eq!((st, r["error"]["code"].as_str()), (403, Some("FORBIDDEN")));
 
     // tampered, alg none and garbage tokens
@@ -57,7 +45,7 @@ async fn login_bearer_refresh_and_reuse_detection() {
         access.split('.').nth(1).unwrap()
     );
     for bad in [tampered.as_str(), none.as_str(), "garbage"] {
-        let (st, r) = sql_bearer(&s, bad, "SELECT 1").await;
+        let (st, r) = s.sql_bearer(bad, "SELECT 1").await;
         assert_eq!(
             (st, r["error"]["code"].as_str()),
             (401, Some("UNAUTHENTICATED")),
@@ -70,7 +58,7 @@ async fn login_bearer_refresh_and_reuse_detection() {
     assert_eq!(st, 200, "{pair2}");
     let refresh2 = pair2["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(refresh1, refresh2);
-    let (st, _) = sql_bearer(&s, pair2["access_token"].as_str().unwrap(), "SELECT 1").await;
+    let (st, _) = s.sql_bearer(pair2["access_token"].as_str().unwrap(), "SELECT 1").await;
     assert_eq!(st, 200);
     // reusing the old one fails and revokes the family: the new one dies too
     let (st, _) = post(&s, "/v1/auth/refresh", json!({"refresh_token": refresh1})).await;
@@ -101,7 +89,7 @@ async fn login_bearer_refresh_and_reuse_detection() {
 
     // a dropped user's token stops working at once
     s.root("DROP USER ann").await;
-    let (st, _) = sql_bearer(&s, pair3["access_token"].as_str().unwrap(), "SELECT 1").await;
+    let (st, _) = s.sql_bearer(pair3["access_token"].as_str().unwrap(), "SELECT 1").await;
     assert_eq!(st, 401);
     s.stop().await;
 }
@@ -112,10 +100,10 @@ async fn expired_access_tokens_say_so() {
     s.user("bo", "user").await;
     let (_, pair) = post(&s, "/v1/auth/login", json!({"username": "bo", "password": pw("bo")})).await;
     let token = pair["access_token"].as_str().unwrap().to_string();
-    let (st, _) = sql_bearer(&s, &token, "SELECT 1").await;
+    let (st, _) = s.sql_bearer(&token, "SELECT 1").await;
     assert_eq!(st, 200);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let (st, r) = sql_bearer(&s, &token, "SELECT 1").await;
+    let (st, r) = s.sql_bearer(&token, "SELECT 1").await;
     assert_eq!((st, r["error"]["code"].as_str()), (401, Some("TOKEN_EXPIRED")));
     s.stop().await;
 }

@@ -3,6 +3,7 @@
 mod auth_tokens;
 mod bad_input;
 mod durability;
+mod external_tokens;
 mod graphql_access;
 mod graphql_api;
 mod graphql_clients;

@@ -101,6 +101,19 @@ impl TestServer {
         stdout
     }
 
+    /// Sends a statement with a bearer token; returns the HTTP status and JSON body.
+    pub async fn sql_bearer(&self, token: &str, sql: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(format!("{}/v1/sql", self.url))
+            .header("authorization", format!("Bearer {token}"))
+            .json(&json!({ "sql": sql }))
+            .send()
+            .await
+            .expect("request");
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// Sends a statement with parameters; returns the HTTP status and JSON body.
     pub async fn sql_params(&self, user: &str, password: &str, sql: &str, params: Value) -> (u16, Value) {
         let resp = self
@@ -423,5 +436,108 @@ impl WsClient {
         self,
     ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
         self.ws
+    }
+}
+
+/// A file of `tests/fixtures/oidc`: the fake issuer's keys.
+pub fn oidc_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(tests_dir().join("fixtures").join("oidc").join(name)).expect("oidc fixture")
+}
+
+/// A stand-in for an external OIDC issuer on loopback: it publishes its keys at
+/// `/jwks` (real RS256 and ES256 keys from `tests/fixtures/oidc`) and signs tokens.
+pub struct FakeIssuer {
+    pub url: String,
+    jwks: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeIssuer {
+    pub async fn start() -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let jwks = Arc::new(Mutex::new(oidc_fixture("jwks1.json")));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (j, f) = (jwks.clone(), fetches.clone());
+        let router = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let (j, f) = (j.clone(), f.clone());
+                async move {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    let body = j.lock().expect("jwks").clone();
+                    ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self {
+            url,
+            jwks,
+            fetches,
+            task,
+        }
+    }
+
+    /// The issuer as the server's config names it.
+    pub fn trusted(&self, audience: &str) -> kalamdb_api::external_auth::TrustedIssuer {
+        kalamdb_api::external_auth::TrustedIssuer {
+            issuer: self.url.clone(),
+            jwks_uri: format!("{}/jwks", self.url),
+            audience: audience.into(),
+            user_claim: "sub".into(),
+            role_claim: "roles".into(),
+            roles: [
+                ("kalam-service".to_string(), kalamdb_auth::identity::Role::Service),
+                ("kalam-admin".to_string(), kalamdb_auth::identity::Role::System),
+            ]
+            .into_iter()
+            .collect(),
+            default_role: Some(kalamdb_auth::identity::Role::User),
+        }
+    }
+
+    /// Publishes another key set (a fixture file name) from now on.
+    pub fn publish(&self, fixture: &str) {
+        *self.jwks.lock().expect("jwks") = oidc_fixture(fixture);
+    }
+
+    /// How often `/jwks` was fetched.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A token with `claims`, signed by fixture key `key` (`rsa1.der`, `rsa2.der`:
+    /// PKCS#1; `ec1.der`: PKCS#8) as `alg`, with header `kid`.
+    pub fn sign(&self, alg: jsonwebtoken::Algorithm, kid: Option<&str>, key: &str, claims: &Value) -> String {
+        let der = oidc_fixture(key);
+        let encoding = if key.starts_with("ec") {
+            jsonwebtoken::EncodingKey::from_ec_der(&der)
+        } else {
+            jsonwebtoken::EncodingKey::from_rsa_der(&der)
+        };
+        let mut header = jsonwebtoken::Header::new(alg);
+        header.kid = kid.map(str::to_string);
+        jsonwebtoken::encode(&header, claims, &encoding).expect("sign")
+    }
+
+    /// Standard claims for `sub`, valid for `ttl_secs` (negative: already expired).
+    pub fn claims(&self, sub: &str, audience: &str, ttl_secs: i64) -> Value {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        json!({ "iss": self.url, "sub": sub, "aud": audience, "iat": now, "exp": now + ttl_secs })
+    }
+}
+
+impl Drop for FakeIssuer {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -1,0 +1,229 @@
+//! Bearer tokens from trusted external issuers (`trusted_issuers` in the config): each
+//! issuer's keys are fetched from its `jwks_uri` and cached; a token whose `kid` is not
+//! among them triggers one refetch, at most once per `jwks_min_refetch_secs`, so that
+//! key rotation works and unknown kids cannot make us hammer the issuer. Verified
+//! tokens are remembered (by SHA-256, until they expire), so a client that sends the
+//! same token again pays a hash and a map lookup, not a signature check.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use kalamdb_auth::error::AuthError;
+use kalamdb_auth::external::{self, Expected, SignedWith};
+use kalamdb_auth::identity::{Role, UserId};
+use kalamdb_engine::context::ExecContext;
+use kalamdb_engine::error::ErrorCode;
+use kalamdb_storage::seq::now_millis;
+use parking_lot::{Mutex, RwLock};
+use serde::Deserialize;
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// One issuer whose access tokens are accepted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuer {
+    /// The exact `iss` of its tokens.
+    pub issuer: String,
+    pub jwks_uri: String,
+    /// The `aud` our tokens must carry.
+    pub audience: String,
+    /// The claim that names the user (`sub` unless set).
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// The claim holding role names (a string or a list of strings).
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// Role-claim value -> our role; the highest match wins. `system` is never granted.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Role>,
+    /// The role of a token whose role claim maps to nothing; without it, such a token
+    /// is refused.
+    #[serde(default)]
+    pub default_role: Option<Role>,
+}
+
+fn default_user_claim() -> String {
+    "sub".into()
+}
+
+fn default_role_claim() -> String {
+    "roles".into()
+}
+
+/// Clock skew allowed on an external token's `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 30;
+/// Verified tokens remembered at most.
+const MAX_REMEMBERED: usize = 10_000;
+
+struct Issuer {
+    cfg: TrustedIssuer,
+    keys: RwLock<Arc<JwkSet>>,
+    fetched_at: Mutex<Option<Instant>>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// An external caller: who, with which role, until when (Unix seconds).
+#[derive(Debug, Clone)]
+pub struct ExternalIdentity {
+    pub user: UserId,
+    pub role: Role,
+    pub expires_at: u64,
+}
+
+pub struct ExternalTokens {
+    issuers: Vec<Issuer>,
+    http: reqwest::Client,
+    min_refetch: Duration,
+    verified: Mutex<HashMap<[u8; 32], ExternalIdentity>>,
+}
+
+fn invalid() -> ApiError {
+    ApiError::new(ErrorCode::Unauthenticated, "invalid token")
+}
+
+fn auth_error(e: AuthError) -> ApiError {
+    match e {
+        AuthError::ExpiredToken => ApiError::new(ErrorCode::TokenExpired, "token expired"),
+        _ => invalid(),
+    }
+}
+
+impl ExternalTokens {
+    pub fn new(issuers: &[TrustedIssuer], min_refetch: Duration) -> Self {
+        Self {
+            issuers: issuers
+                .iter()
+                .map(|cfg| Issuer {
+                    cfg: cfg.clone(),
+                    keys: RwLock::new(Arc::new(JwkSet { keys: Vec::new() })),
+                    fetched_at: Mutex::new(None),
+                    fetching: tokio::sync::Mutex::new(()),
+                })
+                .collect(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            min_refetch,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn issuer_of(&self, token: &str) -> Option<&Issuer> {
+        if self.issuers.is_empty() {
+            return None;
+        }
+        let iss = external::claimed_issuer(token)?;
+        self.issuers.iter().find(|i| i.cfg.issuer == iss)
+    }
+
+    /// Whether a bearer token names one of the trusted issuers (not yet whether it is
+    /// genuine).
+    pub fn claims_trusted_issuer(&self, token: &str) -> bool {
+        self.issuer_of(token).is_some()
+    }
+
+    /// Verifies a token of a trusted issuer and maps it to a caller.
+    pub async fn verify(&self, token: &str) -> Result<ExternalIdentity, ApiError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now_secs = now_millis() / 1000;
+        if let Some(hit) = self.verified.lock().get(&digest)
+            && hit.expires_at + LEEWAY_SECS > now_secs
+        {
+            return Ok(hit.clone());
+        }
+        let issuer = self.issuer_of(token).ok_or_else(invalid)?;
+        let signed = external::signed_with(token).map_err(auth_error)?;
+        let key = match issuer.key(&signed) {
+            Some(k) => k,
+            None => {
+                self.refetch(issuer).await;
+                issuer.key(&signed).ok_or_else(invalid)?
+            }
+        };
+        let expected = Expected {
+            issuer: &issuer.cfg.issuer,
+            audience: &issuer.cfg.audience,
+            leeway_secs: LEEWAY_SECS,
+        };
+        let claims = external::verify(token, &key, signed.alg, &expected).map_err(auth_error)?;
+        let identity = identity_of(&issuer.cfg, &claims)?;
+        let mut verified = self.verified.lock();
+        if verified.len() >= MAX_REMEMBERED {
+            verified.retain(|_, v| v.expires_at + LEEWAY_SECS > now_secs);
+            if verified.len() >= MAX_REMEMBERED {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, identity.clone());
+        Ok(identity)
+    }
+
+    /// Fetches an issuer's keys again, unless that happened within `min_refetch`.
+    async fn refetch(&self, issuer: &Issuer) {
+        let _one_at_a_time = issuer.fetching.lock().await;
+        let recent = issuer
+            .fetched_at
+            .lock()
+            .is_some_and(|at| at.elapsed() < self.min_refetch);
+        if recent {
+            return;
+        }
+        *issuer.fetched_at.lock() = Some(Instant::now());
+        let fetched = async {
+            self.http
+                .get(&issuer.cfg.jwks_uri)
+                .send()
+                .await?
+                .error_for_status()?
+                .json::<JwkSet>()
+                .await
+        }
+        .await;
+        match fetched {
+            Ok(keys) => *issuer.keys.write() = Arc::new(keys),
+            Err(e) => tracing::warn!(issuer = %issuer.cfg.issuer, error = %e, "cannot fetch the issuer's JWKS"),
+        }
+    }
+}
+
+impl Issuer {
+    fn key(&self, signed: &SignedWith) -> Option<Jwk> {
+        let keys = self.keys.read().clone();
+        external::key_for(&keys, signed).cloned()
+    }
+}
+
+/// The caller a verified token names, with the highest role its role claim maps to.
+fn identity_of(cfg: &TrustedIssuer, claims: &serde_json::Map<String, Json>) -> Result<ExternalIdentity, ApiError> {
+    let user = claims
+        .get(&cfg.user_claim)
+        .and_then(Json::as_str)
+        .and_then(|s| UserId::parse(s).ok())
+        .ok_or_else(invalid)?;
+    let names: Vec<&str> = match claims.get(&cfg.role_claim) {
+        Some(Json::String(s)) => vec![s.as_str()],
+        Some(Json::Array(a)) => a.iter().filter_map(Json::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let role = names
+        .iter()
+        .filter_map(|n| cfg.roles.get(*n).copied())
+        .max()
+        .or(cfg.default_role)
+        .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "the token grants no role here"))?
+        .min(Role::Dba);
+    let expires_at = claims.get("exp").and_then(Json::as_u64).ok_or_else(invalid)?;
+    Ok(ExternalIdentity { user, role, expires_at })
+}
+
+impl ExternalIdentity {
+    pub fn context(&self) -> ExecContext {
+        ExecContext::new(self.user.clone(), self.role)
+    }
+}

@@ -29,6 +29,8 @@ pub struct AppState {
     pub realtime: Arc<Realtime>,
     /// Bearer tokens of trusted external issuers.
     pub external: Arc<crate::external_auth::ExternalTokens>,
+    /// Sign-in with OAuth / OIDC providers.
+    pub oauth: Arc<crate::oauth::OAuth>,
 }
 
 /// Turns a panic in a handler into a 500 with a generic message; the server goes on.
@@ -64,12 +66,17 @@ pub async fn build_app(config: Config) -> anyhow::Result<(Router, AppState)> {
         &config.trusted_issuers,
         std::time::Duration::from_secs(config.jwks_min_refetch_secs),
     ));
+    let oauth = Arc::new(crate::oauth::OAuth::new(
+        &config.oauth_providers,
+        std::time::Duration::from_secs(config.jwks_min_refetch_secs),
+    ));
     let state = AppState {
         engine,
         config: Arc::new(config),
         schemas,
         realtime,
         external,
+        oauth,
     };
     let mut router = Router::new()
         .route("/healthz", get(healthz))
@@ -78,6 +85,10 @@ pub async fn build_app(config: Config) -> anyhow::Result<(Router, AppState)> {
         .route("/v1/auth/login", post(crate::auth_handler::login))
         .route("/v1/auth/refresh", post(crate::auth_handler::refresh))
         .route("/v1/auth/logout", post(crate::auth_handler::logout))
+        .route("/v1/auth/exchange", post(crate::oauth::exchange))
+        .route("/v1/auth/providers", get(crate::oauth::providers))
+        .route("/v1/auth/oauth/{provider}/start", get(crate::oauth::start))
+        .route("/v1/auth/oauth/{provider}/callback", get(crate::oauth::callback))
         .merge(kalamdb_playground::router());
     if bench_noop {
         router = router.route("/v1/bench/noop", get(bench_noop_handler));

@@ -64,6 +64,8 @@ pub struct Config {
     pub trusted_issuers: Vec<crate::external_auth::TrustedIssuer>,
     /// Least time between two fetches of one issuer's keys for unknown `kid`s.
     pub jwks_min_refetch_secs: u64,
+    /// Sign-in providers (OAuth 2.0 / OIDC).
+    pub oauth_providers: Vec<crate::oauth::OAuthProvider>,
 }
 
 impl Default for Config {
@@ -100,6 +102,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             trusted_issuers: Vec::new(),
             jwks_min_refetch_secs: 30,
+            oauth_providers: Vec::new(),
         }
     }
 }

@@ -56,15 +56,69 @@ fn default_role_claim() -> String {
 }
 
 /// Clock skew allowed on an external token's `exp` and `nbf`.
-const LEEWAY_SECS: u64 = 30;
+pub const LEEWAY_SECS: u64 = 30;
 /// Verified tokens remembered at most.
 const MAX_REMEMBERED: usize = 10_000;
 
-struct Issuer {
-    cfg: TrustedIssuer,
+/// An issuer's published keys, fetched lazily and cached. A key that is not among
+/// them triggers one refetch, at most once per `min_refetch`.
+pub struct Jwks {
+    uri: String,
     keys: RwLock<Arc<JwkSet>>,
     fetched_at: Mutex<Option<Instant>>,
     fetching: tokio::sync::Mutex<()>,
+}
+
+impl Jwks {
+    pub fn new(uri: &str) -> Self {
+        Self {
+            uri: uri.to_string(),
+            keys: RwLock::new(Arc::new(JwkSet { keys: Vec::new() })),
+            fetched_at: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn cached(&self, signed: &SignedWith) -> Option<Jwk> {
+        let keys = self.keys.read().clone();
+        external::key_for(&keys, signed).cloned()
+    }
+
+    /// The key for a token signed as `signed`, fetching the keys again if it is unknown.
+    pub async fn key(&self, http: &reqwest::Client, signed: &SignedWith, min_refetch: Duration) -> Option<Jwk> {
+        if let Some(k) = self.cached(signed) {
+            return Some(k);
+        }
+        self.refetch(http, min_refetch).await;
+        self.cached(signed)
+    }
+
+    async fn refetch(&self, http: &reqwest::Client, min_refetch: Duration) {
+        let _one_at_a_time = self.fetching.lock().await;
+        let recent = self.fetched_at.lock().is_some_and(|at| at.elapsed() < min_refetch);
+        if recent {
+            return;
+        }
+        *self.fetched_at.lock() = Some(Instant::now());
+        let fetched = async {
+            http.get(&self.uri)
+                .send()
+                .await?
+                .error_for_status()?
+                .json::<JwkSet>()
+                .await
+        }
+        .await;
+        match fetched {
+            Ok(keys) => *self.keys.write() = Arc::new(keys),
+            Err(e) => tracing::warn!(uri = %self.uri, error = %e, "cannot fetch JWKS"),
+        }
+    }
+}
+
+struct Issuer {
+    cfg: TrustedIssuer,
+    jwks: Jwks,
 }
 
 /// An external caller: who, with which role, until when (Unix seconds).
@@ -80,6 +134,15 @@ pub struct ExternalTokens {
     http: reqwest::Client,
     min_refetch: Duration,
     verified: Mutex<HashMap<[u8; 32], ExternalIdentity>>,
+}
+
+/// The HTTP client for issuers and providers: short timeouts, no redirects followed.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
 }
 
 fn invalid() -> ApiError {
@@ -100,15 +163,10 @@ impl ExternalTokens {
                 .iter()
                 .map(|cfg| Issuer {
                     cfg: cfg.clone(),
-                    keys: RwLock::new(Arc::new(JwkSet { keys: Vec::new() })),
-                    fetched_at: Mutex::new(None),
-                    fetching: tokio::sync::Mutex::new(()),
+                    jwks: Jwks::new(&cfg.jwks_uri),
                 })
                 .collect(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
+            http: http_client(),
             min_refetch,
             verified: Mutex::new(HashMap::new()),
         }
@@ -139,13 +197,11 @@ impl ExternalTokens {
         }
         let issuer = self.issuer_of(token).ok_or_else(invalid)?;
         let signed = external::signed_with(token).map_err(auth_error)?;
-        let key = match issuer.key(&signed) {
-            Some(k) => k,
-            None => {
-                self.refetch(issuer).await;
-                issuer.key(&signed).ok_or_else(invalid)?
-            }
-        };
+        let key = issuer
+            .jwks
+            .key(&self.http, &signed, self.min_refetch)
+            .await
+            .ok_or_else(invalid)?;
         let expected = Expected {
             issuer: &issuer.cfg.issuer,
             audience: &issuer.cfg.audience,
@@ -162,40 +218,6 @@ impl ExternalTokens {
         }
         verified.insert(digest, identity.clone());
         Ok(identity)
-    }
-
-    /// Fetches an issuer's keys again, unless that happened within `min_refetch`.
-    async fn refetch(&self, issuer: &Issuer) {
-        let _one_at_a_time = issuer.fetching.lock().await;
-        let recent = issuer
-            .fetched_at
-            .lock()
-            .is_some_and(|at| at.elapsed() < self.min_refetch);
-        if recent {
-            return;
-        }
-        *issuer.fetched_at.lock() = Some(Instant::now());
-        let fetched = async {
-            self.http
-                .get(&issuer.cfg.jwks_uri)
-                .send()
-                .await?
-                .error_for_status()?
-                .json::<JwkSet>()
-                .await
-        }
-        .await;
-        match fetched {
-            Ok(keys) => *issuer.keys.write() = Arc::new(keys),
-            Err(e) => tracing::warn!(issuer = %issuer.cfg.issuer, error = %e, "cannot fetch the issuer's JWKS"),
-        }
-    }
-}
-
-impl Issuer {
-    fn key(&self, signed: &SignedWith) -> Option<Jwk> {
-        let keys = self.keys.read().clone();
-        external::key_for(&keys, signed).cloned()
     }
 }
 

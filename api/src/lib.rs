@@ -9,6 +9,7 @@ pub mod error;
 pub mod external_auth;
 pub mod graphql_handler;
 pub mod http_auth;
+pub mod oauth;
 pub mod realtime;
 pub mod sql_handler;
 pub mod ws;

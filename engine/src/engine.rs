@@ -10,7 +10,10 @@ use std::sync::Arc;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 use kalamdb_auth::{identity::Role, identity::UserId, password, permissions, permissions::TableOp};
-use kalamdb_storage::{hot_store::Durability, hot_store::HotStore, hot_store::StoreOptions, seq::Seq, seq::now_millis};
+use kalamdb_storage::{
+    hot_store::Durability, hot_store::HotStore, hot_store::Partition, hot_store::StoreOptions, hot_store::WriteBatch,
+    seq::Seq, seq::now_millis,
+};
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
@@ -422,6 +425,90 @@ impl Engine {
             detail: String::new(),
         });
         Ok(pair)
+    }
+
+    /// Signs in a user vouched for by an OAuth/OIDC provider: the local user linked to
+    /// (`provider`, `subject`), or, when `create_as` is set and none is linked yet, a new
+    /// user without a password, named after `suggested` (made unique; never a name used
+    /// before, deleted users included). Returns the user and a new session's tokens.
+    pub fn oauth_login(
+        &self,
+        provider: &str,
+        subject: &str,
+        suggested: &str,
+        create_as: Option<Role>,
+        source: IpAddr,
+    ) -> Result<(UserId, TokenPair)> {
+        let sys = Partition::system();
+        let link_key = format!("oauth_link/{provider}/{subject}").into_bytes();
+        let linked = self
+            .store
+            .get(&sys, &link_key)?
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|s| UserId::parse(&s).ok());
+        let user = match linked {
+            Some(id) => self.users.active(&id).ok_or(EngineError::Unauthenticated)?,
+            None => {
+                let role = create_as.ok_or(EngineError::Unauthenticated)?;
+                let id = self.unused_user_id(suggested)?;
+                let now = now_millis();
+                let rec = UserRecord {
+                    id: id.clone(),
+                    role,
+                    password_hash: None,
+                    created_at_ms: now,
+                    updated_at_ms: now,
+                    deleted_at_ms: None,
+                    session_epoch: 0,
+                };
+                self.users.put(&self.store, rec.clone())?;
+                let mut b = WriteBatch::new();
+                b.put(&sys, link_key, id.as_str().as_bytes().to_vec());
+                self.store.write(b)?;
+                self.audit_event(AuditEvent {
+                    action: AuditAction::CreateUser,
+                    actor: format!("oauth:{provider}"),
+                    subject: None,
+                    target: id.to_string(),
+                    source: Some(source),
+                    detail: format!("role {role}, signed in with {provider}"),
+                });
+                rec
+            }
+        };
+        let pair = self
+            .sessions
+            .issue(&self.store, &user.id, user.role, user.session_epoch)?;
+        self.audit_event(AuditEvent {
+            action: AuditAction::Login,
+            actor: user.id.to_string(),
+            subject: None,
+            target: format!("oauth:{provider}"),
+            source: Some(source),
+            detail: String::new(),
+        });
+        Ok((user.id, pair))
+    }
+
+    /// A user id made of `suggested`'s allowed characters that no user, active or
+    /// deleted, has had.
+    fn unused_user_id(&self, suggested: &str) -> Result<UserId> {
+        let base: String = suggested
+            .chars()
+            .map(|c| c.to_ascii_lowercase())
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            .take(48)
+            .collect();
+        let base = if base.is_empty() { "user".to_string() } else { base };
+        for i in 1..10_000 {
+            let candidate = if i == 1 { base.clone() } else { format!("{base}-{i}") };
+            if let Ok(id) = UserId::parse(&candidate)
+                && self.users.get(&id).is_none()
+            {
+                return Ok(id);
+            }
+        }
+        Err(EngineError::Internal("no unused user name".into()))
     }
 
     /// Rotates a refresh token (used once). A used token presented again revokes its

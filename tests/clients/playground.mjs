@@ -194,16 +194,31 @@ try {
   await responseShows('walk the dog');
   seen.actedAs = true;
 
+  // sign in through the configured OIDC provider: its button, the provider, and back.
+  // The page itself loaded nothing from elsewhere up to here; the sign-in navigates to
+  // the provider's authorize page and nowhere else.
+  const beforeOAuth = requests.length;
+  await page.click('text=Sign out');
+  await page.waitForSelector('#kdb-username');
+  await page.click(`text=Sign in with ${process.env.OAUTH_PROVIDER}`);
+  await who.waitFor();
+  seen.oauthSignedIn = (await who.innerText()).trim();
+  assert.ok(!page.url().includes('code='), `the one-time code stays out of the address bar: ${page.url()}`);
+
   assert.deepEqual(problems, []);
-  const foreign = requests.filter((u) => {
+  const isForeign = (u) => {
     const url = new URL(u);
     if (url.protocol === 'data:' || url.protocol === 'blob:') return false;
     return url.host !== origin.host || !['http:', 'ws:'].includes(url.protocol);
-  });
+  };
+  const foreign = requests.slice(0, beforeOAuth).filter(isForeign);
   seen.requests = requests.length;
   seen.websockets = requests.filter((u) => u.startsWith('ws:')).length;
   seen.foreign = foreign;
   assert.deepEqual(foreign, []);
+  const duringOAuth = requests.slice(beforeOAuth).filter(isForeign);
+  assert.equal(duringOAuth.length, 1, JSON.stringify(duringOAuth));
+  assert.equal(new URL(duringOAuth[0]).pathname, '/authorize');
   console.log(JSON.stringify(seen));
 } catch (e) {
   mkdirSync(outDir, { recursive: true });

@@ -8,6 +8,7 @@ mod graphql_access;
 mod graphql_api;
 mod graphql_clients;
 mod isolation;
+mod oauth;
 mod playground;
 mod role_matrix;
 mod session_security;

@@ -3,16 +3,21 @@
 //! schema as `make run` starts it. A screenshot lands in test-output/.
 
 use kalamdb_api::demo::{DEMO_PASSWORD, DEMO_USER};
-use kalamdb_tests::{ROOT_PASSWORD, TestServer, pw, tests_dir};
+use kalamdb_tests::{FakeIssuer, ROOT_PASSWORD, TestServer, pw, tests_dir};
 
 /// Short enough that the test outlives the first access token.
 const ACCESS_TOKEN_TTL_SECS: u64 = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playground_in_headless_chromium() {
-    let s = TestServer::start_with(|c| {
+    let idp = FakeIssuer::start().await;
+    idp.next_user("subject-olga", "olga");
+    let s = TestServer::start_at(|c, url| {
         c.demo = true;
         c.access_token_ttl_secs = ACCESS_TOKEN_TTL_SECS;
+        let mut provider = idp.provider("fake-oidc", url, true);
+        provider.app_redirects.push(format!("{url}/"));
+        c.oauth_providers = vec![provider];
     })
     .await;
     s.user("svc", "service").await;
@@ -27,6 +32,7 @@ async fn playground_in_headless_chromium() {
                 ("SERVICE_PASSWORD", pw("svc")),
                 ("ROOT_PASSWORD", ROOT_PASSWORD.to_string()),
                 ("ACCESS_TOKEN_TTL_SECS", ACCESS_TOKEN_TTL_SECS.to_string()),
+                ("OAUTH_PROVIDER", "fake-oidc".to_string()),
                 ("TEST_OUTPUT_DIR", out_dir.to_string_lossy().into_owned()),
             ],
         )
@@ -45,6 +51,7 @@ async fn playground_in_headless_chromium() {
     assert_eq!(seen["schemaRefreshed"], true, "{seen}");
     assert_eq!(seen["actedAs"], true, "{seen}");
     assert_eq!(seen["loggedOut"], true, "{seen}");
+    assert_eq!(seen["oauthSignedIn"], "Signed in as olga · role user", "{seen}");
     assert!(seen["websockets"].as_u64() >= Some(1), "{seen}");
     assert_eq!(seen["foreign"], serde_json::json!([]), "{seen}");
     let shot = std::fs::metadata(out_dir.join("playground.png")).expect("the screenshot");

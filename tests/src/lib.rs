@@ -51,11 +51,17 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_at(|c, _| tweak(c)).await
+    }
+
+    /// As [`Self::start_with`], with the server's URL known to `tweak` (for callback
+    /// URLs in the config).
+    pub async fn start_at(tweak: impl FnOnce(&mut Config, &str)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cfg = test_config(dir.path());
-        tweak(&mut cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        tweak(&mut cfg, &format!("http://{addr}"));
         let (router, state) = app::build_app(cfg).await.expect("build app");
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
@@ -450,7 +456,75 @@ pub struct FakeIssuer {
     pub url: String,
     jwks: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    oidc: std::sync::Arc<std::sync::Mutex<FakeOidc>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the fake provider's next id_tokens get wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdTokenFault {
+    None,
+    WrongAudience,
+    WrongIssuer,
+    Expired,
+    WrongNonce,
+    TamperedSignature,
+    AlgNone,
+    Hs256WithPublicKey,
+    /// Signed with `rsa-2`, which the published keys may not hold yet.
+    RotatedKey,
+}
+
+/// The client the fake provider knows, and who signs in next.
+pub const FAKE_CLIENT_ID: &str = "kalamdb-client";
+pub const FAKE_CLIENT_SECRET: &str = "kalamdb-client-secret";
+
+struct FakeGrant {
+    challenge: String,
+    nonce: String,
+    redirect_uri: String,
+    subject: String,
+    username: String,
+    used: bool,
+}
+
+struct FakeOidc {
+    grants: std::collections::HashMap<String, FakeGrant>,
+    next: u64,
+    fault: IdTokenFault,
+    subject: String,
+    username: String,
+}
+
+/// `application/x-www-form-urlencoded` or a query string, decoded.
+fn form_pairs(text: &str) -> std::collections::HashMap<String, String> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                    match u8::from_str_radix(hex, 16) {
+                        Ok(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    text.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
 }
 
 impl FakeIssuer {
@@ -473,6 +547,14 @@ impl FakeIssuer {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let oidc = Arc::new(Mutex::new(FakeOidc {
+            grants: Default::default(),
+            next: 0,
+            fault: IdTokenFault::None,
+            subject: "subject-1".into(),
+            username: "alice".into(),
+        }));
+        let router = router.merge(Self::oidc_routes(url.clone(), oidc.clone()));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
@@ -480,7 +562,148 @@ impl FakeIssuer {
             url,
             jwks,
             fetches,
+            oidc,
             task,
+        }
+    }
+
+    /// The provider side of the authorization-code flow with PKCE: discovery,
+    /// `/authorize` (the user is already signed in there and consents at once),
+    /// `/token` (checks the client, the code's single use, the redirect URI and the
+    /// PKCE verifier; returns an id_token), and `/app`, the app the flow ends at.
+    fn oidc_routes(url: String, oidc: std::sync::Arc<std::sync::Mutex<FakeOidc>>) -> axum::Router {
+        use axum::http::{StatusCode, header};
+        use axum::response::IntoResponse;
+        let discovery = json!({
+            "issuer": url,
+            "authorization_endpoint": format!("{url}/authorize"),
+            "token_endpoint": format!("{url}/token"),
+            "jwks_uri": format!("{url}/jwks"),
+            "response_types_supported": ["code"],
+            "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+        });
+        let (o1, o2) = (oidc.clone(), oidc);
+        let issuer = url.clone();
+        axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || {
+                    let d = discovery.clone();
+                    async move { axum::Json(d) }
+                }),
+            )
+            .route(
+                "/authorize",
+                axum::routing::get(move |uri: axum::http::Uri| {
+                    let oidc = o1.clone();
+                    async move {
+                        let q = form_pairs(uri.query().unwrap_or(""));
+                        let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+                        if get("client_id") != FAKE_CLIENT_ID
+                            || get("response_type") != "code"
+                            || get("code_challenge_method") != "S256"
+                            || get("code_challenge").is_empty()
+                        {
+                            return (StatusCode::BAD_REQUEST, "bad authorization request").into_response();
+                        }
+                        let mut o = oidc.lock().expect("oidc");
+                        o.next += 1;
+                        let code = format!("code-{}-{}", o.next, get("code_challenge").len());
+                        let grant = FakeGrant {
+                            challenge: get("code_challenge"),
+                            nonce: get("nonce"),
+                            redirect_uri: get("redirect_uri"),
+                            subject: o.subject.clone(),
+                            username: o.username.clone(),
+                            used: false,
+                        };
+                        o.grants.insert(code.clone(), grant);
+                        let to = format!("{}?code={code}&state={}", get("redirect_uri"), get("state"));
+                        (StatusCode::FOUND, [(header::LOCATION, to)]).into_response()
+                    }
+                }),
+            )
+            .route(
+                "/token",
+                axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                    let oidc = o2.clone();
+                    let issuer = issuer.clone();
+                    async move {
+                        let f = form_pairs(&body);
+                        let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+                        let invalid =
+                            |e: &str| (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": e }))).into_response();
+                        let client_ok = headers
+                            .get(header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| v == basic(FAKE_CLIENT_ID, FAKE_CLIENT_SECRET));
+                        if !client_ok {
+                            return (
+                                StatusCode::UNAUTHORIZED,
+                                axum::Json(json!({ "error": "invalid_client" })),
+                            )
+                                .into_response();
+                        }
+                        if get("grant_type") != "authorization_code" {
+                            return invalid("unsupported_grant_type");
+                        }
+                        let mut o = oidc.lock().expect("oidc");
+                        let fault = o.fault;
+                        let Some(grant) = o.grants.get_mut(&get("code")) else {
+                            return invalid("invalid_grant");
+                        };
+                        if grant.used {
+                            return invalid("invalid_grant");
+                        }
+                        grant.used = true;
+                        use base64::Engine as _;
+                        let digest = <sha2::Sha256 as sha2::Digest>::digest(get("code_verifier").as_bytes());
+                        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
+                        if challenge != grant.challenge || get("redirect_uri") != grant.redirect_uri {
+                            return invalid("invalid_grant");
+                        }
+                        let id_token = fake_id_token(&issuer, grant, fault);
+                        axum::Json(json!({
+                            "access_token": "fake-provider-access-token",
+                            "token_type": "bearer",
+                            "expires_in": 300,
+                            "id_token": id_token,
+                        }))
+                        .into_response()
+                    }
+                }),
+            )
+            .route("/app", axum::routing::get(|| async { "signed in" }))
+    }
+
+    /// What the next id_tokens get wrong.
+    pub fn fault(&self, fault: IdTokenFault) {
+        self.oidc.lock().expect("oidc").fault = fault;
+    }
+
+    /// Who signs in next: the provider's subject and preferred username.
+    pub fn next_user(&self, subject: &str, username: &str) {
+        let mut o = self.oidc.lock().expect("oidc");
+        o.subject = subject.into();
+        o.username = username.into();
+    }
+
+    /// A provider entry of the server's config for this fake.
+    pub fn provider(&self, name: &str, server_url: &str, auto_create: bool) -> kalamdb_api::oauth::OAuthProvider {
+        kalamdb_api::oauth::OAuthProvider {
+            name: name.into(),
+            kind: kalamdb_api::oauth::ProviderKind::Oidc,
+            client_id: FAKE_CLIENT_ID.into(),
+            client_secret: Some(FAKE_CLIENT_SECRET.into()),
+            issuer: Some(self.url.clone()),
+            authorize_url: None,
+            token_url: None,
+            user_api_url: None,
+            scopes: None,
+            redirect_uri: format!("{server_url}/v1/auth/oauth/{name}/callback"),
+            app_redirects: vec![format!("{}/app", self.url)],
+            auto_create,
+            role: kalamdb_auth::identity::Role::User,
         }
     }
 
@@ -539,5 +762,143 @@ impl FakeIssuer {
 impl Drop for FakeIssuer {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+fn fake_id_token(issuer: &str, grant: &FakeGrant, fault: IdTokenFault) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let mut claims = json!({
+        "iss": issuer,
+        "aud": FAKE_CLIENT_ID,
+        "sub": grant.subject,
+        "nonce": grant.nonce,
+        "preferred_username": grant.username,
+        "email": format!("{}@example.com", grant.username),
+        "iat": now,
+        "exp": now + 300,
+    });
+    match fault {
+        IdTokenFault::WrongAudience => claims["aud"] = json!("another-client"),
+        IdTokenFault::WrongIssuer => claims["iss"] = json!("http://127.0.0.1:1"),
+        IdTokenFault::Expired => claims["exp"] = json!(now - 600),
+        IdTokenFault::WrongNonce => claims["nonce"] = json!("not-the-nonce"),
+        _ => {}
+    }
+    let rs256 = |key: &str, kid: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_rsa_der(&oidc_fixture(key)),
+        )
+        .expect("sign")
+    };
+    match fault {
+        IdTokenFault::RotatedKey => rs256("rsa2.der", "rsa-2"),
+        IdTokenFault::TamperedSignature => {
+            let t = rs256("rsa1.der", "rsa-1");
+            let (head, sig) = t.rsplit_once('.').expect("jwt");
+            let mut sig: Vec<char> = sig.chars().collect();
+            sig.reverse();
+            format!("{head}.{}", sig.into_iter().collect::<String>())
+        }
+        IdTokenFault::AlgNone => format!(
+            "{}.{}.",
+            b64(br#"{"alg":"none","typ":"JWT","kid":"rsa-1"}"#),
+            b64(claims.to_string().as_bytes())
+        ),
+        IdTokenFault::Hs256WithPublicKey => {
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+            header.kid = Some("rsa-1".into());
+            jsonwebtoken::encode(
+                &header,
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(&oidc_fixture("rsa1.pub.pem")),
+            )
+            .expect("sign")
+        }
+        _ => rs256("rsa1.der", "rsa-1"),
+    }
+}
+
+/// A browser, as far as a sign-in needs one: follows redirects and keeps cookies.
+pub struct Browser {
+    client: reqwest::Client,
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            cookies: Default::default(),
+        }
+    }
+
+    /// One request with this browser's cookies; keeps the cookies it sets. Returns the
+    /// status, the `Location` and the body.
+    pub async fn step(&mut self, url: &str) -> (u16, Option<String>, String) {
+        let mut req = self.client.get(url);
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            req = req.header("cookie", jar.join("; "));
+        }
+        let resp = req.send().await.expect("request");
+        for v in resp.headers().get_all("set-cookie") {
+            let text = v.to_str().unwrap_or("");
+            let first = text.split(';').next().unwrap_or("");
+            if let Some((k, v)) = first.split_once('=') {
+                let expired = text.to_ascii_lowercase().contains("max-age=0");
+                if v.is_empty() || expired {
+                    self.cookies.remove(k.trim());
+                } else {
+                    self.cookies.insert(k.trim().to_string(), v.to_string());
+                }
+            }
+        }
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        (status, location, resp.text().await.unwrap_or_default())
+    }
+
+    /// Follows redirects from `url` to a page that is not one; returns its URL, status
+    /// and body.
+    pub async fn visit(&mut self, url: &str) -> (String, u16, String) {
+        let mut url = url.to_string();
+        for _ in 0..10 {
+            let (status, location, body) = self.step(&url).await;
+            match location {
+                Some(next) if (300..400).contains(&status) => url = next,
+                _ => return (url, status, body),
+            }
+        }
+        panic!("too many redirects");
+    }
+
+    pub fn cookies(&self) -> std::collections::BTreeMap<String, String> {
+        self.cookies.clone()
+    }
+
+    pub fn set_cookies(&mut self, cookies: std::collections::BTreeMap<String, String>) {
+        self.cookies = cookies;
     }
 }

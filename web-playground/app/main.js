@@ -16,11 +16,34 @@ import * as session from './session.js';
 
 const PLUGINS = [HISTORY_PLUGIN, explorerPlugin()];
 
+/** The page's own URL without a query: where a provider sign-in comes back to. */
+function pageUrl() {
+  return `${window.location.origin}${window.location.pathname}`;
+}
+
 function SignIn({ notice, onSignedIn }) {
   const [username, setUsername] = useState('');
   const [password, setPassword] = useState('');
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
+  const [providers, setProviders] = useState([]);
+  useEffect(() => {
+    session.providers().then(setProviders);
+  }, []);
+  // back from a provider: trade the one-time code for tokens, and drop it from the URL
+  useEffect(() => {
+    const code = new URLSearchParams(window.location.search).get('code');
+    if (!code) return;
+    window.history.replaceState(null, '', pageUrl());
+    setBusy(true);
+    session
+      .exchange(code)
+      .then(onSignedIn)
+      .catch((err) => {
+        setError(err.message);
+        setBusy(false);
+      });
+  }, [onSignedIn]);
   const submit = async (e) => {
     e.preventDefault();
     setBusy(true);
@@ -63,6 +86,18 @@ function SignIn({ notice, onSignedIn }) {
       }),
       error && h('p', { className: 'kdb-error', role: 'alert' }, error),
       h('button', { type: 'submit', disabled: busy }, busy ? 'Signing in…' : 'Sign in'),
+      providers.length > 0 && h('p', { className: 'kdb-muted kdb-or' }, 'or'),
+      ...providers.map((p) =>
+        h(
+          'a',
+          {
+            key: p.name,
+            className: 'kdb-provider',
+            href: `${p.start}?redirect=${encodeURIComponent(pageUrl())}`,
+          },
+          `Sign in with ${p.name}`,
+        ),
+      ),
       h(
         'p',
         { className: 'kdb-muted kdb-small' },
@@ -193,15 +228,11 @@ function App() {
     return () => clearTimeout(timer);
   }, [current, signOut]);
 
-  if (!current) {
-    return h(SignIn, {
-      notice,
-      onSignedIn: (s) => {
-        setNotice(null);
-        setCurrent(s);
-      },
-    });
-  }
+  const signedIn = useCallback((s) => {
+    setNotice(null);
+    setCurrent(s);
+  }, []);
+  if (!current) return h(SignIn, { notice, onSignedIn: signedIn });
   const changeActAs = (user) => {
     session.storeActAs(user);
     setActAs(user);

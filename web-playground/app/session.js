@@ -74,6 +74,21 @@ export async function login(username, password) {
   return fromPair(await post('/v1/auth/login', { username, password }));
 }
 
+/** The end of an OAuth sign-in: the one-time code the server sent the browser back with. */
+export async function exchange(code) {
+  return fromPair(await post('/v1/auth/exchange', { code }));
+}
+
+/** The configured OAuth / OIDC providers, for sign-in buttons. */
+export async function providers() {
+  try {
+    const res = await fetch('/v1/auth/providers');
+    return res.ok ? (await res.json()).providers : [];
+  } catch {
+    return [];
+  }
+}
+
 /** Ends the session on the server too: its tokens stop working, its sockets close. */
 export async function logout(session) {
   try {

@@ -104,6 +104,9 @@ pub struct Engine {
     failures: Mutex<HashMap<UserId, LoginFailures>>,
     /// When each (caller, user) pair last had its acting-as audited.
     act_as_audited: Mutex<HashMap<(UserId, UserId), u64>>,
+    /// bcrypt runs off the async executor and on at most all cores but one, so that a
+    /// burst of logins queues instead of starving every other request of CPU.
+    bcrypt_slots: tokio::sync::Semaphore,
 }
 
 /// Acting as a user is audited once per this window per caller and user, not per request.
@@ -234,6 +237,9 @@ impl Engine {
             revocations: broadcast::channel(1024).0,
             failures: Mutex::new(HashMap::new()),
             act_as_audited: Mutex::new(HashMap::new()),
+            bcrypt_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
+            ),
         });
         engine.bootstrap().await?;
         spawn_change_log_purge(&engine);
@@ -285,6 +291,11 @@ impl Engine {
 
     pub(crate) async fn hash_password(&self, pw: String) -> Result<String> {
         let cost = self.config.bcrypt_cost;
+        let _slot = self
+            .bcrypt_slots
+            .acquire()
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         tokio::task::spawn_blocking(move || password::hash(&pw, cost))
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))?
@@ -303,9 +314,15 @@ impl Engine {
             .and_then(|u| u.password_hash.clone())
             .unwrap_or_else(|| self.dummy_hash.clone());
         let pw = pw.to_string();
+        let slot = self
+            .bcrypt_slots
+            .acquire()
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         let ok = tokio::task::spawn_blocking(move || password::verify(&pw, &hash))
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))?;
+        drop(slot);
         let refusal = match &user {
             None => Some("unknown or deleted user"),
             Some(u) if u.password_hash.is_none() => Some("no password set"),

@@ -49,7 +49,11 @@ async fn sign_in(s: &TestServer, idp: &FakeIssuer, provider: &str) -> (String, u
 async fn oauth_sign_in_with_an_oidc_provider() {
     let idp = FakeIssuer::start().await;
     let s = TestServer::start_at(|c, url| {
-        c.oauth_providers = vec![idp.provider("fake", url, true), idp.provider("invite-only", url, false)];
+        c.oauth_providers = vec![
+            idp.provider("fake", url, true),
+            idp.provider("invite-only", url, false),
+            idp.github_provider("gh", url),
+        ];
         c.jwks_min_refetch_secs = 1;
     })
     .await;
@@ -193,6 +197,21 @@ async fn oauth_sign_in_with_an_oidc_provider() {
     let (url, status, _) = sign_in(&s, &idp, "fake").await;
     assert_eq!(status, 200, "{url}");
     assert_eq!(exchange(&s, &code_of(&url)).await.0, 200);
+
+    // GitHub: no id_token; the identity comes from its user API
+    idp.fault(IdTokenFault::None);
+    idp.next_user("subject-dan", "dan-gh");
+    let (url, status, body) = sign_in(&s, &idp, "gh").await;
+    assert_eq!(status, 200, "{url} {body}");
+    let (_, pair) = exchange(&s, &code_of(&url)).await;
+    let (_, me) = s
+        .gql_with(
+            &format!("Bearer {}", pair["access_token"].as_str().unwrap()),
+            "{ _me { user_id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(me["data"]["_me"]["user_id"], "dan-gh");
 
     // audited: the users created at sign-in and the logins
     let r = s

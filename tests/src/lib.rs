@@ -582,7 +582,7 @@ impl FakeIssuer {
             "response_types_supported": ["code"],
             "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         });
-        let (o1, o2) = (oidc.clone(), oidc);
+        let (o1, o2, o3) = (oidc.clone(), oidc.clone(), oidc);
         let issuer = url.clone();
         axum::Router::new()
             .route(
@@ -673,7 +673,42 @@ impl FakeIssuer {
                     }
                 }),
             )
+            .route(
+                "/user",
+                axum::routing::get(move |headers: axum::http::HeaderMap| {
+                    let oidc = o3.clone();
+                    async move {
+                        let ok = headers
+                            .get(header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| v == "Bearer fake-provider-access-token");
+                        if !ok {
+                            return StatusCode::UNAUTHORIZED.into_response();
+                        }
+                        // GitHub's user API: a numeric id and a login
+                        let o = oidc.lock().expect("oidc");
+                        let id = o
+                            .subject
+                            .bytes()
+                            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+                            % 1_000_000_000;
+                        axum::Json(json!({ "id": id, "login": o.username })).into_response()
+                    }
+                }),
+            )
             .route("/app", axum::routing::get(|| async { "signed in" }))
+    }
+
+    /// A GitHub-kind provider entry whose endpoints are this fake's.
+    pub fn github_provider(&self, name: &str, server_url: &str) -> kalamdb_api::oauth::OAuthProvider {
+        kalamdb_api::oauth::OAuthProvider {
+            kind: kalamdb_api::oauth::ProviderKind::Github,
+            issuer: None,
+            authorize_url: Some(format!("{}/authorize", self.url)),
+            token_url: Some(format!("{}/token", self.url)),
+            user_api_url: Some(format!("{}/user", self.url)),
+            ..self.provider(name, server_url, true)
+        }
     }
 
     /// What the next id_tokens get wrong.

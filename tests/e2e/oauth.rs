@@ -39,6 +39,20 @@ async fn users(s: &TestServer) -> Vec<String> {
         .collect()
 }
 
+/// The user whose tokens the one-time code in the app URL `url` redeems for.
+async fn signed_in_as(s: &TestServer, url: &str) -> Value {
+    let (st, pair) = exchange(s, &code_of(url)).await;
+    assert_eq!(st, 200, "{pair}");
+    let (_, me) = s
+        .gql_with(
+            &format!("Bearer {}", pair["access_token"].as_str().unwrap_or("")),
+            "{ _me { user_id } }",
+            json!({}),
+        )
+        .await;
+    me["data"]["_me"]["user_id"].clone()
+}
+
 /// A whole sign-in from the app's button to the app, as a browser does it.
 async fn sign_in(s: &TestServer, idp: &FakeIssuer, provider: &str) -> (String, u16, String) {
     let start = format!("{}/v1/auth/oauth/{provider}/start?redirect={}/app", s.url, idp.url);
@@ -93,15 +107,7 @@ async fn oauth_sign_in_with_an_oidc_provider() {
     assert_eq!(exchange(&s, &code_of(&url)).await.0, 200);
     idp.next_user("subject-other-alice", "alice");
     let (url, _, _) = sign_in(&s, &idp, "fake").await;
-    let (_, pair) = exchange(&s, &code_of(&url)).await;
-    let (_, me) = s
-        .gql_with(
-            &format!("Bearer {}", pair["access_token"].as_str().unwrap()),
-            "{ _me { user_id } }",
-            json!({}),
-        )
-        .await;
-    assert_eq!(me["data"]["_me"]["user_id"], "alice-2");
+    assert_eq!(signed_in_as(&s, &url).await, "alice-2");
     let before = users(&s).await;
 
     // a provider without auto_create signs in only linked identities
@@ -203,15 +209,7 @@ async fn oauth_sign_in_with_an_oidc_provider() {
     idp.next_user("subject-dan", "dan-gh");
     let (url, status, body) = sign_in(&s, &idp, "gh").await;
     assert_eq!(status, 200, "{url} {body}");
-    let (_, pair) = exchange(&s, &code_of(&url)).await;
-    let (_, me) = s
-        .gql_with(
-            &format!("Bearer {}", pair["access_token"].as_str().unwrap()),
-            "{ _me { user_id } }",
-            json!({}),
-        )
-        .await;
-    assert_eq!(me["data"]["_me"]["user_id"], "dan-gh");
+    assert_eq!(signed_in_as(&s, &url).await, "dan-gh");
 
     // audited: the users created at sign-in and the logins
     let r = s

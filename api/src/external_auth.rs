@@ -14,6 +14,7 @@ use kalamdb_auth::error::AuthError;
 use kalamdb_auth::external::{self, Expected, SignedWith};
 use kalamdb_auth::identity::{Role, UserId};
 use kalamdb_engine::context::ExecContext;
+use kalamdb_engine::engine::Principal;
 use kalamdb_engine::error::ErrorCode;
 use kalamdb_storage::seq::now_millis;
 use parking_lot::{Mutex, RwLock};
@@ -245,7 +246,15 @@ fn identity_of(cfg: &TrustedIssuer, claims: &serde_json::Map<String, Json>) -> R
 }
 
 impl ExternalIdentity {
-    pub fn context(&self) -> ExecContext {
-        ExecContext::new(self.user.clone(), self.role)
+    /// The caller as the request pipeline carries it: vouched for by the issuer until
+    /// the token expires, with no local session to revoke.
+    pub fn principal(&self) -> Principal {
+        Principal {
+            ctx: ExecContext::new(self.user.clone(), self.role),
+            expires_at: Some(self.expires_at),
+            session: None,
+            epoch: 0,
+            external: true,
+        }
     }
 }

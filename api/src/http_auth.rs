@@ -62,14 +62,7 @@ pub async fn authenticate_session(
     let mut principal = match credentials(headers)? {
         Credentials::Basic(user, pass) => engine.authenticate(&user, &pass, source).await?,
         Credentials::Bearer(token) if state.external.claims_trusted_issuer(&token) => {
-            let id = state.external.verify(&token).await?;
-            Principal {
-                ctx: id.context(),
-                expires_at: Some(id.expires_at),
-                session: None,
-                epoch: 0,
-                external: true,
-            }
+            state.external.verify(&token).await?.principal()
         }
         Credentials::Bearer(token) => engine.token_session(&token)?,
     };

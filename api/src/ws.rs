@@ -264,10 +264,8 @@ struct Conn {
     out: Outbox,
     events: mpsc::UnboundedSender<ConnEvent>,
     init_received: bool,
-    ctx: Option<ExecContext>,
-    /// Unix seconds at which the connection's token expires.
-    expires_at: Option<u64>,
-    /// The credentials of `connection_init`; their revocation closes the socket.
+    /// The caller of `connection_init`: its context, its token's expiry, and the
+    /// credentials whose revocation closes the socket.
     principal: Option<Principal>,
     running: HashMap<String, Running>,
 }
@@ -291,8 +289,6 @@ async fn run(socket: WebSocket, protocol: Protocol, state: AppState, peer: Socke
         out: out.clone(),
         events,
         init_received: false,
-        ctx: None,
-        expires_at: None,
         principal: None,
         running: HashMap::new(),
     };
@@ -303,7 +299,7 @@ async fn run(socket: WebSocket, protocol: Protocol, state: AppState, peer: Socke
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
     let mut writer_done = false;
     let closing: Option<Closing> = loop {
-        let expiry = conn.expires_at.map(|exp| {
+        let expiry = conn.principal.as_ref().and_then(|p| p.expires_at).map(|exp| {
             let now = kalamdb_storage::seq::now_millis();
             Duration::from_millis((exp * 1000).saturating_sub(now))
         });
@@ -419,7 +415,7 @@ impl Conn {
             // browsers and ws answer a ping frame by themselves; clients need not ping us
             Protocol::TransportWs => self.out.control(Out::Ping),
             Protocol::LegacyWs => {
-                if self.ctx.is_some() {
+                if self.principal.is_some() {
                     self.send_type("ka");
                 }
             }
@@ -457,7 +453,7 @@ impl Conn {
             }
             "pong" if !legacy => None,
             "subscribe" | "start" if (ty == "start") == legacy => {
-                if self.ctx.is_none() {
+                if self.principal.is_none() {
                     return Some((close::UNAUTHORIZED, "Unauthorized".into()));
                 }
                 let Some(Json::String(id)) = msg.remove("id") else {
@@ -510,8 +506,6 @@ impl Conn {
         let headers = init_headers(payload, &self.upgrade_headers);
         match http_auth::authenticate_session(&self.state, &headers, self.peer).await {
             Ok(principal) => {
-                self.ctx = Some(principal.ctx.clone());
-                self.expires_at = principal.expires_at;
                 self.principal = Some(principal);
                 self.send_type("connection_ack");
                 if self.protocol == Protocol::LegacyWs {
@@ -539,7 +533,9 @@ impl Conn {
                 return self.op_error(&id, code, message);
             }
         };
-        let Some(ctx) = self.ctx.clone() else { return };
+        let Some(ctx) = self.principal.as_ref().map(|p| p.ctx.clone()) else {
+            return;
+        };
         let doc = match async_graphql::parser::parse_query(&params.query) {
             Ok(d) => d,
             Err(e) => return self.op_error(&id, ErrorCode::GraphqlParseFailed, e.to_string()),

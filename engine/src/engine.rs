@@ -135,6 +135,27 @@ pub struct Principal {
     pub external: bool,
 }
 
+/// Why a password login was refused: for the audit log only, never for the caller.
+enum LoginRefusal {
+    UnknownUser,
+    NoPassword,
+    Locked,
+    WrongPassword(UserId),
+    RootFromAfar,
+}
+
+impl LoginRefusal {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::UnknownUser => "unknown or deleted user",
+            Self::NoPassword => "no password set",
+            Self::Locked => "account locked",
+            Self::WrongPassword(_) => "wrong password",
+            Self::RootFromAfar => "root from a non-loopback address",
+        }
+    }
+}
+
 #[derive(Default)]
 struct LoginFailures {
     count: u32,
@@ -289,16 +310,17 @@ impl Engine {
         &self.config
     }
 
+    /// Runs bcrypt work off the executor, once one of the bcrypt slots is free.
+    async fn bcrypt<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let internal = |e: &dyn std::fmt::Display| EngineError::Internal(e.to_string());
+        let _slot = self.bcrypt_slots.acquire().await.map_err(|e| internal(&e))?;
+        tokio::task::spawn_blocking(work).await.map_err(|e| internal(&e))
+    }
+
     pub(crate) async fn hash_password(&self, pw: String) -> Result<String> {
         let cost = self.config.bcrypt_cost;
-        let _slot = self
-            .bcrypt_slots
-            .acquire()
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(move || password::hash(&pw, cost))
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?
+        self.bcrypt(move || password::hash(&pw, cost))
+            .await?
             .map_err(EngineError::from)
     }
 
@@ -314,35 +336,28 @@ impl Engine {
             .and_then(|u| u.password_hash.clone())
             .unwrap_or_else(|| self.dummy_hash.clone());
         let pw = pw.to_string();
-        let slot = self
-            .bcrypt_slots
-            .acquire()
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let ok = tokio::task::spawn_blocking(move || password::verify(&pw, &hash))
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        drop(slot);
+        let ok = self.bcrypt(move || password::verify(&pw, &hash)).await?;
         let refusal = match &user {
-            None => Some("unknown or deleted user"),
-            Some(u) if u.password_hash.is_none() => Some("no password set"),
-            Some(u) if self.is_locked(&u.id) => Some("account locked"),
-            Some(_) if !ok => Some("wrong password"),
+            None => Err(LoginRefusal::UnknownUser),
+            Some(u) if u.password_hash.is_none() => Err(LoginRefusal::NoPassword),
+            Some(u) if self.is_locked(&u.id) => Err(LoginRefusal::Locked),
+            Some(u) if !ok => Err(LoginRefusal::WrongPassword(u.id.clone())),
             Some(u)
                 if u.role == Role::System
                     && u.id.as_str() == UserId::ROOT
                     && !source.is_loopback()
                     && !self.config.root_remote_login =>
             {
-                Some("root from a non-loopback address")
+                Err(LoginRefusal::RootFromAfar)
             }
-            Some(_) => None,
+            Some(_) => Ok(()),
         };
         let user = match (refusal, user) {
-            (None, Some(u)) => u,
-            (refusal, user) => {
-                if let (Some("wrong password"), Some(u)) = (refusal, &user) {
-                    self.note_failure(&u.id);
+            (Ok(()), Some(u)) => u,
+            (refusal, _) => {
+                let refusal = refusal.err().unwrap_or(LoginRefusal::UnknownUser);
+                if let LoginRefusal::WrongPassword(id) = &refusal {
+                    self.note_failure(id);
                 }
                 self.audit_event(AuditEvent {
                     action: AuditAction::LoginFailed,
@@ -350,7 +365,7 @@ impl Engine {
                     subject: None,
                     target: "password".into(),
                     source: Some(source),
-                    detail: refusal.unwrap_or("refused").into(),
+                    detail: refusal.as_str().into(),
                 });
                 return Err(EngineError::Unauthenticated);
             }
@@ -478,10 +493,10 @@ impl Engine {
                     deleted_at_ms: None,
                     session_epoch: 0,
                 };
-                self.users.put(&self.store, rec.clone())?;
-                let mut b = WriteBatch::new();
-                b.put(&sys, link_key, id.as_str().as_bytes().to_vec());
-                self.store.write(b)?;
+                // the user and its link land together, or neither does
+                let mut link = WriteBatch::new();
+                link.put(&sys, link_key, id.as_str().as_bytes().to_vec());
+                self.users.put_with(&self.store, rec.clone(), link)?;
                 self.audit_event(AuditEvent {
                     action: AuditAction::CreateUser,
                     actor: format!("oauth:{provider}"),

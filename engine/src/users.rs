@@ -71,7 +71,11 @@ impl UserStore {
     }
 
     pub fn put(&self, store: &HotStore, user: UserRecord) -> Result<()> {
-        let mut b = WriteBatch::new();
+        self.put_with(store, user, WriteBatch::new())
+    }
+
+    /// Writes the record in one atomic batch with the writes already in `b`.
+    pub fn put_with(&self, store: &HotStore, user: UserRecord, mut b: WriteBatch) -> Result<()> {
         let bytes = serde_json::to_vec(&user).map_err(|e| EngineError::Internal(e.to_string()))?;
         b.put(&Partition::system(), key(&user.id), bytes);
         store.write(b)?;

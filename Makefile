@@ -25,7 +25,7 @@ test: build test-deps
 	KALAMDB_BIN=$(BIN) bash scripts/test.sh
 
 bench: build
-	cargo bench --profile release --workspace --bench engine --bench load --bench ws_load
+	cargo bench --profile release --workspace --bench engine --bench cold --bench load --bench ws_load
 
 lint: deps
 	cargo fmt --all -- --check

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use kalamdb_engine::engine::EngineConfig;
+use kalamdb_engine::faults::Faults;
+use kalamdb_engine::schema::FlushPolicy;
 use kalamdb_schema_gen::schema::GraphqlLimits;
 use kalamdb_storage::hot_store::Durability;
 use serde::Deserialize;
@@ -18,7 +20,7 @@ pub enum DurabilitySetting {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Where RocksDB (and later Parquet segments) live.
+    /// Where RocksDB (and by default the Parquet segments) live.
     pub data_dir: PathBuf,
     /// `ADDR:PORT`; port 0 picks a free port.
     pub listen: String,
@@ -66,6 +68,20 @@ pub struct Config {
     pub jwks_min_refetch_secs: u64,
     /// Sign-in providers (OAuth 2.0 / OIDC).
     pub oauth_providers: Vec<crate::oauth::OAuthProvider>,
+    /// Where Parquet segments go (default: `<data_dir>/cold`).
+    pub cold_dir: Option<PathBuf>,
+    /// `rows:N,interval:S` for tables created without `FLUSH_POLICY`; empty: none.
+    pub default_flush_policy: String,
+    pub max_concurrent_jobs: usize,
+    pub job_max_retries: u32,
+    pub job_backoff_ms: u64,
+    pub ttl_check_secs: u64,
+    pub deleted_retention_secs: u64,
+    pub retention_check_secs: u64,
+    pub segment_delete_grace_ms: u64,
+    /// Test-only fault injection, from `KALAMDB_TEST_FAULTS` only.
+    #[serde(skip)]
+    pub faults: Faults,
 }
 
 impl Default for Config {
@@ -103,6 +119,16 @@ impl Default for Config {
             trusted_issuers: Vec::new(),
             jwks_min_refetch_secs: 30,
             oauth_providers: Vec::new(),
+            cold_dir: None,
+            default_flush_policy: engine.default_flush_policy.map(|p| p.render()).unwrap_or_default(),
+            max_concurrent_jobs: engine.max_concurrent_jobs,
+            job_max_retries: engine.job_max_retries,
+            job_backoff_ms: engine.job_backoff_ms,
+            ttl_check_secs: engine.ttl_check_secs,
+            deleted_retention_secs: engine.deleted_retention_secs,
+            retention_check_secs: engine.retention_check_secs,
+            segment_delete_grace_ms: engine.segment_delete_grace_ms,
+            faults: Faults::default(),
         }
     }
 }
@@ -115,6 +141,8 @@ pub enum ConfigError {
     Parse(PathBuf, toml::de::Error),
     #[error("bad value for {0}: {1}")]
     Env(&'static str, String),
+    #[error("bad setting {0}: {1}")]
+    Invalid(&'static str, String),
 }
 
 impl Config {
@@ -134,12 +162,19 @@ impl Config {
             None => Config::default(),
         };
         cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.flush_policy()?;
         Ok(cfg)
     }
 
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn parse<T: std::str::FromStr>(key: &'static str, v: String) -> Result<T, ConfigError> {
             v.parse().map_err(|_| ConfigError::Env(key, v))
+        }
+        if let Some(v) = get("KALAMDB_COLD_DIR") {
+            self.cold_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("KALAMDB_TEST_FAULTS") {
+            self.faults = Faults::parse(&v).map_err(|e| ConfigError::Env("KALAMDB_TEST_FAULTS", e.to_string()))?;
         }
         if let Some(v) = get("KALAMDB_DATA_DIR") {
             self.data_dir = v.into();
@@ -178,6 +213,16 @@ impl Config {
         Ok(())
     }
 
+    /// The default flush policy, parsed.
+    pub fn flush_policy(&self) -> Result<Option<FlushPolicy>, ConfigError> {
+        if self.default_flush_policy.trim().is_empty() {
+            return Ok(None);
+        }
+        FlushPolicy::parse(&self.default_flush_policy)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid("default_flush_policy", e.to_string()))
+    }
+
     pub fn engine_config(&self) -> EngineConfig {
         let mut e = EngineConfig::new(&self.data_dir);
         e.durability = match self.durability {
@@ -195,6 +240,17 @@ impl Config {
         e.live_queue_capacity = self.live_queue_capacity;
         e.login_max_failures = self.login_max_failures;
         e.login_lockout_secs = self.login_lockout_secs;
+        e.cold_dir = self.cold_dir.clone();
+        // validated when the config was loaded
+        e.default_flush_policy = self.flush_policy().ok().flatten();
+        e.max_concurrent_jobs = self.max_concurrent_jobs;
+        e.job_max_retries = self.job_max_retries;
+        e.job_backoff_ms = self.job_backoff_ms;
+        e.ttl_check_secs = self.ttl_check_secs;
+        e.deleted_retention_secs = self.deleted_retention_secs;
+        e.retention_check_secs = self.retention_check_secs;
+        e.segment_delete_grace_ms = self.segment_delete_grace_ms;
+        e.faults = self.faults.clone();
         e
     }
 

@@ -86,7 +86,7 @@ async fn run() {
         x ^= x << 17;
         let id = (x % N as u64) as i64;
         let t = Instant::now();
-        let r = engine.get_by_pk(&ctx, &table, &Value::BigInt(id)).unwrap();
+        let r = engine.get_by_pk(&ctx, &table, &Value::BigInt(id)).await.unwrap();
         samples.push(t.elapsed());
         assert_eq!(r.rows.len(), 1);
     }

@@ -36,8 +36,8 @@ pub fn table_arrow_schema(table: &TableDef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Builds one column of output. `None` as the type means a system column.
-enum ColBuilder {
+/// Builds one column of output.
+pub(crate) enum ColBuilder {
     Bool(BooleanBuilder),
     I32(Int32Builder),
     I64(Int64Builder),
@@ -49,7 +49,7 @@ enum ColBuilder {
 }
 
 impl ColBuilder {
-    fn new(ty: ColumnType, cap: usize) -> Self {
+    pub(crate) fn new(ty: ColumnType, cap: usize) -> Self {
         match ty {
             ColumnType::Boolean => ColBuilder::Bool(BooleanBuilder::with_capacity(cap)),
             ColumnType::Int => ColBuilder::I32(Int32Builder::with_capacity(cap)),
@@ -66,7 +66,7 @@ impl ColBuilder {
         }
     }
 
-    fn push(&mut self, v: &Value) {
+    pub(crate) fn push(&mut self, v: &Value) {
         match (self, v) {
             (ColBuilder::Bool(b), Value::Boolean(x)) => b.append_value(*x),
             (ColBuilder::I32(b), Value::Int(x)) => b.append_value(*x),
@@ -88,7 +88,7 @@ impl ColBuilder {
         }
     }
 
-    fn finish(self) -> ArrayRef {
+    pub(crate) fn finish(self) -> ArrayRef {
         match self {
             ColBuilder::Bool(mut b) => Arc::new(b.finish()),
             ColBuilder::I32(mut b) => Arc::new(b.finish()),
@@ -100,6 +100,24 @@ impl ColBuilder {
             ColBuilder::Bin(mut b) => Arc::new(b.finish()),
         }
     }
+}
+
+/// An Arrow array of `n` copies of `v` (a column's value in rows written before it existed).
+pub fn constant_array(ty: ColumnType, v: &Value, n: usize) -> ArrayRef {
+    let mut b = ColBuilder::new(ty, n);
+    for _ in 0..n {
+        b.push(v);
+    }
+    b.finish()
+}
+
+/// An Arrow array of `values`, all of type `ty`.
+pub fn values_array(ty: ColumnType, values: &[Value]) -> ArrayRef {
+    let mut b = ColBuilder::new(ty, values.len());
+    for v in values {
+        b.push(v);
+    }
+    b.finish()
 }
 
 /// Builds a batch of the projected columns (indexes into [`table_arrow_schema`]).

@@ -215,6 +215,27 @@ pub fn encode_key_value(k: &mut KeyBuilder, v: &Value) -> Result<()> {
     Ok(())
 }
 
+/// Reads back a key value of type `ty` written by [`encode_key_value`].
+pub fn decode_key_value(r: &mut KeyReader<'_>, ty: ColumnType) -> Option<Value> {
+    Some(match ty {
+        ColumnType::Boolean => Value::Boolean(r.bool()?),
+        ColumnType::Int => Value::Int(r.i32()?),
+        ColumnType::Date => Value::Date(r.i32()?),
+        ColumnType::BigInt => Value::BigInt(r.i64()?),
+        ColumnType::Timestamp => Value::Timestamp(r.i64()?),
+        ColumnType::Double => Value::Double(r.f64()?),
+        ColumnType::Text => Value::Text(String::from_utf8(r.bytes()?).ok()?),
+        ColumnType::Uuid => Value::Uuid(r.fixed(16)?.try_into().ok()?),
+        ColumnType::Bytes => Value::Bytes(r.bytes()?),
+        ColumnType::Json => return None,
+    })
+}
+
+/// The encoded primary key alone (a row key without its user prefix).
+pub fn pk_bytes(pk: &Value) -> Result<Vec<u8>> {
+    row_key(None, pk)
+}
+
 /// The key prefix that holds all rows a scan may see: the user's rows of a per-user
 /// table, everything of a shared one.
 pub fn partition_prefix(user: Option<&UserId>) -> Vec<u8> {

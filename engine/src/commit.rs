@@ -10,13 +10,16 @@ use std::sync::mpsc;
 use std::thread;
 
 use kalamdb_auth::identity::UserId;
+use kalamdb_auth::permissions::TableType;
 use kalamdb_storage::{hot_store::HotStore, hot_store::Partition, hot_store::WriteBatch, seq::Seq};
 use tokio::sync::oneshot;
 
 use crate::catalog::Catalog;
 use crate::changelog::{ChangeKind, encode_entry, entry_key};
 use crate::codec::{decode_header, decode_row, encode_row, encode_tombstone, row_key};
+use crate::cold::{ColdTier, partition_dir};
 use crate::error::{EngineError, Result};
+use crate::flush::Unflushed;
 use crate::live::LiveHub;
 use crate::row_cache::{PartitionKey, RowCache};
 use crate::row_expr::RowExpr;
@@ -103,17 +106,17 @@ impl Drop for CommitPipeline {
 const MAX_GROUP: usize = 512;
 
 impl CommitPipeline {
-    pub fn start(store: Arc<HotStore>, catalog: Arc<Catalog>, cache: Arc<RowCache>, live: Arc<LiveHub>) -> Self {
+    /// Starts the writer thread. It reads cold rows (for key checks on flushed rows)
+    /// through the runtime it is started from.
+    pub fn start(store: Arc<HotStore>, catalog: Arc<Catalog>, sinks: Sinks, cold: Arc<ColdTier>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
+        let cold = ColdLookup {
+            cold,
+            runtime: tokio::runtime::Handle::current(),
+        };
         let thread = thread::Builder::new()
             .name("kalamdb-commit".into())
-            .spawn(move || {
-                let sinks = Sinks {
-                    cache: &cache,
-                    live: &live,
-                };
-                writer_loop(&store, &catalog, &sinks, rx)
-            })
+            .spawn(move || writer_loop(&store, &catalog, &sinks, &cold, rx))
             .expect("spawn the commit thread");
         Self {
             tx: Some(tx),
@@ -162,12 +165,31 @@ fn merge(into: &mut Pending, from: Pending) {
 }
 
 /// Who hears of a committed batch before its writers are acknowledged.
-struct Sinks<'a> {
-    cache: &'a RowCache,
-    live: &'a LiveHub,
+pub struct Sinks {
+    pub cache: Arc<RowCache>,
+    pub live: Arc<LiveHub>,
+    pub unflushed: Arc<Unflushed>,
 }
 
-fn writer_loop(store: &HotStore, catalog: &Catalog, sinks: &Sinks<'_>, rx: mpsc::Receiver<Job>) {
+/// Reads of flushed rows from the writer thread.
+struct ColdLookup {
+    cold: Arc<ColdTier>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ColdLookup {
+    /// The newest cold version of a key, encoded as a hot row would be.
+    fn get(&self, table: &TableDef, user: Option<&UserId>, pk: &Value) -> Result<Option<(Seq, Vec<u8>)>> {
+        let dir = partition_dir(table, user);
+        if self.cold.store.cached_manifest(&dir).is_some_and(|m| m.is_empty()) {
+            return Ok(None);
+        }
+        let found = self.runtime.block_on(self.cold.get(table, user, pk))?;
+        Ok(found.map(|(seq, values)| (seq, encode_row(table.current(), seq, &values))))
+    }
+}
+
+fn writer_loop(store: &HotStore, catalog: &Catalog, sinks: &Sinks, cold: &ColdLookup, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -182,20 +204,21 @@ fn writer_loop(store: &HotStore, catalog: &Catalog, sinks: &Sinks<'_>, rx: mpsc:
                 Job::Write(req, reply) => writes.push((req, reply)),
                 Job::Exclusive(f) => {
                     // keep order: commit what came before, then run the exclusive job
-                    commit_group(store, catalog, sinks, std::mem::take(&mut writes));
+                    commit_group(store, catalog, sinks, cold, std::mem::take(&mut writes));
                     f(store);
                     sinks.cache.clear();
                 }
             }
         }
-        commit_group(store, catalog, sinks, writes);
+        commit_group(store, catalog, sinks, cold, writes);
     }
 }
 
 fn commit_group(
     store: &HotStore,
     catalog: &Catalog,
-    sinks: &Sinks<'_>,
+    sinks: &Sinks,
+    cold: &ColdLookup,
     writes: Vec<(WriteRequest, oneshot::Sender<Result<WriteOutcome>>)>,
 ) {
     if writes.is_empty() {
@@ -209,7 +232,7 @@ fn commit_group(
     for (req, reply) in writes {
         let mut local = WriteBatch::new();
         let mut local_pending: Pending = HashMap::new();
-        let res = apply_request(store, catalog, &req, &pending, &mut local_pending, &mut local);
+        let res = apply_request(store, catalog, cold, &req, &pending, &mut local_pending, &mut local);
         if res.is_ok() {
             batch.append(local);
             merge(&mut pending, local_pending);
@@ -226,6 +249,7 @@ fn commit_group(
             for ((table, user), (reply, res)) in committed.iter().zip(results) {
                 if let Ok(out) = &res {
                     sinks.live.publish(table, user.as_ref(), &out.changes);
+                    sinks.unflushed.add(table.uid.0, out.changes.len() as u64);
                 }
                 let _ = reply.send(res);
             }
@@ -242,6 +266,7 @@ fn commit_group(
 fn apply_request(
     store: &HotStore,
     catalog: &Catalog,
+    cold: &ColdLookup,
     req: &WriteRequest,
     group: &Pending,
     local: &mut Pending,
@@ -259,8 +284,9 @@ fn apply_request(
     let user = req.user.as_ref();
     let mut out = WriteOutcome::default();
 
-    // the live version of a key: what this group wrote last, else what is stored
-    let lookup = |local: &Pending, key: &[u8]| -> Result<Option<(Seq, Vec<u8>)>> {
+    // the live version of a key: what this group wrote last, else what is stored hot,
+    // else the newest cold version
+    let lookup = |local: &Pending, key: &[u8], pk: &Value| -> Result<Option<(Seq, Vec<u8>)>> {
         let uid = table.uid.0;
         let pending = local
             .get(&uid)
@@ -273,7 +299,11 @@ fn apply_request(
             let (_, seq, deleted) = decode_header(bytes)?;
             Ok((!deleted).then(|| (seq, bytes.to_vec())))
         })?;
-        Ok(found.transpose()?.flatten())
+        match found.transpose()? {
+            Some(hot) => Ok(hot),
+            None if table.table_type == TableType::Stream => Ok(None),
+            None => cold.get(&table, user, pk),
+        }
     };
     let values_of = |bytes: &[u8]| -> Result<Vec<Value>> { Ok(decode_row(&table, bytes)?.values) };
 
@@ -286,7 +316,7 @@ fn apply_request(
             }
             WriteOp::Update { pk, .. } | WriteOp::Delete { pk, .. } => (pk.clone(), row_key(user, pk)?),
         };
-        let existing = lookup(local, &key)?;
+        let existing = lookup(local, &key, &pk)?;
         let check_version = |existing: &Option<(Seq, Vec<u8>)>, expected: &Option<Seq>| -> Result<()> {
             match (existing, expected) {
                 (Some((seq, _)), Some(exp)) if seq != exp => Err(EngineError::WriteConflict),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 use kalamdb_auth::{identity::Role, identity::UserId, password, permissions, permissions::TableOp};
+use kalamdb_storage::cold::ColdStore;
 use kalamdb_storage::{
     hot_store::Durability, hot_store::HotStore, hot_store::Partition, hot_store::StoreOptions, hot_store::WriteBatch,
     seq::Seq, seq::now_millis,
@@ -19,16 +20,19 @@ use tokio::sync::broadcast;
 
 use crate::audit::{AuditAction, AuditEvent, AuditLog};
 use crate::catalog::{Catalog, NamespaceDef};
-use crate::commit::{CommitPipeline, OnConflict, WriteOp, WriteOutcome, WriteRequest};
+use crate::cold::ColdTier;
+use crate::commit::{CommitPipeline, OnConflict, Sinks, WriteOp, WriteOutcome, WriteRequest};
 use crate::context::ExecContext;
 use crate::error::{EngineError, Result};
+use crate::faults::Faults;
+use crate::flush::Unflushed;
 use crate::ids::{ColumnName, NamespaceId, TableId};
+use crate::jobs::{Jobs, JobsConfig};
 use crate::live::LiveHub;
 use crate::mutate::{Changes, ConflictAction};
-use crate::reader::PartitionReader;
 use crate::row_cache::RowCache;
 use crate::row_expr::RowExpr;
-use crate::schema::{DefaultExpr, TableDef};
+use crate::schema::{DefaultExpr, FlushPolicy, TableDef};
 use crate::select::Rows;
 use crate::sessions::{RefreshOutcome, Sessions, TokenPair};
 use crate::sql::eval::{BuiltinFn, EvalEnv};
@@ -65,6 +69,26 @@ pub struct EngineConfig {
     pub login_max_failures: u32,
     /// How long a locked account stays locked.
     pub login_lockout_secs: u64,
+    /// Where Parquet segments go (default: `<data_dir>/cold`).
+    pub cold_dir: Option<PathBuf>,
+    /// The flush policy of tables created without `FLUSH_POLICY`.
+    pub default_flush_policy: Option<FlushPolicy>,
+    /// How many jobs run at once.
+    pub max_concurrent_jobs: usize,
+    /// How often a failed job is retried.
+    pub job_max_retries: u32,
+    /// The first retry waits this long, each next one twice as long.
+    pub job_backoff_ms: u64,
+    /// How often STREAM tables are swept for expired rows.
+    pub ttl_check_secs: u64,
+    /// How long a deleted row's tombstone is kept before it is purged.
+    pub deleted_retention_secs: u64,
+    /// How often tables are swept for tombstones past retention.
+    pub retention_check_secs: u64,
+    /// How long a compaction leaves the segments it replaced for readers still on them.
+    pub segment_delete_grace_ms: u64,
+    /// Test-only fault injection (`KALAMDB_TEST_FAULTS`).
+    pub faults: Faults,
 }
 
 impl EngineConfig {
@@ -84,6 +108,19 @@ impl EngineConfig {
             live_queue_capacity: 4096,
             login_max_failures: 5,
             login_lockout_secs: 15 * 60,
+            cold_dir: None,
+            default_flush_policy: Some(FlushPolicy {
+                rows: Some(100_000),
+                interval_secs: Some(600),
+            }),
+            max_concurrent_jobs: 2,
+            job_max_retries: 3,
+            job_backoff_ms: 1000,
+            ttl_check_secs: 10,
+            deleted_retention_secs: 7 * 24 * 3600,
+            retention_check_secs: 3600,
+            segment_delete_grace_ms: 5000,
+            faults: Faults::default(),
         }
     }
 }
@@ -98,6 +135,11 @@ pub struct Engine {
     sessions: Sessions,
     pub(crate) row_cache: Arc<RowCache>,
     pub(crate) live: Arc<LiveHub>,
+    pub(crate) cold: Arc<ColdTier>,
+    pub(crate) jobs: Arc<Jobs>,
+    pub(crate) unflushed: Arc<Unflushed>,
+    /// Flushes and compactions of one table run one at a time.
+    pub(crate) table_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     dummy_hash: String,
     pub(crate) audit: AuditLog,
     revocations: broadcast::Sender<Revocation>,
@@ -221,15 +263,27 @@ impl Engine {
         let path = config.data_dir.join("hot");
         let cost = config.bcrypt_cost;
         let (access_ttl, refresh_ttl) = (config.access_token_ttl_secs, config.refresh_token_ttl_secs);
-        let (store, catalog, users, sessions, dummy_hash) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let store = Arc::new(HotStore::open(&path, &store_opts)?);
-            let catalog = Arc::new(Catalog::load(&store)?);
-            let users = Arc::new(UserStore::load(&store)?);
-            let sessions = Sessions::open(&store, access_ttl, refresh_ttl)?;
-            Ok((store, catalog, users, sessions, password::dummy_hash(cost)))
-        })
-        .await
-        .map_err(|e| EngineError::Internal(e.to_string()))??;
+        let cold_dir = config.cold_dir.clone().unwrap_or_else(|| config.data_dir.join("cold"));
+        let jobs_config = JobsConfig {
+            max_concurrent: config.max_concurrent_jobs,
+            max_retries: config.job_max_retries,
+            backoff_base_ms: config.job_backoff_ms,
+            keep_finished_ms: 7 * 24 * 3600 * 1000,
+        };
+        let (store, catalog, users, sessions, dummy_hash, cold, jobs) =
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let store = Arc::new(HotStore::open(&path, &store_opts)?);
+                let catalog = Arc::new(Catalog::load(&store)?);
+                let users = Arc::new(UserStore::load(&store)?);
+                let sessions = Sessions::open(&store, access_ttl, refresh_ttl)?;
+                let cold = Arc::new(ColdTier {
+                    store: Arc::new(ColdStore::local(&cold_dir)?),
+                });
+                let jobs = Arc::new(Jobs::load(store.clone(), jobs_config, now_millis())?);
+                Ok((store, catalog, users, sessions, password::dummy_hash(cost), cold, jobs))
+            })
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
 
         let session_config = SessionConfig::new()
             .with_default_catalog_and_schema("kalam", "public")
@@ -242,7 +296,17 @@ impl Engine {
             .build();
         let row_cache = Arc::new(RowCache::default());
         let live = Arc::new(LiveHub::new(config.live_queue_capacity));
-        let commit = CommitPipeline::start(store.clone(), catalog.clone(), row_cache.clone(), live.clone());
+        let unflushed = Arc::new(Unflushed::default());
+        let commit = CommitPipeline::start(
+            store.clone(),
+            catalog.clone(),
+            Sinks {
+                cache: row_cache.clone(),
+                live: live.clone(),
+                unflushed: unflushed.clone(),
+            },
+            cold.clone(),
+        );
         let engine = Arc::new(Self {
             store,
             catalog,
@@ -253,6 +317,10 @@ impl Engine {
             sessions,
             row_cache,
             live,
+            cold,
+            jobs,
+            unflushed,
+            table_locks: Mutex::new(HashMap::new()),
             dummy_hash,
             audit: AuditLog::default(),
             revocations: broadcast::channel(1024).0,
@@ -264,6 +332,7 @@ impl Engine {
         });
         engine.bootstrap().await?;
         spawn_change_log_purge(&engine);
+        engine.spawn_job_runner();
         Ok(engine)
     }
 
@@ -808,10 +877,11 @@ impl Engine {
 
     /// Reads one row by primary key (the caller's own row for per-user tables): a point
     /// lookup, with no filter to bind or key plan to derive.
-    pub fn get_by_pk(&self, ctx: &ExecContext, table: &TableId, pk: &Value) -> Result<Rows> {
+    pub async fn get_by_pk(&self, ctx: &ExecContext, table: &TableId, pk: &Value) -> Result<Rows> {
         let table = self.table_for(ctx, table, TableOp::Read)?;
         let pk = pk.clone().coerce(table.current().pk_column().ty)?;
-        let row = PartitionReader::new(&self.store, &table, ctx.subject()).get(&pk)?;
+        let user = table.table_type.is_per_user().then(|| ctx.subject());
+        let row = self.lookup(&table, user, &pk).await?;
         Ok(Rows {
             table,
             rows: row.into_iter().collect(),

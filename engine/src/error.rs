@@ -15,6 +15,7 @@ pub enum ErrorCode {
     TableNotFound,
     ColumnNotFound,
     UserNotFound,
+    JobNotFound,
     AlreadyExists,
     TypeMismatch,
     NotNullViolation,
@@ -57,6 +58,7 @@ impl ErrorCode {
             ErrorCode::TableNotFound => "TABLE_NOT_FOUND",
             ErrorCode::ColumnNotFound => "COLUMN_NOT_FOUND",
             ErrorCode::UserNotFound => "USER_NOT_FOUND",
+            ErrorCode::JobNotFound => "JOB_NOT_FOUND",
             ErrorCode::AlreadyExists => "ALREADY_EXISTS",
             ErrorCode::TypeMismatch => "TYPE_MISMATCH",
             ErrorCode::NotNullViolation => "NOT_NULL_VIOLATION",
@@ -101,7 +103,10 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Unauthenticated | ErrorCode::TokenExpired => 401,
             ErrorCode::Forbidden => 403,
-            ErrorCode::NamespaceNotFound | ErrorCode::TableNotFound | ErrorCode::UserNotFound => 404,
+            ErrorCode::NamespaceNotFound
+            | ErrorCode::TableNotFound
+            | ErrorCode::UserNotFound
+            | ErrorCode::JobNotFound => 404,
             ErrorCode::AlreadyExists | ErrorCode::DuplicateKey | ErrorCode::WriteConflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManySubscriptions => 429,
@@ -128,6 +133,8 @@ pub enum EngineError {
     ColumnNotFound { table: String, column: String },
     #[error("user '{0}' does not exist")]
     UserNotFound(String),
+    #[error("job '{0}' does not exist")]
+    JobNotFound(String),
     #[error("{0} already exists")]
     AlreadyExists(String),
     #[error("{0}")]
@@ -176,6 +183,7 @@ impl EngineError {
             EngineError::TableNotFound(_) => ErrorCode::TableNotFound,
             EngineError::ColumnNotFound { .. } => ErrorCode::ColumnNotFound,
             EngineError::UserNotFound(_) => ErrorCode::UserNotFound,
+            EngineError::JobNotFound(_) => ErrorCode::JobNotFound,
             EngineError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             EngineError::TypeMismatch(_) => ErrorCode::TypeMismatch,
             EngineError::NotNull(_) => ErrorCode::NotNullViolation,

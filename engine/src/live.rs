@@ -38,7 +38,7 @@ use crate::engine::{Engine, Row};
 use crate::error::{EngineError, Result};
 use crate::filter::{BoundFilter, Filter};
 use crate::ids::{StorageUid, TableId};
-use crate::reader::PartitionReader;
+use crate::reader::KeyPlan;
 use crate::row_cache::PartitionKey;
 use crate::schema::TableDef;
 use crate::select::{Rows, SelectRequest};
@@ -309,12 +309,37 @@ pub struct ChangeFeed {
     initial: VecDeque<FeedBatch>,
     /// Changes at or below this were in the starting point.
     watermark: Seq,
+    /// The snapshot still to read, when the feed starts with one.
+    pending: Option<PendingSnapshot>,
     reg: Registration,
+}
+
+struct PendingSnapshot {
+    engine: Arc<Engine>,
+    ctx: ExecContext,
+    size: usize,
+    reset: bool,
 }
 
 impl ChangeFeed {
     /// The next batch; `Err` ends the feed (it fell behind, or its table changed).
     pub async fn next(&mut self) -> Result<FeedBatch> {
+        if let Some(p) = self.pending.take() {
+            let (rows, watermark) = p.engine.partition_snapshot(&self.reg.entry, &p.ctx).await?;
+            self.watermark = watermark;
+            let mut rows = rows.into_iter().peekable();
+            let size = p.size.max(1);
+            loop {
+                self.initial.push_back(FeedBatch::Snapshot {
+                    rows: rows.by_ref().take(size).collect(),
+                    watermark,
+                    reset: p.reset,
+                });
+                if rows.peek().is_none() {
+                    break;
+                }
+            }
+        }
         if let Some(b) = self.initial.pop_front() {
             return Ok(b);
         }
@@ -429,7 +454,7 @@ impl Engine {
     /// Subscribes to the changes of a table the caller may read (its own rows of a
     /// per-user table). `label` is what `system.live_queries` shows as the query.
     pub fn subscribe_changes(
-        &self,
+        self: &Arc<Self>,
         ctx: &ExecContext,
         table: &TableId,
         filter: Option<&Filter>,
@@ -441,26 +466,14 @@ impl Engine {
         let entry = reg.entry.clone();
         let mut initial = VecDeque::new();
         let mut watermark = Seq::ZERO;
-        let snapshot = |initial: &mut VecDeque<FeedBatch>, size: usize, reset: bool| -> Result<Seq> {
-            let (rows, watermark) = self.partition_snapshot(&entry, ctx)?;
-            let size = size.max(1);
-            let mut rows = rows.into_iter().peekable();
-            if rows.peek().is_none() {
-                initial.push_back(FeedBatch::Snapshot {
-                    rows: vec![],
-                    watermark,
-                    reset,
-                });
-            }
-            while rows.peek().is_some() {
-                initial.push_back(FeedBatch::Snapshot {
-                    rows: rows.by_ref().take(size).collect(),
-                    watermark,
-                    reset,
-                });
-            }
-            Ok(watermark)
+        // a snapshot is read when the feed is first polled, after its registration
+        let snapshot = |size: usize, reset: bool| PendingSnapshot {
+            engine: self.clone(),
+            ctx: ctx.clone(),
+            size,
+            reset,
         };
+        let mut pending = None;
         match (start.since_seq, start.initial_batch_size) {
             (Some(since), size) => match self.replay_change_log(&entry, since)? {
                 Some((changes, end)) => {
@@ -472,9 +485,9 @@ impl Engine {
                         entry.last_seq.store(last.seq.0, Ordering::Release);
                     }
                 }
-                None => watermark = snapshot(&mut initial, size.unwrap_or(DEFAULT_SNAPSHOT_BATCH), true)?,
+                None => pending = Some(snapshot(size.unwrap_or(DEFAULT_SNAPSHOT_BATCH), true)),
             },
-            (None, Some(size)) => watermark = snapshot(&mut initial, size, false)?,
+            (None, Some(size)) => pending = Some(snapshot(size, false)),
             (None, None) => {}
         }
         Ok(ChangeFeed {
@@ -482,6 +495,7 @@ impl Engine {
             table: entry.table.clone(),
             initial,
             watermark,
+            pending,
             reg,
         })
     }
@@ -508,14 +522,13 @@ impl Engine {
     }
 
     /// The matching rows of the subscription's partition and the position they reflect.
-    fn partition_snapshot(&self, entry: &SubEntry, ctx: &ExecContext) -> Result<(Vec<Row>, Seq)> {
-        let reader = PartitionReader::new(&self.store, &entry.table, ctx.subject());
-        let mut rows = Vec::new();
-        let watermark = reader.scan_versions(|seq, values| {
-            if entry.filter.as_ref().is_none_or(|f| f.matches(seq, &values)) {
-                rows.push((seq, values));
-            }
-        })?;
+    async fn partition_snapshot(&self, entry: &SubEntry, ctx: &ExecContext) -> Result<(Vec<Row>, Seq)> {
+        let user = entry.table.table_type.is_per_user().then(|| ctx.subject());
+        let (rows, watermark) = self.partition_rows(&entry.table, user, &KeyPlan::All).await?;
+        let rows = rows
+            .into_iter()
+            .filter(|(seq, values)| entry.filter.as_ref().is_none_or(|f| f.matches(*seq, values)))
+            .collect();
         Ok((rows, watermark))
     }
 

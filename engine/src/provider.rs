@@ -1,12 +1,17 @@
-//! The DataFusion `TableProvider` over a table's hot rows. It pushes projection, limit
-//! and primary-key predicates down: `pk = v` and `pk IN (...)` become point lookups,
-//! `pk <, <=, >, >=` a key range scan, and a per-user table is only ever scanned inside
-//! the subject user's key prefix.
+//! The DataFusion `TableProvider` over a table's partition, both tiers. It pushes
+//! projection, limit and primary-key predicates down: `pk = v` and `pk IN (...)` become
+//! point lookups (a segment is read only where its key statistics and bloom filter
+//! allow), `pk <, <=, >, >=` a key range scan, other `column <op> literal` filters skip
+//! segments by their statistics, and a per-user table is only ever read inside the
+//! subject user's partition. Cold rows that a hot version or a newer segment shadows
+//! are dropped; a segment whose key range meets nothing newer is passed through as is.
 
+use std::collections::HashSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::ScalarValue;
@@ -16,26 +21,37 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use kalamdb_auth::identity::UserId;
+use kalamdb_storage::cold::{ReadRequest, SegmentMeta};
 use kalamdb_storage::hot_store::HotStore;
+use kalamdb_storage::keys::KeyReader;
+use kalamdb_storage::seq::Seq;
 
 use crate::arrow_convert::{rows_to_batch, table_arrow_schema};
+use crate::codec::{decode_key_value, partition_prefix};
+use crate::cold::{
+    ColdTier, conform, filters_allow, key_filter, partition_dir, pk_array, pk_keys, plan_allows, shadowed, unseen_mask,
+};
+use crate::error::{EngineError, Result};
 use crate::reader::{KeyPlan, PartitionReader};
 use crate::schema::TableDef;
 use crate::types::{ColumnType, Value};
 
+/// A table as DataFusion sees it: the hot rows of one partition and its segments.
 #[derive(Debug)]
-pub struct HotTableProvider {
+pub struct TieredTableProvider {
     store: Arc<HotStore>,
+    cold: Arc<ColdTier>,
     table: Arc<TableDef>,
     subject: UserId,
     schema: SchemaRef,
 }
 
-impl HotTableProvider {
-    pub fn new(store: Arc<HotStore>, table: Arc<TableDef>, subject: UserId) -> Self {
+impl TieredTableProvider {
+    pub fn new(store: Arc<HotStore>, cold: Arc<ColdTier>, table: Arc<TableDef>, subject: UserId) -> Self {
         let schema = table_arrow_schema(&table);
         Self {
             store,
+            cold,
             table,
             subject,
             schema,
@@ -44,7 +60,7 @@ impl HotTableProvider {
 }
 
 /// Converts a literal from a filter to a key value of the primary key's type.
-fn scalar_to_key(ty: ColumnType, s: &ScalarValue) -> Option<Value> {
+pub fn scalar_to_key(ty: ColumnType, s: &ScalarValue) -> Option<Value> {
     let cast = s.cast_to(&ty.arrow_type()).ok()?;
     Some(match (ty, cast) {
         (ColumnType::Boolean, ScalarValue::Boolean(Some(b))) => Value::Boolean(b),
@@ -112,8 +128,48 @@ pub fn key_plan(table: &TableDef, filters: &[Expr]) -> KeyPlan {
     }
 }
 
+/// The hot side of a scan: visible rows, and every key the hot tier holds a version of.
+struct HotSide {
+    rows: Vec<(Seq, Vec<Value>)>,
+    keys: HashSet<Vec<u8>>,
+    pks: Vec<Value>,
+}
+
+impl TieredTableProvider {
+    fn scan_hot(&self, plan: &KeyPlan, limit: Option<usize>, with_keys: bool) -> Result<HotSide> {
+        let user = self.table.table_type.is_per_user().then_some(&self.subject);
+        let reader = PartitionReader {
+            store: &self.store,
+            table: &self.table,
+            user,
+        };
+        let floor = reader.ttl_floor();
+        let prefix = partition_prefix(user).len();
+        let pk_ty = self.table.current().pk_column().ty;
+        let mut side = HotSide {
+            rows: vec![],
+            keys: HashSet::new(),
+            pks: vec![],
+        };
+        reader.scan_stored(plan, |key, row| {
+            if with_keys {
+                let pk = &key[prefix..];
+                if let Some(v) = decode_key_value(&mut KeyReader::new(pk), pk_ty) {
+                    side.pks.push(v);
+                }
+                side.keys.insert(pk.to_vec());
+            }
+            if !row.deleted && floor.is_none_or(|f| row.seq >= f) {
+                side.rows.push((row.seq, row.values));
+            }
+            with_keys || limit.is_none_or(|l| side.rows.len() < l)
+        })?;
+        Ok(side)
+    }
+}
+
 #[async_trait]
-impl TableProvider for HotTableProvider {
+impl TableProvider for TieredTableProvider {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -133,22 +189,89 @@ impl TableProvider for HotTableProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let df = |e: EngineError| e.into_datafusion();
         let plan = key_plan(&self.table, filters);
         // a limit may only stop the scan early when no filter is left to apply
         let limit = if filters.is_empty() { limit } else { None };
-        let reader = PartitionReader::new(&self.store, &self.table, &self.subject);
-        let mut rows = Vec::new();
-        reader
-            .scan(&plan, limit, |r| {
-                rows.push(r);
-                true
-            })
-            .map_err(|e| e.into_datafusion())?;
+        let user = self.table.table_type.is_per_user().then_some(&self.subject);
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();
         let projection = projection.cloned().unwrap_or(all);
-        let batch = rows_to_batch(&self.table, &self.schema, &projection, &rows).map_err(|e| e.into_datafusion())?;
-        let exec = MemorySourceConfig::try_new_exec(&[vec![batch.clone()]], batch.schema(), None)?;
-        Ok(exec)
+        let out = Arc::new(self.schema.project(&projection)?);
+
+        let before = self.cold.manifest(&self.table, user).await.map_err(df)?;
+        let mut hot = self.scan_hot(&plan, limit, !before.is_empty()).map_err(df)?;
+        // the manifest after the hot rows: see the module doc of `cold`
+        let manifest = self.cold.manifest(&self.table, user).await.map_err(df)?;
+        if before.is_empty() && !manifest.is_empty() {
+            hot = self.scan_hot(&plan, None, true).map_err(df)?;
+        }
+        let hot_batch = rows_to_batch(&self.table, &self.schema, &projection, &hot.rows).map_err(df)?;
+        let mut partitions = vec![vec![hot_batch]];
+        if !manifest.is_empty() {
+            let table = &self.table;
+            let segs: Vec<&SegmentMeta> = manifest
+                .newest_first()
+                .filter(|s| plan_allows(table, s, &plan))
+                .collect();
+            let shadow = shadowed(table, &segs, &hot.pks);
+            let emit: Vec<bool> = segs.iter().map(|s| filters_allow(table, s, filters)).collect();
+            let cols = &table.current().columns;
+            let pk_id = table.current().pk_column().id.0;
+            let mut wanted: Vec<u32> = projection
+                .iter()
+                .filter(|&&p| p < cols.len())
+                .map(|&p| cols[p].id.0)
+                .collect();
+            if shadow.iter().any(|s| *s) && !wanted.contains(&pk_id) {
+                wanted.push(pk_id);
+            }
+            let key = match &plan {
+                KeyPlan::Points(pks) => key_filter(table, pks),
+                _ => None,
+            };
+            let dir = partition_dir(table, user);
+            let reads: Vec<(&SegmentMeta, bool, bool)> = segs
+                .iter()
+                .zip(shadow.iter().zip(&emit))
+                .filter(|(_, (sh, em))| **sh || **em)
+                .map(|(s, (sh, em))| (*s, *sh, *em))
+                .collect();
+            let chosen: Vec<&SegmentMeta> = reads.iter().map(|r| r.0).collect();
+            let read = self
+                .cold
+                .read_segments(&dir, &chosen, || ReadRequest {
+                    columns: Some(wanted.clone()),
+                    key: key.clone(),
+                })
+                .await
+                .map_err(df)?;
+            let mut seen = hot.keys;
+            for ((_, shadowed, emit), batches) in reads.iter().zip(read) {
+                let mut part = vec![];
+                for b in batches {
+                    let mask = if *shadowed {
+                        let pk = pk_array(table, &b)
+                            .ok_or_else(|| EngineError::Internal("a segment without its key".into()))
+                            .map_err(df)?;
+                        Some(unseen_mask(pk_keys(table, &pk).map_err(df)?, &mut seen, true))
+                    } else {
+                        None
+                    };
+                    if !*emit {
+                        continue;
+                    }
+                    let b = conform(table, &b, &projection, &out).map_err(df)?;
+                    part.push(match mask {
+                        Some(m) => filter_record_batch(&b, &m)?,
+                        None => b,
+                    });
+                }
+                if !part.is_empty() {
+                    partitions.push(part);
+                }
+            }
+        }
+        Ok(MemorySourceConfig::try_new_exec(&partitions, out, None)?)
     }
 }
 

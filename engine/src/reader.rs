@@ -7,7 +7,7 @@ use kalamdb_auth::{identity::UserId, permissions::TableType};
 use kalamdb_storage::keys::{KeyBuilder, prefix_successor};
 use kalamdb_storage::{hot_store::HotStore, hot_store::Partition, seq::Seq, seq::now_millis};
 
-use crate::codec::{decode_row, encode_key_value, partition_prefix, row_key};
+use crate::codec::{StoredRow, decode_row, encode_key_value, partition_prefix, pk_bytes, row_key};
 use crate::error::Result;
 use crate::schema::TableDef;
 use crate::types::Value;
@@ -48,15 +48,23 @@ impl<'a> PartitionReader<'a> {
         Partition::table(self.table.uid.0)
     }
 
-    pub fn get(&self, pk: &Value) -> Result<Option<VisibleRow>> {
+    /// The stored version of a key: a row or a tombstone, expired or not.
+    pub fn get_stored(&self, pk: &Value) -> Result<Option<StoredRow>> {
         let key = row_key(self.user, pk)?;
-        let floor = self.ttl_floor();
-        let found = self
-            .store
+        self.store
             .get_with(&self.partition(), &key, |bytes| decode_row(self.table, bytes))?
-            .transpose()?;
-        Ok(found
-            .filter(|r| !r.deleted && floor.is_none_or(|f| r.seq >= f))
+            .transpose()
+    }
+
+    fn visible(&self, row: &StoredRow, floor: Option<Seq>) -> bool {
+        !row.deleted && floor.is_none_or(|f| row.seq >= f)
+    }
+
+    pub fn get(&self, pk: &Value) -> Result<Option<VisibleRow>> {
+        let floor = self.ttl_floor();
+        Ok(self
+            .get_stored(pk)?
+            .filter(|r| self.visible(r, floor))
             .map(|r| (r.seq, r.values)))
     }
 
@@ -64,18 +72,15 @@ impl<'a> PartitionReader<'a> {
     /// of the partition, tombstones and expired rows included: the read holds exactly
     /// the changes up to that seq (one RocksDB iterator is one consistent view).
     pub fn scan_versions(&self, mut visit: impl FnMut(Seq, Vec<Value>)) -> Result<Seq> {
-        let prefix = partition_prefix(self.user);
-        let upper = prefix_successor(&prefix);
         let floor = self.ttl_floor();
         let mut high = Seq::ZERO;
-        let mut it = self.store.scan(&self.partition(), &prefix, upper.as_deref())?;
-        while let Some((_, v)) = it.next_entry()? {
-            let row = decode_row(self.table, v)?;
+        self.scan_stored(&KeyPlan::All, |_, row| {
             high = high.max(row.seq);
-            if !row.deleted && floor.is_none_or(|f| row.seq >= f) {
+            if self.visible(&row, floor) {
                 visit(row.seq, row.values);
             }
-        }
+            true
+        })?;
         Ok(high)
     }
 
@@ -86,16 +91,35 @@ impl<'a> PartitionReader<'a> {
         if left == 0 {
             return Ok(());
         }
+        let floor = self.ttl_floor();
+        self.scan_stored(plan, |_, row| {
+            if !self.visible(&row, floor) {
+                return true;
+            }
+            left -= 1;
+            visit((row.seq, row.values)) && left > 0
+        })
+    }
+
+    /// Visits every stored version the plan covers, tombstones and expired rows
+    /// included, in key order, with its key, until `visit` returns `false`.
+    pub fn scan_stored(&self, plan: &KeyPlan, mut visit: impl FnMut(&[u8], StoredRow) -> bool) -> Result<()> {
         if let KeyPlan::Points(pks) = plan {
-            let mut pks = pks.clone();
-            pks.sort_by_key(|pk| row_key(self.user, pk).ok());
-            pks.dedup();
-            for pk in &pks {
-                if let Some(row) = self.get(pk)? {
-                    left -= 1;
-                    if !visit(row) || left == 0 {
-                        break;
-                    }
+            let mut keys = pks
+                .iter()
+                .map(|pk| row_key(self.user, pk))
+                .collect::<Result<Vec<_>>>()?;
+            keys.sort();
+            keys.dedup();
+            for key in &keys {
+                let found = self
+                    .store
+                    .get_with(&self.partition(), key, |bytes| decode_row(self.table, bytes))?
+                    .transpose()?;
+                if let Some(row) = found
+                    && !visit(key, row)
+                {
+                    break;
                 }
             }
             return Ok(());
@@ -128,18 +152,38 @@ impl<'a> PartitionReader<'a> {
                 return Ok(());
             }
         }
-        let floor = self.ttl_floor();
         let mut it = self.store.scan(&self.partition(), &lower, upper.as_deref())?;
-        while let Some((_, v)) = it.next_entry()? {
+        while let Some((k, v)) = it.next_entry()? {
             let row = decode_row(self.table, v)?;
-            if row.deleted || floor.is_some_and(|f| row.seq < f) {
-                continue;
-            }
-            left -= 1;
-            if !visit((row.seq, row.values)) || left == 0 {
+            if !visit(k, row) {
                 break;
             }
         }
         Ok(())
+    }
+}
+
+impl KeyPlan {
+    /// Whether an encoded primary key (a row key without its user prefix) is one the
+    /// plan covers.
+    pub fn covers(&self, pk: &[u8]) -> bool {
+        let enc = |v: &Value| pk_bytes(v).ok();
+        match self {
+            KeyPlan::All => true,
+            KeyPlan::Points(pks) => pks.iter().any(|v| enc(v).as_deref() == Some(pk)),
+            KeyPlan::Range { lo, hi } => {
+                let above = match lo {
+                    Bound::Unbounded => true,
+                    Bound::Included(v) => enc(v).is_none_or(|b| pk >= b.as_slice()),
+                    Bound::Excluded(v) => enc(v).is_none_or(|b| pk > b.as_slice()),
+                };
+                let below = match hi {
+                    Bound::Unbounded => true,
+                    Bound::Included(v) => enc(v).is_none_or(|b| pk <= b.as_slice()),
+                    Bound::Excluded(v) => enc(v).is_none_or(|b| pk < b.as_slice()),
+                };
+                above && below
+            }
+        }
     }
 }

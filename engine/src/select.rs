@@ -25,7 +25,7 @@ use crate::engine::{Engine, Row};
 use crate::error::{EngineError, Result};
 use crate::filter::{BoundFilter, BoundOrderKey, FieldRef, Filter, FilterLimits, OrderKey};
 use crate::ids::{ColumnName, TableId};
-use crate::provider::{HotTableProvider, key_plan};
+use crate::provider::{TieredTableProvider, key_plan};
 use crate::reader::{KeyPlan, PartitionReader};
 use crate::row_cache::{MAX_PARTITION_ROWS, PartitionKey};
 use crate::schema::TableDef;
@@ -116,6 +116,17 @@ impl BoundSelect {
         rows
     }
 
+    /// The keys the filter narrows the read to.
+    fn key_plan(&self) -> KeyPlan {
+        match &self.filter {
+            Some(f) => {
+                let exprs: Vec<Expr> = f.conjuncts().iter().map(|c| c.to_df_expr(&self.table)).collect();
+                key_plan(&self.table, &exprs)
+            }
+            None => KeyPlan::All,
+        }
+    }
+
     fn compare(&self, a: &Row, b: &Row) -> std::cmp::Ordering {
         self.order
             .iter()
@@ -178,7 +189,22 @@ impl Engine {
     /// The rows of `table` the caller may see that match the request.
     pub async fn select(&self, ctx: &ExecContext, table: &TableId, req: &SelectRequest) -> Result<Rows> {
         let sel = self.bind_select(ctx, table, req)?;
-        let rows = self.select_direct(ctx, &sel)?;
+        let user = sel.table.table_type.is_per_user().then(|| ctx.subject());
+        let before = self.cold.manifest(&sel.table, user).await?;
+        if before.is_empty() {
+            let rows = self.select_direct(ctx, &sel)?;
+            // a flush that finished meanwhile may have moved rows out of the hot tier
+            if Arc::ptr_eq(&before, &self.cold.manifest(&sel.table, user).await?) {
+                return Ok(Rows { table: sel.table, rows });
+            }
+        }
+        let plan = sel.key_plan();
+        let (rows, _) = self.partition_rows(&sel.table, user, &plan).await?;
+        let wanted = sel.limit.map(|l| l.saturating_add(sel.offset));
+        let matched = rows
+            .into_iter()
+            .filter(|(s, v)| sel.filter.as_ref().is_none_or(|f| f.matches(*s, v)));
+        let rows = sel.page(matched, wanted, sel.in_key_order());
         Ok(Rows { table: sel.table, rows })
     }
 
@@ -187,13 +213,7 @@ impl Engine {
     /// whole-partition read is served from, or fills, the row cache.
     fn select_direct(&self, ctx: &ExecContext, sel: &BoundSelect) -> Result<Vec<Row>> {
         let table = &sel.table;
-        let plan = match &sel.filter {
-            Some(f) => {
-                let exprs: Vec<Expr> = f.conjuncts().iter().map(|c| c.to_df_expr(table)).collect();
-                key_plan(table, &exprs)
-            }
-            None => KeyPlan::All,
-        };
+        let plan = sel.key_plan();
         let reader = PartitionReader::new(&self.store, table, ctx.subject());
         let wanted = sel.limit.map(|l| l.saturating_add(sel.offset));
         if wanted == Some(0) {
@@ -242,8 +262,9 @@ impl Engine {
     }
 
     fn scan_builder(&self, ctx: &ExecContext, table: &Arc<TableDef>) -> Result<LogicalPlanBuilder> {
-        let provider = Arc::new(HotTableProvider::new(
+        let provider = Arc::new(TieredTableProvider::new(
             self.store.clone(),
+            self.cold.clone(),
             table.clone(),
             ctx.subject().clone(),
         ));

@@ -5,6 +5,7 @@
 pub mod ddl;
 pub mod dml;
 pub mod eval;
+pub mod maintenance;
 pub mod parse;
 pub mod query;
 pub mod result;

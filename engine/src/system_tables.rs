@@ -17,6 +17,7 @@ use crate::catalog::Catalog;
 use crate::context::ExecContext;
 use crate::error::{EngineError, Result};
 use crate::ids::TableId;
+use crate::jobs::Jobs;
 use crate::live::LiveHub;
 use crate::users::UserStore;
 
@@ -44,12 +45,21 @@ fn strs<S: AsRef<str>>(values: Vec<Option<S>>) -> ArrayRef {
     ))
 }
 
-pub const SYSTEM_TABLES: [&str; 6] = ["users", "namespaces", "tables", "columns", "live_queries", "audit_log"];
+pub const SYSTEM_TABLES: [&str; 7] = [
+    "users",
+    "namespaces",
+    "tables",
+    "columns",
+    "live_queries",
+    "audit_log",
+    "jobs",
+];
 
 pub fn provider(
     catalog: &Catalog,
     users: &UserStore,
     live: &LiveHub,
+    jobs: &Jobs,
     store: &HotStore,
     ctx: &ExecContext,
     id: &TableId,
@@ -214,6 +224,41 @@ pub fn provider(
                     strs(a.iter().map(|x| Some(x.target.as_str())).collect()),
                     strs(a.iter().map(|x| x.source.as_deref()).collect()),
                     strs(a.iter().map(|x| Some(x.detail.as_str())).collect()),
+                ],
+            )
+        }
+        "jobs" => {
+            let j = jobs.list();
+            (
+                vec![
+                    Field::new("job_id", DataType::Utf8, false),
+                    Field::new("kind", DataType::Utf8, false),
+                    Field::new("status", DataType::Utf8, false),
+                    Field::new("namespace", DataType::Utf8, false),
+                    Field::new("table_name", DataType::Utf8, false),
+                    Field::new("parameters", DataType::Utf8, false),
+                    Field::new("message", DataType::Utf8, true),
+                    Field::new("error", DataType::Utf8, true),
+                    Field::new("retries", DataType::Int64, false),
+                    Field::new("idempotency_key", DataType::Utf8, false),
+                    ts_field("created_at", false),
+                    ts_field("started_at", true),
+                    ts_field("finished_at", true),
+                ],
+                vec![
+                    strs(j.iter().map(|x| Some(x.id.as_str())).collect()),
+                    strs(j.iter().map(|x| Some(x.kind.as_str())).collect()),
+                    strs(j.iter().map(|x| Some(x.status.as_str())).collect()),
+                    strs(j.iter().map(|x| Some(x.target.table.namespace.as_str())).collect()),
+                    strs(j.iter().map(|x| Some(x.target.table.table.as_str())).collect()),
+                    strs(j.iter().map(|x| Some(x.params())).collect()),
+                    strs(j.iter().map(|x| x.message.as_deref()).collect()),
+                    strs(j.iter().map(|x| x.error.as_deref()).collect()),
+                    Arc::new(Int64Array::from(j.iter().map(|x| x.retries as i64).collect::<Vec<_>>())),
+                    strs(j.iter().map(|x| Some(x.idempotency_key.as_str())).collect()),
+                    ts(j.iter().map(|x| Some(x.created_ms)).collect()),
+                    ts(j.iter().map(|x| x.started_ms).collect()),
+                    ts(j.iter().map(|x| x.finished_ms).collect()),
                 ],
             )
         }

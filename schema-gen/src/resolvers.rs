@@ -259,7 +259,7 @@ pub fn by_pk_field(meta: &Arc<TableMeta>) -> Field {
         FieldFuture::new(async move {
             let env = env(&ctx)?;
             let pk = pk_arg(&ctx, &meta)?;
-            let row = rows_of(env.engine.get_by_pk(env.exec, &meta.id, &pk).gql()?).pop();
+            let row = rows_of(env.engine.get_by_pk(env.exec, &meta.id, &pk).await.gql()?).pop();
             Ok(row.map(FieldValue::owned_any))
         })
     })

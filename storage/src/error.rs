@@ -6,6 +6,8 @@ pub enum StorageError {
     Rocks(#[from] rocksdb::Error),
     #[error("partition {0} does not exist")]
     NoSuchPartition(String),
+    #[error("cold storage: {0}")]
+    Cold(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
 }

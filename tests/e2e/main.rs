@@ -2,12 +2,14 @@
 
 mod auth_tokens;
 mod bad_input;
+mod cold_tier;
 mod durability;
 mod external_tokens;
 mod graphql_access;
 mod graphql_api;
 mod graphql_clients;
 mod isolation;
+mod jobs;
 mod oauth;
 mod playground;
 mod role_matrix;

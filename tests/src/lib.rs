@@ -11,12 +11,44 @@ use tokio::sync::oneshot;
 
 pub const ROOT_PASSWORD: &str = "root-password";
 
+/// A server under test: the app in this process, or the real `kalamdb` binary.
 pub struct TestServer {
     pub url: String,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The `kalamdb` binary built beside this test binary (or `KALAMDB_BIN`).
+pub fn kalamdb_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("KALAMDB_BIN") {
+        return p.into();
+    }
+    // target/<profile>/deps/e2e-* -> target/<profile>/kalamdb
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("kalamdb")
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// Kills a spawned binary the test did not stop itself.
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// A test configuration: fast bcrypt, a temporary data directory, a free port.
@@ -73,14 +105,73 @@ impl TestServer {
         });
         Self {
             url: format!("http://{addr}"),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("client"),
+            client: http_client(),
             shutdown: Some(tx),
             handle: Some(handle),
-            _dir: dir,
+            child: None,
+            _dir: Some(dir),
         }
+    }
+
+    /// Starts `kalamdb serve` on `data` with `env` added, and waits for its
+    /// `listening on` line. The process is killed when the server is dropped.
+    pub fn spawn_binary(data: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let bin = kalamdb_bin();
+        let mut child = std::process::Command::new(&bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .env("KALAMDB_ROOT_PASSWORD", ROOT_PASSWORD)
+            .env("KALAMDB_BCRYPT_COST", "4")
+            .env("KALAMDB_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it with `make test`)", bin.display()));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server did not report its address");
+        Self {
+            url,
+            client: http_client(),
+            shutdown: None,
+            handle: None,
+            child: Some(child),
+            _dir: None,
+        }
+    }
+
+    /// SIGKILLs a spawned binary: no graceful anything.
+    pub fn kill(&mut self) {
+        let child = self.child.as_mut().expect("a spawned binary");
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        self.child = None;
+    }
+
+    /// Waits up to `wait` for a spawned binary to exit by itself (an injected crash).
+    pub fn exited_within(&mut self, wait: Duration) -> bool {
+        let child = self.child.as_mut().expect("a spawned binary");
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until {
+            if child.try_wait().expect("try_wait").is_some() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// Runs a Node script of `tests/clients` (installed by `make deps` with `npm ci`)
@@ -225,6 +316,42 @@ impl TestServer {
             .unwrap_or_else(|| panic!("{query}: no error code in {body}"))
             .to_string();
         (status, code)
+    }
+
+    /// A job's row of `system.jobs` as an object.
+    pub async fn job(&self, id: &str) -> Value {
+        let r = self
+            .root(&format!(
+                "SELECT status, retries, message, error, kind FROM system.jobs WHERE job_id = '{id}'"
+            ))
+            .await;
+        let row = rows(&r)
+            .pop()
+            .unwrap_or_else(|| panic!("job {id} is not in system.jobs"));
+        json!({ "status": row[0], "retries": row[1], "message": row[2], "error": row[3], "kind": row[4] })
+    }
+
+    /// Waits for a job to end (completed, failed or cancelled); returns its row.
+    pub async fn wait_job(&self, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let j = self.job(id).await;
+            if matches!(j["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+                return j;
+            }
+            assert!(std::time::Instant::now() < deadline, "job {id} did not end: {j}");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    /// Runs a statement that queues one job (`FLUSH TABLE`, `COMPACT TABLE`), waits for
+    /// the job and checks that it completed; returns its row.
+    pub async fn run_job(&self, sql: &str) -> Value {
+        let r = self.root(sql).await;
+        let id = rows(&r)[0][0].as_str().expect("a job id").to_string();
+        let j = self.wait_job(&id).await;
+        assert_eq!(j["status"], "completed", "{sql}: {j}");
+        j
     }
 
     /// Logs in with a password; returns the access token.

@@ -17,6 +17,7 @@ use crate::context::ExecContext;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::ids::{ColumnId, ColumnName, NamespaceId, TableId};
+use crate::jobs::{JobKind, JobTarget};
 use crate::schema::{ColumnDef, DefaultExpr, FlushPolicy, TableDef, TableSchema};
 use crate::sql::eval::builtin_call;
 use crate::sql::parse::{Statement, UserChange, ident_name, table_id};
@@ -375,6 +376,10 @@ impl Engine {
                     rows,
                 ))
             }
+            s @ (Statement::FlushTable { .. }
+            | Statement::FlushAll { .. }
+            | Statement::CompactTable { .. }
+            | Statement::KillJob { .. }) => self.execute_maintenance(ctx, s),
             Statement::Sql(_) => Err(EngineError::Internal("standard SQL routed to the admin path".into())),
         }
     }
@@ -626,6 +631,7 @@ impl Engine {
 
     async fn drop_table(&self, id: &TableId) -> Result<()> {
         let catalog = self.catalog.clone();
+        let id_for_cleanup = id.clone();
         let id = id.clone();
         let dropped = self
             .commit
@@ -639,6 +645,15 @@ impl Engine {
             .await??;
         if let Some(uid) = dropped {
             self.live.end_table(uid);
+            // its segments go in the background
+            self.jobs.submit(
+                JobKind::Cleanup,
+                JobTarget {
+                    table: id_for_cleanup,
+                    uid,
+                },
+                now_millis(),
+            )?;
         }
         Ok(())
     }

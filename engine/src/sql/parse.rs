@@ -52,6 +52,19 @@ pub enum Statement {
     DescribeTable {
         table: TableId,
     },
+    FlushTable {
+        table: TableId,
+    },
+    /// Every flushable table, or those of one namespace.
+    FlushAll {
+        namespace: Option<NamespaceId>,
+    },
+    CompactTable {
+        table: TableId,
+    },
+    KillJob {
+        id: String,
+    },
     Sql(Box<ast::Statement>),
 }
 
@@ -239,6 +252,35 @@ pub fn parse(sql: &str) -> Result<Statement> {
         Statement::DescribeTable {
             table: table_id(&name)?,
         }
+    } else if is_words(&p, &["FLUSH", "ALL"]) {
+        skip(&mut p, 2);
+        let namespace = if p.parse_keyword(Keyword::IN) {
+            Some(NamespaceId::parse(&ident_name(&p.parse_identifier().map_err(syntax)?))?)
+        } else {
+            None
+        };
+        Statement::FlushAll { namespace }
+    } else if is_words(&p, &["FLUSH", "TABLE"]) || is_words(&p, &["COMPACT", "TABLE"]) {
+        let flush = word(&p, 0).as_deref() == Some("FLUSH");
+        skip(&mut p, 2);
+        let table = table_id(&p.parse_object_name(false).map_err(syntax)?)?;
+        if flush {
+            Statement::FlushTable { table }
+        } else {
+            Statement::CompactTable { table }
+        }
+    } else if is_words(&p, &["KILL", "JOB"]) {
+        skip(&mut p, 2);
+        let id = match p.next_token().token {
+            Token::SingleQuotedString(s) => s,
+            Token::Word(w) => w.value,
+            other => {
+                return Err(EngineError::Syntax(format!(
+                    "expected a job id after KILL JOB, found '{other}'"
+                )));
+            }
+        };
+        Statement::KillJob { id }
     } else {
         Statement::Sql(Box::new(p.parse_statement().map_err(syntax)?))
     };
@@ -337,6 +379,25 @@ mod tests {
             Statement::DescribeTable { .. }
         ));
         assert!(matches!(parse("SELECT 1").unwrap(), Statement::Sql(_)));
+        assert!(matches!(
+            parse("flush table app.t").unwrap(),
+            Statement::FlushTable { .. }
+        ));
+        assert_eq!(
+            parse("FLUSH ALL IN app").unwrap(),
+            Statement::FlushAll {
+                namespace: Some(NamespaceId::parse("app").unwrap())
+            }
+        );
+        assert!(matches!(
+            parse("COMPACT TABLE t").unwrap(),
+            Statement::CompactTable { .. }
+        ));
+        assert_eq!(
+            parse("KILL JOB 'FL-1'").unwrap(),
+            Statement::KillJob { id: "FL-1".into() }
+        );
+        assert!(parse("KILL JOB 1 2").is_err());
     }
 
     #[test]

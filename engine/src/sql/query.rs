@@ -19,12 +19,14 @@ use kalamdb_auth::permissions::TableOp;
 use kalamdb_storage::hot_store::HotStore;
 
 use crate::catalog::Catalog;
+use crate::cold::ColdTier;
 use crate::context::ExecContext;
 use crate::engine::{Engine, resolve_table};
 use crate::error::{EngineError, Result};
 use crate::ids::{NamespaceId, TableId, TableName};
+use crate::jobs::Jobs;
 use crate::live::LiveHub;
-use crate::provider::HotTableProvider;
+use crate::provider::TieredTableProvider;
 use crate::system_tables;
 use crate::users::UserStore;
 
@@ -35,6 +37,8 @@ struct Scope {
     catalog: Arc<Catalog>,
     users: Arc<UserStore>,
     live: Arc<LiveHub>,
+    cold: Arc<ColdTier>,
+    jobs: Arc<Jobs>,
     ctx: ExecContext,
 }
 
@@ -111,11 +115,12 @@ impl RequestSchema {
         let table = TableName::parse(name).map_err(|_| EngineError::TableNotFound(format!("{ns}.{name}")))?;
         let id = TableId::new(ns, table);
         if id.namespace == NamespaceId::system() {
-            return system_tables::provider(&s.catalog, &s.users, &s.live, &s.store, &s.ctx, &id);
+            return system_tables::provider(&s.catalog, &s.users, &s.live, &s.jobs, &s.store, &s.ctx, &id);
         }
         let def = resolve_table(&s.catalog, &s.ctx, &id, TableOp::Read)?;
-        Ok(Arc::new(HotTableProvider::new(
+        Ok(Arc::new(TieredTableProvider::new(
             s.store.clone(),
+            s.cold.clone(),
             def,
             s.ctx.subject().clone(),
         )))
@@ -181,6 +186,8 @@ impl Engine {
             catalog: self.catalog.clone(),
             users: self.users.clone(),
             live: self.live.clone(),
+            cold: self.cold.clone(),
+            jobs: self.jobs.clone(),
             ctx: ctx.clone(),
         };
         let list = MemoryCatalogProviderList::new();

@@ -393,21 +393,45 @@ impl ColdTier {
         Ok(self.store.manifest(&partition_dir(table, user)).await?)
     }
 
-    /// Reads segments concurrently, newest first, each narrowed by `req`.
+    /// Reads segments concurrently, newest first, each narrowed by `req`: per segment,
+    /// its rows as chunks in key order. A whole-segment read is split by row groups
+    /// over the cores, so that decoding runs in parallel and each chunk can be a
+    /// partition of a DataFusion plan.
     pub async fn read_segments(
         &self,
         dir: &ColdDir,
         segs: &[&SegmentMeta],
         req: impl Fn() -> ReadRequest,
-    ) -> Result<Vec<Vec<RecordBatch>>> {
+    ) -> Result<Vec<Vec<Vec<RecordBatch>>>> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut tasks = Vec::with_capacity(segs.len());
         for seg in segs {
-            let (store, dir, seg, req) = (self.store.clone(), dir.clone(), (*seg).clone(), req());
-            tasks.push(tokio::spawn(async move { store.read(&dir, &seg, &req).await }));
+            let template = req();
+            let groups = if template.key.is_none() && template.row_groups.is_none() {
+                self.store.row_group_count(dir, seg).await?
+            } else {
+                1
+            };
+            let parts = groups.clamp(1, cores);
+            let mut seg_tasks = Vec::with_capacity(parts);
+            for p in 0..parts {
+                let mut r = template.clone();
+                if parts > 1 {
+                    let (from, to) = (groups * p / parts, groups * (p + 1) / parts);
+                    r.row_groups = Some((from..to).collect());
+                }
+                let (store, dir, seg) = (self.store.clone(), dir.clone(), (*seg).clone());
+                seg_tasks.push(tokio::spawn(async move { store.read(&dir, &seg, &r).await }));
+            }
+            tasks.push(seg_tasks);
         }
         let mut out = Vec::with_capacity(tasks.len());
-        for t in tasks {
-            out.push(t.await.map_err(|e| EngineError::Internal(e.to_string()))??);
+        for seg_tasks in tasks {
+            let mut chunks = Vec::with_capacity(seg_tasks.len());
+            for t in seg_tasks {
+                chunks.push(t.await.map_err(|e| EngineError::Internal(e.to_string()))??);
+            }
+            out.push(chunks);
         }
         Ok(out)
     }
@@ -423,12 +447,11 @@ impl ColdTier {
         let n = table.current().columns.len();
         let all: Vec<usize> = (0..=n).collect();
         let out_schema = Arc::new(segment_out_schema(table, &all));
+        let Some(key) = key_filter(table, std::slice::from_ref(pk)) else {
+            return Ok(None);
+        };
         for seg in manifest.newest_first().filter(|s| plan_allows(table, s, &plan)) {
-            let req = ReadRequest {
-                columns: None,
-                key: key_filter(table, std::slice::from_ref(pk)),
-            };
-            for batch in self.store.read(&dir, seg, &req).await? {
+            for batch in self.store.lookup(&dir, seg, &key).await? {
                 if batch.num_rows() == 0 {
                     continue;
                 }

@@ -413,7 +413,7 @@ impl Engine {
         let mut conformed = Vec::with_capacity(read.len());
         let mut kept: Vec<(usize, usize)> = vec![];
         let mut dropped = 0u64;
-        for batch in read.iter().flatten() {
+        for batch in read.iter().flatten().flatten() {
             let pk = pk_array(&table, batch).ok_or_else(|| internal("a segment without its key"))?;
             let keys = pk_keys(&table, &pk)?;
             let b = conform(&table, batch, &all, &out)?;
@@ -545,24 +545,75 @@ impl Engine {
             .exclusive(move |store| -> Result<u64> {
                 let part = Partition::table(uid);
                 let upper = prefix_successor(&prefix);
-                let mut batch = WriteBatch::new();
-                let mut n = 0;
+                let mut runs = DeleteRuns::new(part.clone());
                 {
                     let mut it = store.scan(&part, &prefix, upper.as_deref())?;
                     while let Some((k, v)) = it.next_entry()? {
                         let (_, seq, deleted) = decode_header(v)?;
-                        if doomed(k, seq, deleted) {
-                            batch.delete(&part, k.to_vec());
-                            n += 1;
-                        }
+                        runs.visit(k, doomed(k, seq, deleted));
                     }
                 }
+                let (batch, n) = runs.finish();
                 if n > 0 {
                     store.write(batch)?;
                 }
                 Ok(n)
             })
             .await?
+    }
+}
+
+/// Deletes of keys visited in order, as one range delete per run of consecutive doomed
+/// keys: after a flush, scans skip one range tombstone instead of a million point ones.
+struct DeleteRuns {
+    part: Partition,
+    batch: WriteBatch,
+    /// The first and last key of the run being built, and its length.
+    run: Option<(Vec<u8>, Vec<u8>, u64)>,
+    n: u64,
+}
+
+impl DeleteRuns {
+    fn new(part: Partition) -> Self {
+        Self {
+            part,
+            batch: WriteBatch::new(),
+            run: None,
+            n: 0,
+        }
+    }
+
+    fn visit(&mut self, key: &[u8], doomed: bool) {
+        if !doomed {
+            self.close();
+            return;
+        }
+        self.n += 1;
+        match &mut self.run {
+            Some((_, last, len)) => {
+                last.clear();
+                last.extend_from_slice(key);
+                *len += 1;
+            }
+            None => self.run = Some((key.to_vec(), key.to_vec(), 1)),
+        }
+    }
+
+    fn close(&mut self) {
+        match self.run.take() {
+            Some((first, _, 1)) => self.batch.delete(&self.part, first),
+            Some((first, mut last, _)) => {
+                // the smallest key above `last`: the range is [first, last]
+                last.push(0);
+                self.batch.delete_range(&self.part, first, last);
+            }
+            None => {}
+        }
+    }
+
+    fn finish(mut self) -> (WriteBatch, u64) {
+        self.close();
+        (self.batch, self.n)
     }
 }
 

@@ -242,32 +242,35 @@ impl TableProvider for TieredTableProvider {
                 .read_segments(&dir, &chosen, || ReadRequest {
                     columns: Some(wanted.clone()),
                     key: key.clone(),
+                    row_groups: None,
                 })
                 .await
                 .map_err(df)?;
             let mut seen = hot.keys;
-            for ((_, shadowed, emit), batches) in reads.iter().zip(read) {
-                let mut part = vec![];
-                for b in batches {
-                    let mask = if *shadowed {
-                        let pk = pk_array(table, &b)
-                            .ok_or_else(|| EngineError::Internal("a segment without its key".into()))
-                            .map_err(df)?;
-                        Some(unseen_mask(pk_keys(table, &pk).map_err(df)?, &mut seen, true))
-                    } else {
-                        None
-                    };
-                    if !*emit {
-                        continue;
+            for ((_, shadowed, emit), chunks) in reads.iter().zip(read) {
+                for batches in chunks {
+                    let mut part = vec![];
+                    for b in batches {
+                        let mask = if *shadowed {
+                            let pk = pk_array(table, &b)
+                                .ok_or_else(|| EngineError::Internal("a segment without its key".into()))
+                                .map_err(df)?;
+                            Some(unseen_mask(pk_keys(table, &pk).map_err(df)?, &mut seen, true))
+                        } else {
+                            None
+                        };
+                        if !*emit {
+                            continue;
+                        }
+                        let b = conform(table, &b, &projection, &out).map_err(df)?;
+                        part.push(match mask {
+                            Some(m) => filter_record_batch(&b, &m)?,
+                            None => b,
+                        });
                     }
-                    let b = conform(table, &b, &projection, &out).map_err(df)?;
-                    part.push(match mask {
-                        Some(m) => filter_record_batch(&b, &m)?,
-                        None => b,
-                    });
-                }
-                if !part.is_empty() {
-                    partitions.push(part);
+                    if !part.is_empty() {
+                        partitions.push(part);
+                    }
                 }
             }
         }

@@ -71,15 +71,15 @@ impl Engine {
             let read = self
                 .cold
                 .read_segments(&dir, &segs, || ReadRequest {
-                    columns: None,
                     key: key.clone(),
+                    ..ReadRequest::default()
                 })
                 .await?;
             let n = table.current().columns.len();
             let all: Vec<usize> = (0..=n).collect();
             let out = Arc::new(segment_out_schema(table, &all));
             let pk = table.current().pk;
-            for batch in read.iter().flatten() {
+            for batch in read.iter().flatten().flatten() {
                 let b = conform(table, batch, &all, &out)?;
                 for i in 0..b.num_rows() {
                     let (seq, values) = row_at(table, &b, i)?;

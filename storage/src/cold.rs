@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt, TryFutureExt};
+use futures::{FutureExt, StreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -161,6 +161,8 @@ pub struct ReadRequest {
     /// Field ids of the columns to read (`_seq` always comes too); `None` for all.
     pub columns: Option<Vec<u32>>,
     pub key: Option<KeyFilter>,
+    /// Which row groups to read; `None` for all.
+    pub row_groups: Option<Vec<usize>>,
 }
 
 /// A segment's metadata and its key column's bloom filters, per row group.
@@ -174,7 +176,14 @@ pub struct ColdStore {
     store: Arc<dyn ObjectStore>,
     manifests: RwLock<HashMap<ColdDir, Arc<Manifest>>>,
     handles: RwLock<HashMap<String, Arc<SegmentHandle>>>,
+    ranges: Arc<RangeCache>,
+    decoded: DecodedCache,
 }
+
+/// Memory for byte ranges of segments read before (key lookups read the same few).
+const RANGE_CACHE_BYTES: usize = 128 << 20;
+/// Memory for row groups decoded by key lookups.
+const DECODED_CACHE_BYTES: usize = 64 << 20;
 
 impl std::fmt::Debug for ColdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -198,6 +207,14 @@ impl ColdStore {
             store,
             manifests: RwLock::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
+            ranges: Arc::new(RangeCache {
+                inner: parking_lot::Mutex::new(BoundedInner::default()),
+                budget: RANGE_CACHE_BYTES,
+            }),
+            decoded: DecodedCache(BoundedCache {
+                inner: parking_lot::Mutex::new(BoundedInner::default()),
+                budget: DECODED_CACHE_BYTES,
+            }),
         }
     }
 
@@ -293,6 +310,7 @@ impl ColdStore {
             store: self.store.clone(),
             path: path.clone(),
             size: seg.bytes,
+            cache: self.ranges.clone(),
         };
         let meta = match cached {
             Some(h) => h.meta.clone(),
@@ -313,6 +331,69 @@ impl ColdStore {
         Ok(h)
     }
 
+    /// How many row groups a segment has (the unit of parallel reads).
+    pub async fn row_group_count(&self, dir: &ColdDir, seg: &SegmentMeta) -> Result<usize> {
+        Ok(self.handle(dir, seg, None).await?.meta.metadata().num_row_groups())
+    }
+
+    /// The rows of a segment with one of the filter's keys: the row groups whose
+    /// statistics and bloom filter may hold a key are decoded whole (all columns) once
+    /// and kept in a bounded cache, so that repeated lookups only compare keys.
+    pub async fn lookup(
+        &self,
+        dir: &ColdDir,
+        seg: &SegmentMeta,
+        key: &KeyFilter,
+    ) -> Result<Vec<arrow::array::RecordBatch>> {
+        let h = self.handle(dir, seg, Some(key.column)).await?;
+        let Some(leaf) = h.key_leaf else {
+            return Ok(vec![]);
+        };
+        let path = dir.path(&seg.file)?;
+        let mut out = vec![];
+        for rg in 0..h.meta.metadata().num_row_groups() {
+            let md = h.meta.metadata().row_group(rg);
+            let bloom = h.blooms.get(rg).and_then(Option::as_ref);
+            if !key.probes.iter().any(|p| may_hold(md, leaf, bloom, p)) {
+                continue;
+            }
+            let cache_key = (Arc::<str>::from(path.as_ref()), rg as u64, u64::MAX);
+            let group = match self.decoded.get(&cache_key) {
+                Some(b) => b,
+                None => {
+                    let req = ReadRequest {
+                        row_groups: Some(vec![rg]),
+                        ..ReadRequest::default()
+                    };
+                    let batches = self.read(dir, seg, &req).await?;
+                    let Some(first) = batches.first() else { continue };
+                    let b = arrow::compute::concat_batches(&first.schema(), &batches).map_err(cold_err)?;
+                    self.decoded.put(cache_key, b.clone());
+                    b
+                }
+            };
+            let Some(col) = group
+                .schema()
+                .fields()
+                .iter()
+                .position(|f| field_id(f) == Some(key.column))
+            else {
+                continue;
+            };
+            let mut mask = arrow::array::BooleanArray::from(vec![false; group.num_rows()]);
+            for i in 0..key.values.len() {
+                let one = arrow::array::Scalar::new(key.values.slice(i, 1));
+                let eq = arrow::compute::kernels::cmp::eq(group.column(col), &one).map_err(cold_err)?;
+                mask = arrow::compute::or(&mask, &eq).map_err(cold_err)?;
+            }
+            let hit = arrow::compute::filter_record_batch(&group, &mask).map_err(cold_err)?;
+            if hit.num_rows() > 0 {
+                out.push(hit);
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads a segment: the requested columns, and with a key filter only the row
     /// groups whose statistics and bloom filter may hold one of the keys, and of those
     /// only the matching rows.
@@ -328,6 +409,7 @@ impl ColdStore {
             store: self.store.clone(),
             path,
             size: seg.bytes,
+            cache: self.ranges.clone(),
         };
         let mut b = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, h.meta.clone()).with_batch_size(8192);
         let schema_descr = h.meta.metadata().file_metadata().schema_descr_ptr();
@@ -342,11 +424,18 @@ impl ColdStore {
                 .collect();
             b = b.with_projection(ProjectionMask::roots(&schema_descr, roots));
         }
+        let all: Vec<usize> = (0..h.meta.metadata().num_row_groups()).collect();
+        let wanted = req.row_groups.as_ref().unwrap_or(&all);
+        if req.row_groups.is_some() {
+            b = b.with_row_groups(wanted.clone());
+        }
         if let Some(key) = &req.key {
             let Some(leaf) = h.key_leaf else {
                 return Ok(vec![]);
             };
-            let groups: Vec<usize> = (0..h.meta.metadata().num_row_groups())
+            let groups: Vec<usize> = wanted
+                .iter()
+                .copied()
                 .filter(|&rg| {
                     let md = h.meta.metadata().row_group(rg);
                     let bloom = h.blooms.get(rg).and_then(Option::as_ref);
@@ -454,11 +543,90 @@ impl ColdStore {
     }
 }
 
-/// Ranged reads of one segment file through the object store.
+/// Values of immutable segment data (byte ranges, decoded row groups) kept up to a
+/// budget and dropped oldest first. Segments never change, so nothing cached is stale.
+struct BoundedCache<V> {
+    inner: parking_lot::Mutex<BoundedInner<V>>,
+    budget: usize,
+}
+
+type CacheKey = (Arc<str>, u64, u64);
+
+struct BoundedInner<V> {
+    map: HashMap<CacheKey, (V, usize)>,
+    order: std::collections::VecDeque<CacheKey>,
+    size: usize,
+}
+
+impl<V> Default for BoundedInner<V> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            size: 0,
+        }
+    }
+}
+
+impl<V: Clone> BoundedCache<V> {
+    fn get(&self, key: &CacheKey) -> Option<V> {
+        self.inner.lock().map.get(key).map(|(v, _)| v.clone())
+    }
+
+    fn put_sized(&self, key: CacheKey, v: V, size: usize) {
+        if size > self.budget / 8 {
+            return;
+        }
+        let mut c = self.inner.lock();
+        if c.map.insert(key.clone(), (v, size)).is_some() {
+            return;
+        }
+        c.size += size;
+        c.order.push_back(key);
+        while c.size > self.budget {
+            let Some(old) = c.order.pop_front() else { break };
+            if let Some((_, n)) = c.map.remove(&old) {
+                c.size -= n;
+            }
+        }
+    }
+}
+
+/// Byte ranges of segment files, by (path, start, end).
+type RangeCache = BoundedCache<bytes::Bytes>;
+
+impl RangeCache {
+    fn put(&self, key: CacheKey, b: bytes::Bytes) {
+        let n = b.len();
+        self.put_sized(key, b, n);
+    }
+}
+
+/// Row groups decoded whole for key lookups, by (path, row group, `u64::MAX`).
+struct DecodedCache(BoundedCache<arrow::array::RecordBatch>);
+
+impl DecodedCache {
+    fn get(&self, key: &CacheKey) -> Option<arrow::array::RecordBatch> {
+        self.0.get(key)
+    }
+    fn put(&self, key: CacheKey, b: arrow::array::RecordBatch) {
+        let n = b.get_array_memory_size();
+        self.0.put_sized(key, b, n);
+    }
+}
+
+/// Ranged reads of one segment file through the object store and the range cache.
 struct SegmentReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
+    cache: Arc<RangeCache>,
+}
+
+impl SegmentReader {
+    fn key(&self, r: &std::ops::Range<u64>) -> CacheKey {
+        (Arc::from(self.path.as_ref()), r.start, r.end)
+    }
 }
 
 fn parquet_err(e: object_store::Error) -> parquet::errors::ParquetError {
@@ -467,14 +635,49 @@ fn parquet_err(e: object_store::Error) -> parquet::errors::ParquetError {
 
 impl AsyncFileReader for SegmentReader {
     fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
-        self.store.get_range(&self.path, range).map_err(parquet_err).boxed()
+        async move {
+            let key = self.key(&range);
+            if let Some(b) = self.cache.get(&key) {
+                return Ok(b);
+            }
+            let b = self.store.get_range(&self.path, range).await.map_err(parquet_err)?;
+            self.cache.put(key, b.clone());
+            Ok(b)
+        }
+        .boxed()
     }
 
     fn get_byte_ranges(
         &mut self,
         ranges: Vec<std::ops::Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
-        async move { self.store.get_ranges(&self.path, &ranges).await.map_err(parquet_err) }.boxed()
+        async move {
+            let keys: Vec<_> = ranges.iter().map(|r| self.key(r)).collect();
+            let mut out: Vec<Option<bytes::Bytes>> = keys.iter().map(|k| self.cache.get(k)).collect();
+            let missing: Vec<std::ops::Range<u64>> = ranges
+                .iter()
+                .zip(&out)
+                .filter(|(_, b)| b.is_none())
+                .map(|(r, _)| r.clone())
+                .collect();
+            if !missing.is_empty() {
+                let mut fetched = self
+                    .store
+                    .get_ranges(&self.path, &missing)
+                    .await
+                    .map_err(parquet_err)?
+                    .into_iter();
+                for (slot, key) in out.iter_mut().zip(keys) {
+                    if slot.is_none() {
+                        let b = fetched.next().unwrap_or_default();
+                        self.cache.put(key, b.clone());
+                        *slot = Some(b);
+                    }
+                }
+            }
+            Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+        }
+        .boxed()
     }
 
     fn get_metadata<'a>(

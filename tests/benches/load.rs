@@ -112,6 +112,17 @@ async fn drive(url: &str, token: &str, body: BodyFn, conns: usize, secs: u64) ->
     }
 }
 
+/// Rows `chunk * 1000 ..` of the items tables, as SQL values.
+fn item_values(chunk: u64) -> String {
+    let values: Vec<String> = (0..1000u64)
+        .map(|j| {
+            let id = chunk * 1000 + j;
+            format!("({id}, 'item {id}', {}, {}.5)", id % 20, id % 997)
+        })
+        .collect();
+    values.join(", ")
+}
+
 async fn seed(s: &TestServer) {
     s.root("CREATE NAMESPACE bench").await;
     s.root(
@@ -127,14 +138,19 @@ async fn seed(s: &TestServer) {
         .await;
     s.user("loadgen", "user").await;
     for chunk in 0..100u64 {
-        let values: Vec<String> = (0..1000u64)
-            .map(|j| {
-                let id = chunk * 1000 + j;
-                format!("({id}, 'item {id}', {}, {}.5)", id % 20, id % 997)
-            })
-            .collect();
-        s.root(&format!("INSERT INTO bench.items VALUES {}", values.join(", ")))
+        s.root(&format!("INSERT INTO bench.items VALUES {}", item_values(chunk)))
             .await;
+    }
+    // the same 100,000 rows again, in 100 cold segments of 1,000 (one flush each)
+    s.root(
+        "CREATE TABLE bench.cold_items (id BIGINT PRIMARY KEY, name TEXT, category INT, price DOUBLE) \
+         WITH (TYPE = 'SHARED', ACCESS_LEVEL = 'PUBLIC')",
+    )
+    .await;
+    for chunk in 0..100u64 {
+        s.root(&format!("INSERT INTO bench.cold_items VALUES {}", item_values(chunk)))
+            .await;
+        s.run_job("FLUSH TABLE bench.cold_items").await;
     }
     for chunk in 0..2u64 {
         let values: Vec<String> = (0..1000u64)
@@ -177,6 +193,8 @@ async fn run(secs: u64, conns: usize) {
         c.bench_noop = true;
         c.max_body_bytes = 1 << 20;
         c.trusted_issuers = vec![trusted];
+        // the hot workloads stay hot; the cold one is flushed by hand
+        c.default_flush_policy = String::new();
     })
     .await;
     let external_token = idp.sign(
@@ -185,7 +203,7 @@ async fn run(secs: u64, conns: usize) {
         "rsa1.der",
         &idp.claims("loadgen-ext", "kalamdb", 3600),
     );
-    eprintln!("seeding 100,000 shared rows and 2,000 rows of one user...");
+    eprintln!("seeding 100,000 shared rows (and again in 100 cold segments) and 2,000 rows of one user...");
     seed(&s).await;
     let token = s.token("loadgen", &pw("loadgen")).await;
 
@@ -199,6 +217,15 @@ async fn run(secs: u64, conns: usize) {
             Arc::new(|i| {
                 Some(json!({
                     "query": "query($id: BigInt!) { bench_items_by_pk(id: $id) { id name category price } }",
+                    "variables": { "id": (mix(i) % 100_000).to_string() }
+                }))
+            }),
+        ),
+        (
+            "_by_pk on 100,000 rows in 100 cold segments",
+            Arc::new(|i| {
+                Some(json!({
+                    "query": "query($id: BigInt!) { bench_cold_items_by_pk(id: $id) { id name category price } }",
                     "variables": { "id": (mix(i) % 100_000).to_string() }
                 }))
             }),

@@ -5,7 +5,7 @@
 //! tokens are remembered (by SHA-256, until they expire), so a client that sends the
 //! same token again pays a hash and a map lookup, not a signature check.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use kalamdb_auth::error::AuthError;
 use kalamdb_auth::external::{self, Expected, SignedWith};
 use kalamdb_auth::identity::{Role, UserId};
+use kalamdb_auth::memory::TokenMemory;
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::Principal;
 use kalamdb_engine::error::ErrorCode;
@@ -20,7 +21,6 @@ use kalamdb_storage::seq::now_millis;
 use parking_lot::{Mutex, RwLock};
 use serde::Deserialize;
 use serde_json::Value as Json;
-use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
@@ -134,7 +134,7 @@ pub struct ExternalTokens {
     issuers: Vec<Issuer>,
     http: reqwest::Client,
     min_refetch: Duration,
-    verified: Mutex<HashMap<[u8; 32], ExternalIdentity>>,
+    verified: TokenMemory<ExternalIdentity>,
 }
 
 /// The HTTP client for issuers and providers: short timeouts, no redirects followed.
@@ -169,7 +169,7 @@ impl ExternalTokens {
                 .collect(),
             http: http_client(),
             min_refetch,
-            verified: Mutex::new(HashMap::new()),
+            verified: TokenMemory::new(MAX_REMEMBERED),
         }
     }
 
@@ -189,12 +189,10 @@ impl ExternalTokens {
 
     /// Verifies a token of a trusted issuer and maps it to a caller.
     pub async fn verify(&self, token: &str) -> Result<ExternalIdentity, ApiError> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let digest = TokenMemory::<ExternalIdentity>::digest(token);
         let now_secs = now_millis() / 1000;
-        if let Some(hit) = self.verified.lock().get(&digest)
-            && hit.expires_at + LEEWAY_SECS > now_secs
-        {
-            return Ok(hit.clone());
+        if let Some(hit) = self.verified.recall(&digest, now_secs) {
+            return Ok(hit);
         }
         let issuer = self.issuer_of(token).ok_or_else(invalid)?;
         let signed = external::signed_with(token).map_err(auth_error)?;
@@ -210,14 +208,9 @@ impl ExternalTokens {
         };
         let claims = external::verify(token, &key, signed.alg, &expected).map_err(auth_error)?;
         let identity = identity_of(&issuer.cfg, &claims)?;
-        let mut verified = self.verified.lock();
-        if verified.len() >= MAX_REMEMBERED {
-            verified.retain(|_, v| v.expires_at + LEEWAY_SECS > now_secs);
-            if verified.len() >= MAX_REMEMBERED {
-                verified.clear();
-            }
-        }
-        verified.insert(digest, identity.clone());
+        // valid while expires_at + LEEWAY_SECS > now, as the verification allows
+        let through = (identity.expires_at + LEEWAY_SECS).saturating_sub(1);
+        self.verified.remember(digest, identity.clone(), through, now_secs);
         Ok(identity)
     }
 }

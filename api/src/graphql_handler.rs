@@ -364,22 +364,21 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
         if let Some(op) = params.operation_name {
             request = request.operation_name(op);
         }
-        let op_name = request.operation_name.clone();
-        let op_type = match request.parsed_query() {
+        let doc = match state.schemas.parse(&request.query) {
+            Ok(doc) => doc,
             Err(e) => return RequestError::new(ErrorCode::GraphqlParseFailed, e.message).into_response(media),
-            Ok(doc) => {
-                if let Err(message) = check_depth(doc, state.schemas.limits().max_depth) {
-                    return RequestError::new(ErrorCode::QueryTooDeep, message).into_response(media);
-                }
-                match &doc.operations {
-                    DocumentOperations::Single(op) => Some(op.node.ty),
-                    DocumentOperations::Multiple(ops) => match &op_name {
-                        Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
-                        None => None,
-                    },
-                }
-            }
         };
+        if let Err(message) = check_depth(&doc, state.schemas.limits().max_depth) {
+            return RequestError::new(ErrorCode::QueryTooDeep, message).into_response(media);
+        }
+        let op_type = match &doc.operations {
+            DocumentOperations::Single(op) => Some(op.node.ty),
+            DocumentOperations::Multiple(ops) => match &request.operation_name {
+                Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
+                None => None,
+            },
+        };
+        request.set_parsed_query(doc);
         if is_get && op_type == Some(OperationType::Mutation) {
             return RequestError::new(ErrorCode::MethodNotAllowed, "mutations need POST").into_response(media);
         }

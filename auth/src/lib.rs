@@ -5,5 +5,6 @@ pub mod error;
 pub mod external;
 pub mod identity;
 pub mod jwt;
+pub mod memory;
 pub mod password;
 pub mod permissions;

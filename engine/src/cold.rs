@@ -318,10 +318,16 @@ pub fn plan_allows(table: &TableDef, seg: &SegmentMeta, plan: &KeyPlan) -> bool 
     };
     match plan {
         KeyPlan::All => true,
-        KeyPlan::Points(pks) => pks
-            .iter()
-            .any(|v| stat_of(v).is_none_or(|s| stats_allow(stats, Operator::Eq, &s))),
+        KeyPlan::Points(pks) => pks.iter().any(|v| point_allows(Some(stats), stat_of(v).as_ref())),
         KeyPlan::Range { lo, hi } => bound(lo, true) && bound(hi, false),
+    }
+}
+
+/// Whether a segment whose key column has `stats` may hold the key `probe`.
+fn point_allows(stats: Option<&ColumnStats>, probe: Option<&Stat>) -> bool {
+    match (stats, probe) {
+        (Some(stats), Some(p)) => stats_allow(stats, Operator::Eq, p),
+        _ => true,
     }
 }
 
@@ -393,6 +399,28 @@ impl ColdTier {
         Ok(self.store.manifest(&partition_dir(table, user)).await?)
     }
 
+    /// Reads a partition's hot rows with `scan` (told whether segments exist), then
+    /// its manifest: a flush that completes in between lists the rows it moved (see
+    /// the module doc). When the manifest changed meanwhile the hot rows are read
+    /// again, up to three times, so that both sides are of one moment.
+    pub async fn hot_then_manifest<T>(
+        &self,
+        table: &TableDef,
+        user: Option<&UserId>,
+        mut scan: impl FnMut(bool) -> Result<T>,
+    ) -> Result<(T, Arc<Manifest>)> {
+        let mut attempt = 0;
+        loop {
+            let before = self.manifest(table, user).await?;
+            let hot = scan(!before.is_empty())?;
+            let after = self.manifest(table, user).await?;
+            attempt += 1;
+            if Arc::ptr_eq(&before, &after) || attempt == 3 {
+                return Ok((hot, after));
+            }
+        }
+    }
+
     /// Reads segments concurrently, newest first, each narrowed by `req`: per segment,
     /// its rows as chunks in key order. A whole-segment read is split by row groups
     /// over the cores, so that decoding runs in parallel and each chunk can be a
@@ -443,19 +471,19 @@ impl ColdTier {
         if manifest.is_empty() {
             return Ok(None);
         }
-        let plan = KeyPlan::Points(vec![pk.clone()]);
-        let n = table.current().columns.len();
-        let all: Vec<usize> = (0..=n).collect();
-        let out_schema = Arc::new(segment_out_schema(table, &all));
         let Some(key) = key_filter(table, std::slice::from_ref(pk)) else {
             return Ok(None);
         };
-        for seg in manifest.newest_first().filter(|s| plan_allows(table, s, &plan)) {
-            for batch in self.store.lookup(&dir, seg, &key).await? {
-                if batch.num_rows() == 0 {
-                    continue;
-                }
-                let b = conform(table, &batch, &all, &out_schema)?;
+        let pk_id = table.current().pk_column().id.0;
+        let probe = stat_of(pk);
+        for seg in manifest.newest_first() {
+            if !point_allows(seg.stats(pk_id), probe.as_ref()) {
+                continue;
+            }
+            if let Some(batch) = self.store.lookup(&dir, seg, &key).await?.first() {
+                let all: Vec<usize> = (0..=table.current().columns.len()).collect();
+                let out_schema = Arc::new(segment_out_schema(table, &all));
+                let b = conform(table, batch, &all, &out_schema)?;
                 return Ok(Some(row_at(table, &b, 0)?));
             }
         }

@@ -478,7 +478,7 @@ impl Engine {
         let t = self.sessions.verify(token)?;
         let invalid = || EngineError::InvalidToken("invalid token".into());
         let current = self.users.active(&t.user).ok_or_else(invalid)?;
-        if current.session_epoch != t.epoch || self.sessions.is_revoked(&self.store, &t.session)? {
+        if current.session_epoch != t.epoch || self.sessions.is_revoked(&t.session) {
             return Err(invalid());
         }
         Ok(Principal {
@@ -502,7 +502,7 @@ impl Engine {
             .active(&p.ctx.user)
             .is_some_and(|u| u.session_epoch == p.epoch);
         let session_ok = match &p.session {
-            Some(s) => matches!(self.sessions.is_revoked(&self.store, s), Ok(false)),
+            Some(s) => !self.sessions.is_revoked(s),
             None => true,
         };
         user_ok && session_ok

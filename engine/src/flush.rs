@@ -268,6 +268,36 @@ impl Engine {
 
     /// Flushes one partition: scan, write the segment, record it in the manifest, then
     /// delete the hot rows the manifest now covers. Returns (rows, bytes) written.
+    /// Writes a built segment as file `id` of the partition and describes it for the
+    /// manifest (rows at or below `covered` are in the cold tier once it is listed).
+    async fn store_segment(
+        &self,
+        table: &TableDef,
+        dir: &kalamdb_storage::cold::ColdDir,
+        id: u64,
+        built: &BuiltSegment,
+        covered: Seq,
+    ) -> Result<SegmentMeta> {
+        let key_name = table.current().pk_column().name.to_string();
+        let bytes = self
+            .cold
+            .store
+            .write_segment(dir, id, &built.batches, &key_name)
+            .await?;
+        Ok(SegmentMeta {
+            id,
+            file: dir.segment_file(id),
+            rows: built.rows,
+            bytes,
+            min_seq: built.min_seq.0,
+            max_seq: built.max_seq.0,
+            covered_seq: covered.0,
+            schema_version: built.schema_version,
+            columns: built.columns.clone(),
+            created_ms: now_millis(),
+        })
+    }
+
     async fn flush_partition(&self, uid: u64, user: Option<UserId>) -> JobResult<(u64, u64)> {
         let faults = &self.config.faults;
         // the definition as of now: rows may have been written under a newer version
@@ -312,15 +342,11 @@ impl Engine {
         let mut written = (0, 0);
         let manifest = if built.rows > 0 {
             let id = manifest.next_segment;
-            let key_name = table.current().pk_column().name.to_string();
-            let size = self
-                .cold
-                .store
-                .write_segment(&dir, id, &built.batches, &key_name)
-                .await?;
+            let seg = self.store_segment(&table, &dir, id, &built, high).await?;
             faults.crash_point("flush:segment_written");
+            let size = seg.bytes;
             let mut next = (*manifest).clone();
-            next.segments.push(segment_meta(&dir, id, &built, size, high));
+            next.segments.push(seg);
             next.next_segment = id + 1;
             next.covered_seq = next.covered_seq.max(high.0);
             written = (built.rows, size);
@@ -451,22 +477,14 @@ impl Engine {
         }
         let built = builder.finish()?;
         let old_files: Vec<String> = manifest.segments.iter().map(|s| s.file.clone()).collect();
-        let mut next = Manifest {
-            segments: vec![],
-            next_segment: manifest.next_segment + 1,
-            covered_seq: manifest.covered_seq,
-        };
+        let mut next = Manifest::new(vec![], manifest.next_segment + 1, manifest.covered_seq);
         if built.rows > 0 {
             let id = manifest.next_segment;
-            let key_name = table.current().pk_column().name.to_string();
-            let size = self
-                .cold
-                .store
-                .write_segment(&dir, id, &built.batches, &key_name)
+            let seg = self
+                .store_segment(&table, &dir, id, &built, Seq(manifest.covered_seq))
                 .await?;
             faults.crash_point("compact:segment_written");
-            let covered = Seq(manifest.covered_seq);
-            next.segments.push(segment_meta(&dir, id, &built, size, covered));
+            next.segments.push(seg);
         }
         let after = next.segments.len();
         self.cold.store.commit_manifest(&dir, next).await?;
@@ -622,25 +640,4 @@ fn seq_at(b: &datafusion::arrow::array::RecordBatch, seq_col: usize, i: usize) -
     b.column(seq_col)
         .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
         .value(i) as u64
-}
-
-fn segment_meta(
-    dir: &kalamdb_storage::cold::ColdDir,
-    id: u64,
-    built: &BuiltSegment,
-    size: u64,
-    covered: Seq,
-) -> SegmentMeta {
-    SegmentMeta {
-        id,
-        file: dir.segment_file(id),
-        rows: built.rows,
-        bytes: size,
-        min_seq: built.min_seq.0,
-        max_seq: built.max_seq.0,
-        covered_seq: covered.0,
-        schema_version: built.schema_version,
-        columns: built.columns.clone(),
-        created_ms: now_millis(),
-    }
 }

@@ -198,13 +198,11 @@ impl TableProvider for TieredTableProvider {
         let projection = projection.cloned().unwrap_or(all);
         let out = Arc::new(self.schema.project(&projection)?);
 
-        let before = self.cold.manifest(&self.table, user).await.map_err(df)?;
-        let mut hot = self.scan_hot(&plan, limit, !before.is_empty()).map_err(df)?;
-        // the manifest after the hot rows: see the module doc of `cold`
-        let manifest = self.cold.manifest(&self.table, user).await.map_err(df)?;
-        if before.is_empty() && !manifest.is_empty() {
-            hot = self.scan_hot(&plan, None, true).map_err(df)?;
-        }
+        let (hot, manifest) = self
+            .cold
+            .hot_then_manifest(&self.table, user, |cold| self.scan_hot(&plan, limit, cold))
+            .await
+            .map_err(df)?;
         let hot_batch = rows_to_batch(&self.table, &self.schema, &projection, &hot.rows).map_err(df)?;
         let mut partitions = vec![vec![hot_batch]];
         if !manifest.is_empty() {

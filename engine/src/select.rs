@@ -95,25 +95,40 @@ impl BoundSelect {
         matches!(self.order.as_slice(), [k] if k.field == FieldRef::Column(pk) && !k.descending)
     }
 
-    /// Orders matching rows (given in key order) and cuts the page.
-    fn page(&self, matched: impl Iterator<Item = Row>, wanted: Option<usize>, key_order: bool) -> Vec<Row> {
-        let mut rows: Vec<Row> = if key_order {
+    /// Orders matching rows (given in key order) and cuts the page. Rows given by
+    /// reference are ordered by reference and only the page is copied.
+    fn page<R: PageRow>(&self, matched: impl Iterator<Item = R>, wanted: Option<usize>, key_order: bool) -> Vec<Row> {
+        let rows: Vec<R> = if key_order {
             matched.take(wanted.unwrap_or(usize::MAX)).collect()
+        } else if let Some(w) = wanted.filter(|w| (1..=SMALL_PAGE).contains(w)) {
+            // a small page: keep the best `w` rows in order; most rows lose against the
+            // worst one kept and cost one comparison
+            let mut best: Vec<R> = Vec::with_capacity(w);
+            for r in matched {
+                if best.len() == w {
+                    if self.compare(r.row(), best[w - 1].row()).is_ge() {
+                        continue;
+                    }
+                    best.pop();
+                }
+                let at = best.partition_point(|b| self.compare(b.row(), r.row()).is_le());
+                best.insert(at, r);
+            }
+            best
         } else {
-            let mut rows: Vec<Row> = matched.collect();
+            let mut rows: Vec<R> = matched.collect();
             if let Some(w) = wanted
                 && w < rows.len()
             {
-                rows.select_nth_unstable_by(w - 1, |a, b| self.compare(a, b));
+                if w > 0 {
+                    rows.select_nth_unstable_by(w - 1, |a, b| self.compare(a.row(), b.row()));
+                }
                 rows.truncate(w);
             }
-            rows.sort_by(|a, b| self.compare(a, b));
+            rows.sort_by(|a, b| self.compare(a.row(), b.row()));
             rows
         };
-        if self.offset > 0 {
-            rows.drain(..self.offset.min(rows.len()));
-        }
-        rows
+        rows.into_iter().skip(self.offset).map(PageRow::into_row).collect()
     }
 
     /// The keys the filter narrows the read to.
@@ -133,6 +148,33 @@ impl BoundSelect {
             .map(|k| k.compare((a.0, &a.1), (b.0, &b.1)))
             .find(|o| o.is_ne())
             .unwrap_or(std::cmp::Ordering::Equal)
+    }
+}
+
+/// Pages up to this many rows are chosen by insertion into a sorted list.
+const SMALL_PAGE: usize = 256;
+
+/// A matching row, owned or borrowed from the row cache.
+trait PageRow {
+    fn row(&self) -> &Row;
+    fn into_row(self) -> Row;
+}
+
+impl PageRow for Row {
+    fn row(&self) -> &Row {
+        self
+    }
+    fn into_row(self) -> Row {
+        self
+    }
+}
+
+impl PageRow for &Row {
+    fn row(&self) -> &Row {
+        self
+    }
+    fn into_row(self) -> Row {
+        self.clone()
     }
 }
 
@@ -190,13 +232,17 @@ impl Engine {
     pub async fn select(&self, ctx: &ExecContext, table: &TableId, req: &SelectRequest) -> Result<Rows> {
         let sel = self.bind_select(ctx, table, req)?;
         let user = sel.table.table_type.is_per_user().then(|| ctx.subject());
-        let before = self.cold.manifest(&sel.table, user).await?;
-        if before.is_empty() {
-            let rows = self.select_direct(ctx, &sel)?;
-            // a flush that finished meanwhile may have moved rows out of the hot tier
-            if Arc::ptr_eq(&before, &self.cold.manifest(&sel.table, user).await?) {
-                return Ok(Rows { table: sel.table, rows });
-            }
+        // with no segment the hot tier holds every row: the direct path
+        let (direct, manifest) = self
+            .cold
+            .hot_then_manifest(&sel.table, user, |cold| {
+                (!cold).then(|| self.select_direct(ctx, &sel)).transpose()
+            })
+            .await?;
+        if let Some(rows) = direct
+            && manifest.is_empty()
+        {
+            return Ok(Rows { table: sel.table, rows });
         }
         let plan = sel.key_plan();
         let (rows, _) = self.partition_rows(&sel.table, user, &plan).await?;
@@ -230,7 +276,7 @@ impl Engine {
             && let Some(rows) = self.row_cache.get(&key, version)
         {
             let matched = rows.iter().filter(|(s, v)| keep(*s, v));
-            return Ok(sel.page(matched.cloned(), wanted, early_stop));
+            return Ok(sel.page(matched, wanted, early_stop));
         }
         // a complete read of the partition fills the cache; a narrowed or early-stopped
         // one, or one of a partition too large to cache, only collects matches
@@ -256,7 +302,7 @@ impl Engine {
             let all = Arc::new(all);
             self.row_cache.fill(key, version, generation, all.clone());
             let matched = all.iter().filter(|(s, v)| keep(*s, v));
-            return Ok(sel.page(matched.cloned(), wanted, early_stop));
+            return Ok(sel.page(matched, wanted, early_stop));
         }
         Ok(sel.page(matched.into_iter(), wanted, early_stop))
     }

@@ -5,12 +5,16 @@
 //! carry the user's session epoch, which a password change, role change or deletion
 //! raises: that revokes every session of the user at once.
 
+use std::collections::HashSet;
+
 use kalamdb_auth::error::AuthError;
 use kalamdb_auth::identity::{Role, UserId};
 use kalamdb_auth::jwt::{Claims, Grant, TokenKeys};
+use kalamdb_auth::memory::TokenMemory;
 use kalamdb_storage::hot_store::{HotStore, Partition, WriteBatch};
+use kalamdb_storage::keys::prefix_successor;
 use kalamdb_storage::seq::now_millis;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -18,6 +22,9 @@ use sha2::{Digest, Sha256};
 use crate::error::{EngineError, Result};
 
 const SECRET_KEY: &[u8] = b"meta/jwt_secret";
+const REVOKED_PREFIX: &str = "refresh_family_revoked/";
+/// How many verified access tokens are remembered (skipping their signature check).
+const MAX_REMEMBERED: usize = 10_000;
 const ISSUER: &str = "kalamdb";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -66,6 +73,11 @@ pub struct Sessions {
     refresh_ttl_ms: u64,
     /// Serializes refresh so that one token cannot be exchanged twice concurrently.
     refresh_lock: Mutex<()>,
+    /// Access tokens whose signature, issuer and expiry were checked.
+    verified: TokenMemory<AccessToken>,
+    /// Revoked sessions, as stored (loaded at open, added to by [`Self::revoke`]), so
+    /// that checking a request's session reads no storage.
+    revoked: RwLock<HashSet<String>>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -81,7 +93,7 @@ fn refresh_key(token: &str) -> Vec<u8> {
 }
 
 fn family_key(family: &str) -> Vec<u8> {
-    format!("refresh_family_revoked/{family}").into_bytes()
+    format!("{REVOKED_PREFIX}{family}").into_bytes()
 }
 
 fn internal(e: impl std::fmt::Display) -> EngineError {
@@ -103,10 +115,20 @@ impl Sessions {
                 s
             }
         };
+        let mut revoked = HashSet::new();
+        let upper = prefix_successor(REVOKED_PREFIX.as_bytes());
+        let mut it = store.scan(&sys, REVOKED_PREFIX.as_bytes(), upper.as_deref())?;
+        while let Some((k, _)) = it.next_entry()? {
+            let family = std::str::from_utf8(&k[REVOKED_PREFIX.len()..]).map_err(internal)?;
+            revoked.insert(family.to_string());
+        }
+        drop(it);
         Ok(Self {
             keys: TokenKeys::new(&secret, ISSUER, access_ttl_secs),
             refresh_ttl_ms: refresh_ttl_secs * 1000,
             refresh_lock: Mutex::new(()),
+            verified: TokenMemory::new(MAX_REMEMBERED),
+            revoked: RwLock::new(revoked),
         })
     }
 
@@ -177,7 +199,7 @@ impl Sessions {
             Some(v) => serde_json::from_slice(&v).map_err(internal)?,
             None => return Err(invalid()),
         };
-        if self.is_revoked(store, &rec.family)? {
+        if self.is_revoked(&rec.family) {
             return Err(invalid());
         }
         if rec.used {
@@ -217,11 +239,13 @@ impl Sessions {
             family_key(session),
             now_millis().to_be_bytes().to_vec(),
         );
-        Ok(store.write(b)?)
+        store.write(b)?;
+        self.revoked.write().insert(session.to_string());
+        Ok(())
     }
 
-    pub fn is_revoked(&self, store: &HotStore, session: &str) -> Result<bool> {
-        Ok(store.get(&Partition::system(), &family_key(session))?.is_some())
+    pub fn is_revoked(&self, session: &str) -> bool {
+        self.revoked.read().contains(session)
     }
 
     /// The session of a refresh token, if the token is ours.
@@ -238,7 +262,15 @@ impl Sessions {
     /// Verifies an access token's signature, issuer and expiry (not revocation: the
     /// engine checks that against the session and the user).
     pub fn verify(&self, token: &str) -> Result<AccessToken> {
-        Self::access(self.keys.verify(token))
+        let digest = TokenMemory::<AccessToken>::digest(token);
+        let now_secs = now_millis() / 1000;
+        if let Some(hit) = self.verified.recall(&digest, now_secs) {
+            return Ok(hit);
+        }
+        let t = Self::access(self.keys.verify(token))?;
+        // the verification takes a token up to and including its `exp` second
+        self.verified.remember(digest, t.clone(), t.expires_at, now_secs);
+        Ok(t)
     }
 
     /// As [`Self::verify`], but an expired token passes (for logout).

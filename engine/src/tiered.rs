@@ -38,25 +38,20 @@ impl Engine {
         let reader = self.reader(table, user);
         let floor = reader.ttl_floor();
         let prefix = partition_prefix(user).len();
-        let mut attempt = 0;
-        // the manifest after the hot rows (see the module doc of `cold`); unchanged
-        // from before them, so that the position read is exact
-        let (mut versions, mut high, manifest) = loop {
-            let before = self.cold.manifest(table, user).await?;
-            let mut high = Seq::ZERO;
-            let mut versions: BTreeMap<Vec<u8>, (Seq, Option<Vec<Value>>)> = BTreeMap::new();
-            reader.scan_stored(plan, |key, row: StoredRow| {
-                high = high.max(row.seq);
-                let live = !row.deleted && floor.is_none_or(|f| row.seq >= f);
-                versions.insert(key[prefix..].to_vec(), (row.seq, live.then_some(row.values)));
-                true
-            })?;
-            let after = self.cold.manifest(table, user).await?;
-            attempt += 1;
-            if Arc::ptr_eq(&before, &after) || attempt == 3 {
-                break (versions, high, after);
-            }
-        };
+        let ((mut versions, mut high), manifest) = self
+            .cold
+            .hot_then_manifest(table, user, |_| {
+                let mut high = Seq::ZERO;
+                let mut versions: BTreeMap<Vec<u8>, (Seq, Option<Vec<Value>>)> = BTreeMap::new();
+                reader.scan_stored(plan, |key, row: StoredRow| {
+                    high = high.max(row.seq);
+                    let live = !row.deleted && floor.is_none_or(|f| row.seq >= f);
+                    versions.insert(key[prefix..].to_vec(), (row.seq, live.then_some(row.values)));
+                    true
+                })?;
+                Ok((versions, high))
+            })
+            .await?;
         if !manifest.is_empty() {
             high = high.max(Seq(manifest.covered_seq));
             let dir = partition_dir(table, user);

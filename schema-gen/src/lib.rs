@@ -3,6 +3,7 @@
 //! sort keys, limits, assignments). Nothing here builds SQL text.
 
 pub mod depth;
+pub mod documents;
 pub mod errors;
 pub mod inputs;
 pub mod meta;

@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
+use async_graphql::ServerError;
 use async_graphql::dynamic::{Schema, SchemaError};
+use async_graphql::parser::types::ExecutableDocument;
 use kalamdb_auth::identity::Role;
 use kalamdb_engine::engine::Engine;
 use parking_lot::RwLock;
 
+use crate::documents::DocumentCache;
 use crate::schema::{GraphqlLimits, build_schema};
 
 const ROLES: usize = 4;
@@ -31,6 +34,7 @@ pub struct SchemaRegistry {
     engine: Arc<Engine>,
     limits: GraphqlLimits,
     cache: RwLock<Cached>,
+    documents: DocumentCache,
 }
 
 impl SchemaRegistry {
@@ -42,11 +46,17 @@ impl SchemaRegistry {
                 generation: u64::MAX,
                 schemas: Default::default(),
             }),
+            documents: DocumentCache::default(),
         }
     }
 
     pub fn limits(&self) -> &GraphqlLimits {
         &self.limits
+    }
+
+    /// The parsed document of a query text (kept for the next request that sends it).
+    pub fn parse(&self, query: &str) -> Result<ExecutableDocument, ServerError> {
+        self.documents.parse(query)
     }
 
     /// The current schema of `role`.

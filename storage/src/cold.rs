@@ -119,9 +119,38 @@ pub struct Manifest {
     pub next_segment: u64,
     /// The highest `covered_seq` of any flush: every hot row at or below it is cold too.
     pub covered_seq: u64,
+    /// Indexes of `segments` from the newest to the oldest, worked out on first use
+    /// (a committed manifest is shared and never changes).
+    #[serde(skip)]
+    newest: NewestFirst,
+}
+
+/// The newest-first order of a manifest's segments; a copy starts unworked, as its
+/// segments may then change.
+#[derive(Debug, Default)]
+struct NewestFirst(std::sync::OnceLock<Vec<usize>>);
+
+impl Clone for NewestFirst {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for NewestFirst {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Manifest {
+    pub fn new(segments: Vec<SegmentMeta>, next_segment: u64, covered_seq: u64) -> Self {
+        Self {
+            segments,
+            next_segment,
+            covered_seq,
+            newest: NewestFirst::default(),
+        }
+    }
     pub fn is_empty(&self) -> bool {
         self.segments.is_empty()
     }
@@ -130,9 +159,12 @@ impl Manifest {
     }
     /// Segments from the newest to the oldest.
     pub fn newest_first(&self) -> impl Iterator<Item = &SegmentMeta> {
-        let mut v: Vec<&SegmentMeta> = self.segments.iter().collect();
-        v.sort_by_key(|s| std::cmp::Reverse((s.covered_seq, s.id)));
-        v.into_iter()
+        let order = self.newest.0.get_or_init(|| {
+            let mut v: Vec<usize> = (0..self.segments.len()).collect();
+            v.sort_by_key(|&i| std::cmp::Reverse((self.segments[i].covered_seq, self.segments[i].id)));
+            v
+        });
+        order.iter().map(|&i| &self.segments[i])
     }
 }
 
@@ -167,10 +199,16 @@ pub struct ReadRequest {
 
 /// A segment's metadata and its key column's bloom filters, per row group.
 struct SegmentHandle {
+    /// Unique in this process: names the segment in the decoded row-group cache.
+    id: u64,
     meta: ArrowReaderMetadata,
     blooms: Vec<Option<Sbbf>>,
     key_leaf: Option<usize>,
+    /// The key column's index among the Arrow columns.
+    key_root: Option<usize>,
 }
+
+static NEXT_HANDLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 pub struct ColdStore {
     store: Arc<dyn ObjectStore>,
@@ -326,7 +364,14 @@ impl ColdStore {
                 blooms.push(b.get_row_group_column_bloom_filter(rg, leaf).await.map_err(cold_err)?);
             }
         }
-        let h = Arc::new(SegmentHandle { meta, blooms, key_leaf });
+        let key_root = key.and_then(|id| meta.schema().fields().iter().position(|f| field_id(f) == Some(id)));
+        let h = Arc::new(SegmentHandle {
+            id: NEXT_HANDLE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            meta,
+            blooms,
+            key_leaf,
+            key_root,
+        });
         self.handles.write().insert(path.to_string(), h.clone());
         Ok(h)
     }
@@ -346,10 +391,9 @@ impl ColdStore {
         key: &KeyFilter,
     ) -> Result<Vec<arrow::array::RecordBatch>> {
         let h = self.handle(dir, seg, Some(key.column)).await?;
-        let Some(leaf) = h.key_leaf else {
+        let (Some(leaf), Some(col)) = (h.key_leaf, h.key_root) else {
             return Ok(vec![]);
         };
-        let path = dir.path(&seg.file)?;
         let mut out = vec![];
         for rg in 0..h.meta.metadata().num_row_groups() {
             let md = h.meta.metadata().row_group(rg);
@@ -357,8 +401,7 @@ impl ColdStore {
             if !key.probes.iter().any(|p| may_hold(md, leaf, bloom, p)) {
                 continue;
             }
-            let cache_key = (Arc::<str>::from(path.as_ref()), rg as u64, u64::MAX);
-            let group = match self.decoded.get(&cache_key) {
+            let group = match self.decoded.get(&(h.id, rg)) {
                 Some(b) => b,
                 None => {
                     let req = ReadRequest {
@@ -368,27 +411,14 @@ impl ColdStore {
                     let batches = self.read(dir, seg, &req).await?;
                     let Some(first) = batches.first() else { continue };
                     let b = arrow::compute::concat_batches(&first.schema(), &batches).map_err(cold_err)?;
-                    self.decoded.put(cache_key, b.clone());
+                    self.decoded.put((h.id, rg), b.clone());
                     b
                 }
             };
-            let Some(col) = group
-                .schema()
-                .fields()
-                .iter()
-                .position(|f| field_id(f) == Some(key.column))
-            else {
-                continue;
-            };
-            let mut mask = arrow::array::BooleanArray::from(vec![false; group.num_rows()]);
             for i in 0..key.values.len() {
                 let one = arrow::array::Scalar::new(key.values.slice(i, 1));
                 let eq = arrow::compute::kernels::cmp::eq(group.column(col), &one).map_err(cold_err)?;
-                mask = arrow::compute::or(&mask, &eq).map_err(cold_err)?;
-            }
-            let hit = arrow::compute::filter_record_batch(&group, &mask).map_err(cold_err)?;
-            if hit.num_rows() > 0 {
-                out.push(hit);
+                out.extend(eq.values().set_indices().map(|row| group.slice(row, 1)));
             }
         }
         Ok(out)
@@ -545,20 +575,18 @@ impl ColdStore {
 
 /// Values of immutable segment data (byte ranges, decoded row groups) kept up to a
 /// budget and dropped oldest first. Segments never change, so nothing cached is stale.
-struct BoundedCache<V> {
-    inner: parking_lot::Mutex<BoundedInner<V>>,
+struct BoundedCache<K, V> {
+    inner: parking_lot::Mutex<BoundedInner<K, V>>,
     budget: usize,
 }
 
-type CacheKey = (Arc<str>, u64, u64);
-
-struct BoundedInner<V> {
-    map: HashMap<CacheKey, (V, usize)>,
-    order: std::collections::VecDeque<CacheKey>,
+struct BoundedInner<K, V> {
+    map: HashMap<K, (V, usize)>,
+    order: std::collections::VecDeque<K>,
     size: usize,
 }
 
-impl<V> Default for BoundedInner<V> {
+impl<K, V> Default for BoundedInner<K, V> {
     fn default() -> Self {
         Self {
             map: HashMap::new(),
@@ -568,12 +596,12 @@ impl<V> Default for BoundedInner<V> {
     }
 }
 
-impl<V: Clone> BoundedCache<V> {
-    fn get(&self, key: &CacheKey) -> Option<V> {
+impl<K: Clone + Eq + std::hash::Hash, V: Clone> BoundedCache<K, V> {
+    fn get(&self, key: &K) -> Option<V> {
         self.inner.lock().map.get(key).map(|(v, _)| v.clone())
     }
 
-    fn put_sized(&self, key: CacheKey, v: V, size: usize) {
+    fn put_sized(&self, key: K, v: V, size: usize) {
         if size > self.budget / 8 {
             return;
         }
@@ -593,23 +621,25 @@ impl<V: Clone> BoundedCache<V> {
 }
 
 /// Byte ranges of segment files, by (path, start, end).
-type RangeCache = BoundedCache<bytes::Bytes>;
+type RangeKey = (Arc<str>, u64, u64);
+type RangeCache = BoundedCache<RangeKey, bytes::Bytes>;
 
 impl RangeCache {
-    fn put(&self, key: CacheKey, b: bytes::Bytes) {
+    fn put(&self, key: RangeKey, b: bytes::Bytes) {
         let n = b.len();
         self.put_sized(key, b, n);
     }
 }
 
-/// Row groups decoded whole for key lookups, by (path, row group, `u64::MAX`).
-struct DecodedCache(BoundedCache<arrow::array::RecordBatch>);
+/// Row groups decoded whole for key lookups, by (segment handle id, row group).
+type DecodedKey = (u64, usize);
+struct DecodedCache(BoundedCache<DecodedKey, arrow::array::RecordBatch>);
 
 impl DecodedCache {
-    fn get(&self, key: &CacheKey) -> Option<arrow::array::RecordBatch> {
+    fn get(&self, key: &DecodedKey) -> Option<arrow::array::RecordBatch> {
         self.0.get(key)
     }
-    fn put(&self, key: CacheKey, b: arrow::array::RecordBatch) {
+    fn put(&self, key: DecodedKey, b: arrow::array::RecordBatch) {
         let n = b.get_array_memory_size();
         self.0.put_sized(key, b, n);
     }
@@ -624,7 +654,7 @@ struct SegmentReader {
 }
 
 impl SegmentReader {
-    fn key(&self, r: &std::ops::Range<u64>) -> CacheKey {
+    fn key(&self, r: &std::ops::Range<u64>) -> RangeKey {
         (Arc::from(self.path.as_ref()), r.start, r.end)
     }
 }

@@ -50,6 +50,9 @@ fn queries(t: &str) -> Vec<String> {
             r#"{{ r: {t}(where: {{qty: {{_neq: 5}}, born: {{_gt: "2024-06-01T00:00:00Z"}}, name: {{_nilike: "%9"}}}}) {{ id }} }}"#
         ),
         format!("{{ r: {t}(where: {{id: {{_in: [1, 7, 42, 77, 150, 299, 305, 9999]}}}}) {{ id name qty }} }}"),
+        // an empty page, and a page too large to be chosen by insertion
+        format!("{{ r: {t}(order_by: [{{qty: desc}}], limit: 0) {{ id }} }}"),
+        format!("{{ r: {t}(order_by: [{{name: desc}}], limit: 280, offset: 3) {{ id name }} }}"),
         format!(
             "{{ r: {t}_by_pk(id: 42) {{ id name qty price }} a: {t}_by_pk(id: 77) {{ name cat }} b: {t}_by_pk(id: 150) {{ id }} }}"
         ),

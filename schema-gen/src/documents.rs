@@ -1,0 +1,57 @@
+//! Parsed GraphQL documents by query text. Clients send the same few documents again
+//! and again with other variables, so a document seen before skips parsing.
+
+use std::collections::HashMap;
+
+use async_graphql::ServerError;
+use async_graphql::parser::parse_query;
+use async_graphql::parser::types::ExecutableDocument;
+use parking_lot::RwLock;
+
+/// How many documents are kept; when full the memory starts over.
+const MAX_DOCUMENTS: usize = 1024;
+/// Longer query texts are parsed every time, not kept.
+const MAX_KEPT_LEN: usize = 16 * 1024;
+
+#[derive(Default)]
+pub struct DocumentCache {
+    docs: RwLock<HashMap<String, ExecutableDocument>>,
+}
+
+impl DocumentCache {
+    /// The document of a query text; a parse error is not kept.
+    pub fn parse(&self, query: &str) -> Result<ExecutableDocument, ServerError> {
+        if let Some(doc) = self.docs.read().get(query) {
+            return Ok(doc.clone());
+        }
+        let doc = parse_query(query).map_err(ServerError::from)?;
+        if query.len() <= MAX_KEPT_LEN {
+            let mut docs = self.docs.write();
+            if docs.len() >= MAX_DOCUMENTS {
+                docs.clear();
+            }
+            docs.insert(query.to_string(), doc.clone());
+        }
+        Ok(doc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_document_equals_a_fresh_parse_and_errors_stay_errors() {
+        let cache = DocumentCache::default();
+        let q = "query($id: BigInt!) { t_by_pk(id: $id) { id name } }";
+        let first = cache.parse(q).expect("parses");
+        let again = cache.parse(q).expect("parses");
+        assert_eq!(format!("{first:?}"), format!("{again:?}"));
+        assert_eq!(format!("{again:?}"), format!("{:?}", parse_query(q).expect("parses")));
+        let bad = "{ t(";
+        let e1 = cache.parse(bad).expect_err("bad");
+        let e2 = cache.parse(bad).expect_err("bad");
+        assert_eq!(e1.message, e2.message);
+        assert!(cache.docs.read().get(bad).is_none());
+    }
+}

@@ -51,6 +51,9 @@ pub struct Config {
     pub max_filter_nodes: usize,
     /// Serve `GET /v1/bench/noop`, the load generator's baseline.
     pub bench_noop: bool,
+    /// Answer queries made only of `_by_pk` lookups of plain columns directly, without
+    /// the general executor (the same answers; off only to compare the two).
+    pub graphql_fast_path: bool,
     pub ws_init_timeout_ms: u64,
     pub ws_keepalive_secs: u64,
     pub ws_max_queued_bytes: usize,
@@ -106,6 +109,7 @@ impl Default for Config {
             max_filter_depth: engine.max_filter_depth,
             max_filter_nodes: engine.max_filter_nodes,
             bench_noop: false,
+            graphql_fast_path: true,
             ws_init_timeout_ms: 10_000,
             ws_keepalive_secs: 15,
             ws_max_queued_bytes: 4 << 20,
@@ -197,6 +201,9 @@ impl Config {
         }
         if let Some(v) = get("KALAMDB_BENCH_NOOP") {
             self.bench_noop = parse("KALAMDB_BENCH_NOOP", v)?;
+        }
+        if let Some(v) = get("KALAMDB_GRAPHQL_FAST_PATH") {
+            self.graphql_fast_path = parse("KALAMDB_GRAPHQL_FAST_PATH", v)?;
         }
         if let Some(v) = get("KALAMDB_ROOT_PASSWORD") {
             self.root_password = Some(v);

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{ServerError, Variables};
@@ -350,21 +351,14 @@ async fn execute(state: &AppState, ctx: ExecContext, params: Params, media: Medi
 async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, media: Media, is_get: bool) -> Response {
     let span = tracing::info_span!("graphql", user = %ctx.user, role = %ctx.role);
     async move {
-        let schema = match state.schemas.schema_for(ctx.role) {
+        let role_schema = match state.schemas.schema_for(ctx.role) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the GraphQL schema");
                 return RequestError::new(ErrorCode::Internal, "internal error").into_response(media);
             }
         };
-        let caller = ctx.clone();
-        let mut request = async_graphql::Request::new(params.query)
-            .variables(Variables::from_json(Json::Object(params.variables)))
-            .data(ctx);
-        if let Some(op) = params.operation_name {
-            request = request.operation_name(op);
-        }
-        let doc = match state.schemas.parse(&request.query) {
+        let doc = match state.schemas.parse(&params.query) {
             Ok(doc) => doc,
             Err(e) => return RequestError::new(ErrorCode::GraphqlParseFailed, e.message).into_response(media),
         };
@@ -373,12 +367,11 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
         }
         let op_type = match &doc.operations {
             DocumentOperations::Single(op) => Some(op.node.ty),
-            DocumentOperations::Multiple(ops) => match &request.operation_name {
+            DocumentOperations::Multiple(ops) => match &params.operation_name {
                 Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
                 None => None,
             },
         };
-        request.set_parsed_query(doc);
         if is_get && op_type == Some(OperationType::Mutation) {
             return RequestError::new(ErrorCode::MethodNotAllowed, "mutations need POST").into_response(media);
         }
@@ -389,6 +382,31 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
             )
             .into_response(media);
         }
+        if state.config.graphql_fast_path
+            && let Some(data) = role_schema
+                .fast
+                .run(
+                    &state.engine,
+                    &ctx,
+                    &doc,
+                    params.operation_name.as_deref(),
+                    &params.variables,
+                    state.schemas.limits().max_complexity,
+                )
+                .await
+        {
+            let body = response_json(async_graphql::Response::new(data));
+            return (StatusCode::OK, [(header::CONTENT_TYPE, media.content_type())], body).into_response();
+        }
+        let caller = ctx.clone();
+        let mut request = async_graphql::Request::new(params.query)
+            .variables(Variables::from_json(Json::Object(params.variables)))
+            .data(ctx);
+        if let Some(op) = params.operation_name {
+            request = request.operation_name(op);
+        }
+        request.set_parsed_query(Arc::unwrap_or_clone(doc));
+        let schema = role_schema.schema;
         let response = schema.execute(request).await;
         for e in &response.errors {
             let forbidden = e

@@ -557,7 +557,7 @@ impl Conn {
             );
         };
         let schema = match self.state.schemas.schema_for(ctx.role) {
-            Ok(s) => s,
+            Ok(s) => s.schema,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the GraphQL schema");
                 return self.op_error(&id, ErrorCode::Internal, "internal error");

@@ -2,6 +2,7 @@
 //! and again with other variables, so a document seen before skips parsing.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::ServerError;
 use async_graphql::parser::parse_query;
@@ -15,16 +16,16 @@ const MAX_KEPT_LEN: usize = 16 * 1024;
 
 #[derive(Default)]
 pub struct DocumentCache {
-    docs: RwLock<HashMap<String, ExecutableDocument>>,
+    docs: RwLock<HashMap<String, Arc<ExecutableDocument>>>,
 }
 
 impl DocumentCache {
     /// The document of a query text; a parse error is not kept.
-    pub fn parse(&self, query: &str) -> Result<ExecutableDocument, ServerError> {
+    pub fn parse(&self, query: &str) -> Result<Arc<ExecutableDocument>, ServerError> {
         if let Some(doc) = self.docs.read().get(query) {
             return Ok(doc.clone());
         }
-        let doc = parse_query(query).map_err(ServerError::from)?;
+        let doc = Arc::new(parse_query(query).map_err(ServerError::from)?);
         if query.len() <= MAX_KEPT_LEN {
             let mut docs = self.docs.write();
             if docs.len() >= MAX_DOCUMENTS {

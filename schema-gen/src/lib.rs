@@ -5,6 +5,7 @@
 pub mod depth;
 pub mod documents;
 pub mod errors;
+pub mod fast;
 pub mod inputs;
 pub mod meta;
 pub mod names;

@@ -12,7 +12,8 @@ use kalamdb_engine::engine::Engine;
 use parking_lot::RwLock;
 
 use crate::documents::DocumentCache;
-use crate::schema::{GraphqlLimits, build_schema};
+use crate::fast::FastPaths;
+use crate::schema::{GraphqlLimits, build_role_schema};
 
 const ROLES: usize = 4;
 
@@ -25,9 +26,17 @@ fn slot(role: Role) -> usize {
     }
 }
 
+/// A role's schema and the direct paths of its `_by_pk` fields, of one catalog
+/// generation.
+#[derive(Clone)]
+pub struct RoleSchema {
+    pub schema: Schema,
+    pub fast: Arc<FastPaths>,
+}
+
 struct Cached {
     generation: u64,
-    schemas: [Option<Schema>; ROLES],
+    schemas: [Option<RoleSchema>; ROLES],
 }
 
 pub struct SchemaRegistry {
@@ -55,12 +64,12 @@ impl SchemaRegistry {
     }
 
     /// The parsed document of a query text (kept for the next request that sends it).
-    pub fn parse(&self, query: &str) -> Result<ExecutableDocument, ServerError> {
+    pub fn parse(&self, query: &str) -> Result<Arc<ExecutableDocument>, ServerError> {
         self.documents.parse(query)
     }
 
     /// The current schema of `role`.
-    pub fn schema_for(&self, role: Role) -> Result<Schema, SchemaError> {
+    pub fn schema_for(&self, role: Role) -> Result<RoleSchema, SchemaError> {
         let generation = self.engine.catalog().generation();
         {
             let c = self.cache.read();
@@ -70,7 +79,11 @@ impl SchemaRegistry {
                 return Ok(s.clone());
             }
         }
-        let schema = build_schema(&self.engine, role, &self.limits)?;
+        let (schema, fast) = build_role_schema(&self.engine, role, &self.limits)?;
+        let schema = RoleSchema {
+            schema,
+            fast: Arc::new(fast),
+        };
         let mut c = self.cache.write();
         if c.generation == u64::MAX || generation > c.generation {
             *c = Cached {

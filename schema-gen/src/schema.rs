@@ -13,6 +13,7 @@ use kalamdb_engine::ids::NamespaceId;
 use kalamdb_engine::schema::TableDef;
 
 use crate::errors::ErrorPath;
+use crate::fast::FastPaths;
 use crate::meta::TableMeta;
 use crate::objects::{shared_types, table_types};
 use crate::resolvers;
@@ -127,7 +128,17 @@ fn type_name(t: &Type) -> &str {
 
 /// The schema `role` sees now.
 pub fn build_schema(engine: &Arc<Engine>, role: Role, limits: &GraphqlLimits) -> Result<Schema, SchemaError> {
+    build_role_schema(engine, role, limits).map(|(schema, _)| schema)
+}
+
+/// The role's schema, and the direct paths for its `_by_pk` fields.
+pub fn build_role_schema(
+    engine: &Arc<Engine>,
+    role: Role,
+    limits: &GraphqlLimits,
+) -> Result<(Schema, FastPaths), SchemaError> {
     let tables = visible_tables(engine, role);
+    let fast = FastPaths::new(tables.iter().map(|(v, _)| v.meta.clone()));
     let any_writable = tables.iter().any(|(v, _)| v.writable);
     let any_table = !tables.is_empty();
     let mut builder = Schema::build(
@@ -173,12 +184,13 @@ pub fn build_schema(engine: &Arc<Engine>, role: Role, limits: &GraphqlLimits) ->
     if any_table {
         builder = builder.register(subscription);
     }
-    builder
+    let schema = builder
         .data(engine.clone())
         .data(limits.clone())
         .extension(ErrorPath)
         .limit_complexity(limits.max_complexity)
-        .finish()
+        .finish()?;
+    Ok((schema, fast))
 }
 
 /// The table behind a query or subscription root field, and whether the field is its

@@ -50,25 +50,42 @@ fn string_with(v: &Gql, ok: impl Fn(&str) -> bool) -> bool {
     matches!(v, Gql::String(s) if ok(s))
 }
 
+/// Whether `v` is a valid input value of the scalar of column type `ty`: the custom
+/// scalars' validators, and the checks async-graphql makes of its built-in scalars.
+pub fn accepts(ty: ColumnType, v: &Gql) -> bool {
+    match ty {
+        ColumnType::Boolean => matches!(v, Gql::Boolean(_)),
+        ColumnType::Int => matches!(v, Gql::Number(n) if n.as_i64().is_some_and(|i| i32::try_from(i).is_ok())),
+        ColumnType::BigInt => is_bigint(v),
+        ColumnType::Double => matches!(v, Gql::Number(_)),
+        ColumnType::Text => matches!(v, Gql::String(_)),
+        ColumnType::Timestamp => string_with(v, |s| parse_rfc3339(s).is_some()),
+        ColumnType::Date => string_with(v, |s| s.len() == 10 && parse_date(s).is_some()),
+        ColumnType::Uuid => string_with(v, |s| Value::from_text(ColumnType::Uuid, s).is_ok()),
+        ColumnType::Json => true,
+        ColumnType::Bytes => string_with(v, |s| base64::engine::general_purpose::STANDARD.decode(s).is_ok()),
+    }
+}
+
 /// The custom scalars, with their strict input validators.
 pub fn custom_scalars() -> Vec<Scalar> {
     vec![
         Scalar::new("BigInt")
             .description("A 64-bit integer: a JSON string on output, a string or a number on input.")
-            .validator(is_bigint),
+            .validator(|v| accepts(ColumnType::BigInt, v)),
         Scalar::new("Timestamp")
             .description("An instant as an RFC 3339 string, e.g. 2026-01-02T03:04:05.678Z (microsecond precision).")
-            .validator(|v| string_with(v, |s| parse_rfc3339(s).is_some())),
+            .validator(|v| accepts(ColumnType::Timestamp, v)),
         Scalar::new("Date")
             .description("A calendar date, YYYY-MM-DD.")
-            .validator(|v| string_with(v, |s| s.len() == 10 && parse_date(s).is_some())),
+            .validator(|v| accepts(ColumnType::Date, v)),
         Scalar::new("UUID")
             .description("A UUID in its hyphenated text form.")
-            .validator(|v| string_with(v, |s| Value::from_text(ColumnType::Uuid, s).is_ok())),
+            .validator(|v| accepts(ColumnType::Uuid, v)),
         Scalar::new("JSON").description("Any JSON value."),
         Scalar::new("Bytes")
             .description("Binary data as standard base64.")
-            .validator(|v| string_with(v, |s| base64::engine::general_purpose::STANDARD.decode(s).is_ok())),
+            .validator(|v| accepts(ColumnType::Bytes, v)),
     ]
 }
 

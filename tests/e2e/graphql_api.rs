@@ -338,3 +338,78 @@ async fn mutations_match_sql() {
     );
     s.stop().await;
 }
+
+/// The raw body of a GraphQL request, with an operation name when given.
+async fn raw_gql(s: &TestServer, query: &str, operation: Option<&str>, variables: Value) -> (u16, String) {
+    let mut body = json!({ "query": query, "variables": variables });
+    if let Some(op) = operation {
+        body["operationName"] = json!(op);
+    }
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/graphql", s.url))
+        .header(
+            "authorization",
+            kalamdb_tests::basic("root", kalamdb_tests::ROOT_PASSWORD),
+        )
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    (resp.status().as_u16(), resp.text().await.expect("body"))
+}
+
+/// Queries made only of `_by_pk` lookups take a direct path; its answers, byte for byte,
+/// and its refusals are those of the general executor (a server with the path off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_by_pk_direct_path_answers_as_the_general_executor() {
+    let fast = TestServer::start().await;
+    let general = TestServer::start_with(|c| c.graphql_fast_path = false).await;
+    setup(&fast).await;
+    setup(&general).await;
+    let by_id = "query($id: Int!) { shop_items_by_pk(id: $id) { id name qty price tag born big } }";
+    let mut cases: Vec<(&str, Option<&str>, Value)> = [1, 3, 4, 8, 99]
+        .into_iter()
+        .map(|id| (by_id, None, json!({ "id": id })))
+        .collect();
+    cases.extend([
+        (
+            "{ a: shop_items_by_pk(id: 2) { __typename n: name big } b: shop_items_by_pk(id: 77) { id } c: shop_items_by_pk(id: 5) { _deleted price } }",
+            None,
+            json!({}),
+        ),
+        ("query One($id: Int!) { shop_items_by_pk(id: $id) { name } }", Some("One"), json!({"id": 6})),
+        (
+            "query A { shop_items_by_pk(id: 1) { name } } query B { shop_items_by_pk(id: 2) { name } }",
+            Some("B"),
+            json!({}),
+        ),
+        // refused: a wrong type, out of range, missing, undeclared type, unused variable,
+        // unknown column, unknown operation
+        (by_id, None, json!({"id": "1"})),
+        (by_id, None, json!({"id": 3_000_000_000_i64})),
+        (by_id, None, json!({})),
+        ("query($id: BigInt!) { shop_items_by_pk(id: $id) { id } }", None, json!({"id": "1"})),
+        ("query($id: Int!, $u: Int) { shop_items_by_pk(id: $id) { id } }", None, json!({"id": 1})),
+        ("{ shop_items_by_pk(id: 1) { nope } }", None, json!({})),
+        ("query One { shop_items_by_pk(id: 1) { id } }", Some("Two"), json!({})),
+    ]);
+    for (query, op, vars) in cases {
+        let a = raw_gql(&fast, query, op, vars.clone()).await;
+        let b = raw_gql(&general, query, op, vars.clone()).await;
+        assert_eq!(
+            a, b,
+            "{query} {vars}: the direct path differs from the general executor"
+        );
+    }
+    // `_seq` (server-specific) against SQL on the same server
+    let data = fast
+        .gql_ok("root", "{ shop_items_by_pk(id: 7) { _seq } }", json!({}))
+        .await;
+    let sql = rows(&fast.root("SELECT _seq FROM shop.items WHERE id = 7").await);
+    assert_eq!(
+        data["shop_items_by_pk"]["_seq"].as_str().map(str::to_string),
+        Some(sql[0][0].to_string()),
+        "{data} vs {sql:?}"
+    );
+}

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::OperationType;
 use async_graphql::{ServerError, Variables};
 use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::error::ErrorCode;
 use kalamdb_schema_gen::depth::check_depth;
+use kalamdb_schema_gen::documents::operation;
 use serde_json::{Map, Value as Json};
 use tracing::Instrument;
 
@@ -365,13 +366,7 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
         if let Err(message) = check_depth(&doc, state.schemas.limits().max_depth) {
             return RequestError::new(ErrorCode::QueryTooDeep, message).into_response(media);
         }
-        let op_type = match &doc.operations {
-            DocumentOperations::Single(op) => Some(op.node.ty),
-            DocumentOperations::Multiple(ops) => match &params.operation_name {
-                Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
-                None => None,
-            },
-        };
+        let op_type = operation(&doc, params.operation_name.as_deref()).map(|op| op.node.ty);
         if is_get && op_type == Some(OperationType::Mutation) {
             return RequestError::new(ErrorCode::MethodNotAllowed, "mutations need POST").into_response(media);
         }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use async_graphql::parser::types::{OperationType, Selection};
 use async_graphql::{Variables, dynamic::Schema};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -28,6 +28,7 @@ use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::{Principal, Revocation};
 use kalamdb_engine::error::ErrorCode;
 use kalamdb_schema_gen::depth::check_depth;
+use kalamdb_schema_gen::documents::operation;
 use serde_json::{Map, Value as Json, json};
 use tokio::sync::{Notify, broadcast, mpsc};
 
@@ -536,19 +537,14 @@ impl Conn {
         let Some(ctx) = self.principal.as_ref().map(|p| p.ctx.clone()) else {
             return;
         };
-        let doc = match async_graphql::parser::parse_query(&params.query) {
+        let doc = match self.state.schemas.parse(&params.query) {
             Ok(d) => d,
-            Err(e) => return self.op_error(&id, ErrorCode::GraphqlParseFailed, e.to_string()),
+            Err(e) => return self.op_error(&id, ErrorCode::GraphqlParseFailed, e.message),
         };
         if let Err(message) = check_depth(&doc, self.state.schemas.limits().max_depth) {
             return self.op_error(&id, ErrorCode::QueryTooDeep, message);
         }
-        let op = match (&doc.operations, &params.operation_name) {
-            (DocumentOperations::Single(op), _) => Some(op),
-            (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()),
-            (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
-            _ => None,
-        };
+        let op = operation(&doc, params.operation_name.as_deref());
         let Some(op) = op else {
             return self.op_error(
                 &id,

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::ServerError;
+use async_graphql::parser::Positioned;
 use async_graphql::parser::parse_query;
-use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition};
 use parking_lot::RwLock;
 
 /// How many documents are kept; when full the memory starts over.
@@ -34,6 +35,17 @@ impl DocumentCache {
             docs.insert(query.to_string(), doc.clone());
         }
         Ok(doc)
+    }
+}
+
+/// The operation a request runs, as async-graphql picks it: the one named by
+/// `operationName`, or without a name the document's only operation.
+pub fn operation<'a>(doc: &'a ExecutableDocument, name: Option<&str>) -> Option<&'a Positioned<OperationDefinition>> {
+    match (&doc.operations, name) {
+        (DocumentOperations::Single(op), None) => Some(op),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        _ => None,
     }
 }
 

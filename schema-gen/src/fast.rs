@@ -14,15 +14,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_graphql::indexmap::IndexMap;
-use async_graphql::parser::types::{
-    BaseType, DocumentOperations, ExecutableDocument, OperationType, Selection, VariableDefinition,
-};
+use async_graphql::parser::types::{BaseType, ExecutableDocument, OperationType, Selection, VariableDefinition};
 use async_graphql::{Name, Value as Gql};
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::Engine;
 use kalamdb_engine::types::Value;
 use serde_json::{Map, Value as Json};
 
+use crate::documents::operation;
 use crate::meta::{DELETED, SEQ, TableMeta};
 use crate::resolvers::RowObj;
 use crate::values::{accepts, from_gql, scalar_name};
@@ -107,14 +106,7 @@ impl FastPaths {
         if !doc.fragments.is_empty() {
             return None;
         }
-        // the operation async-graphql would run: the only one, named or not, or the
-        // one named in the request
-        let op = match (&doc.operations, operation_name) {
-            (DocumentOperations::Single(op), None) => op,
-            (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next()?,
-            (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name)?,
-            _ => return None,
-        };
+        let op = operation(doc, operation_name)?;
         let op = &op.node;
         if op.ty != OperationType::Query || !op.directives.is_empty() {
             return None;
@@ -137,7 +129,7 @@ impl FastPaths {
             };
             let f = &f.node;
             let meta = self.by_pk.get(f.name.node.as_str())?;
-            let key = f.alias.as_ref().unwrap_or(&f.name).node.clone();
+            let key = f.response_key().node.clone();
             if !f.directives.is_empty() || !keys.insert(f.response_key().node.as_str()) {
                 return None;
             }

@@ -345,7 +345,8 @@ async fn raw_gql(s: &TestServer, query: &str, operation: Option<&str>, variables
     if let Some(op) = operation {
         body["operationName"] = json!(op);
     }
-    let resp = reqwest::Client::new()
+    let resp = s
+        .client
         .post(format!("{}/v1/graphql", s.url))
         .header(
             "authorization",

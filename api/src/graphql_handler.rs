@@ -386,7 +386,6 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
                     &doc,
                     params.operation_name.as_deref(),
                     &params.variables,
-                    state.schemas.limits().max_complexity,
                 )
                 .await
         {

@@ -91,6 +91,7 @@ impl FieldRef {
     }
 
     /// The field's value in a visible row.
+    #[inline]
     pub fn get<'a>(self, seq: Seq, values: &'a [Value]) -> Cow<'a, Value> {
         match self {
             FieldRef::Column(i) => values.get(i).map_or(Cow::Owned(Value::Null), Cow::Borrowed),
@@ -317,6 +318,7 @@ impl Filter {
 
 /// Orders two non-null values of one column type as DataFusion does (floats by IEEE
 /// total order, text and bytes bytewise).
+#[inline]
 pub fn compare_values(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
         (Value::Boolean(x), Value::Boolean(y)) => x.cmp(y),
@@ -384,11 +386,14 @@ impl BoundFilter {
             BoundFilter::Or(fs) => or3(fs.iter().map(|f| f.eval(seq, values))),
             BoundFilter::Not(f) => f.eval(seq, values).map(|b| !b),
             BoundFilter::Compare { field, op, value, .. } => {
-                let v = field.get(seq, values);
-                if v.is_null() {
-                    return None;
-                }
-                let ord = compare_values(&v, value);
+                // a column is compared in place; `_seq` and `_deleted` are made values
+                let ord = match field {
+                    FieldRef::Column(i) => match values.get(*i) {
+                        None | Some(Value::Null) => return None,
+                        Some(v) => compare_values(v, value),
+                    },
+                    f => compare_values(&f.get(seq, values), value),
+                };
                 Some(match op {
                     CmpOp::Eq => ord == Ordering::Equal,
                     CmpOp::Neq => ord != Ordering::Equal,
@@ -536,8 +541,21 @@ impl OrderKey {
 }
 
 impl BoundOrderKey {
+    #[inline]
     pub fn compare(&self, a: (Seq, &[Value]), b: (Seq, &[Value])) -> Ordering {
-        let (x, y) = (self.field.get(a.0, a.1), self.field.get(b.0, b.1));
+        match self.field {
+            FieldRef::Column(i) => {
+                const NULL: &Value = &Value::Null;
+                self.order(a.1.get(i).unwrap_or(NULL), b.1.get(i).unwrap_or(NULL))
+            }
+            f => self.order(&f.get(a.0, a.1), &f.get(b.0, b.1)),
+        }
+    }
+
+    /// Orders two values of the key's field: nulls where the key puts them, the rest
+    /// in the key's direction.
+    #[inline]
+    fn order(&self, x: &Value, y: &Value) -> Ordering {
         match (x.is_null(), y.is_null()) {
             (true, true) => Ordering::Equal,
             (true, false) => {
@@ -555,7 +573,7 @@ impl BoundOrderKey {
                 }
             }
             (false, false) => {
-                let o = compare_values(&x, &y);
+                let o = compare_values(x, y);
                 if self.descending { o.reverse() } else { o }
             }
         }

@@ -133,13 +133,23 @@ impl BoundSelect {
 
     /// The keys the filter narrows the read to.
     fn key_plan(&self) -> KeyPlan {
-        match &self.filter {
-            Some(f) => {
-                let exprs: Vec<Expr> = f.conjuncts().iter().map(|c| c.to_df_expr(&self.table)).collect();
-                key_plan(&self.table, &exprs)
-            }
-            None => KeyPlan::All,
+        // only conditions on the key can narrow the read; most filters have none, and
+        // then no expression is built
+        let pk = FieldRef::Column(self.table.current().pk);
+        let on_key: Vec<Expr> = self
+            .filter
+            .iter()
+            .flat_map(BoundFilter::conjuncts)
+            .filter(|c| {
+                matches!(c, BoundFilter::Compare { field, .. } | BoundFilter::In { field, negated: false, .. }
+                    if *field == pk)
+            })
+            .map(|c| c.to_df_expr(&self.table))
+            .collect();
+        if on_key.is_empty() {
+            return KeyPlan::All;
         }
+        key_plan(&self.table, &on_key)
     }
 
     fn compare(&self, a: &Row, b: &Row) -> std::cmp::Ordering {

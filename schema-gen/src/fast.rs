@@ -1,54 +1,202 @@
-//! A direct path for the commonest read: queries whose root fields are all `_by_pk`
-//! lookups selecting plain columns. Such a document is answered without async-graphql's
-//! validation and field-by-field execution: its arguments are checked here as the
-//! validator would check them, each lookup is one `Engine::get_by_pk`, and the result is
-//! built as the general executor builds it (the same output conversions, keys in query
-//! order).
+//! A direct path for the commonest reads: queries whose root fields are all `_by_pk`
+//! lookups or list fields (`where`, `order_by`, `limit`, `offset`) selecting plain
+//! columns. Such a document is answered without async-graphql's validation and
+//! field-by-field execution: its arguments are checked here as the validator would
+//! check them and turned into the same engine requests the resolvers make (one
+//! `Engine::get_by_pk` or `Engine::select` per field), and the result is built as the
+//! general executor builds it (the same output conversions, keys in query order).
 //!
 //! The path only ever answers successful requests. Anything else (another shape, a
-//! fragment or directive, a variable missing or of the wrong type, a null in a
-//! non-null column, any engine error) returns `None`, and the request takes the general
-//! path, which produces the proper errors.
+//! fragment or directive, a variable missing, nullable or of the wrong type, a null
+//! literal, a single value where a list is due, an enum or JSON value given by
+//! variable, a null in a non-null column, the rows-per-result limit, any engine error)
+//! returns `None`, and the request takes the general path, which produces the proper
+//! errors.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_graphql::indexmap::IndexMap;
-use async_graphql::parser::types::{BaseType, ExecutableDocument, OperationType, Selection, VariableDefinition};
+use async_graphql::parser::types::{BaseType, ExecutableDocument, Field, OperationType, Selection, VariableDefinition};
 use async_graphql::{Name, Value as Gql};
+use async_graphql_value::Value as Ast;
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::Engine;
-use kalamdb_engine::types::Value;
+use kalamdb_engine::filter::FilterLimits;
+use kalamdb_engine::select::SelectRequest;
+use kalamdb_engine::types::{ColumnType, Value};
 use serde_json::{Map, Value as Json};
 
 use crate::documents::operation;
 use crate::meta::{DELETED, SEQ, TableMeta};
-use crate::resolvers::RowObj;
+use crate::resolvers::{RowField, RowObj, checked_rows, list_request_of, rows_of};
+use crate::schema::GraphqlLimits;
 use crate::values::{accepts, from_gql, scalar_name};
 
 const TYPENAME: &str = "__typename";
+/// `where` literals nested deeper than this go to the general path.
+const MAX_LITERAL_DEPTH: usize = 16;
+const ORDER_DIRECTIONS: [&str; 6] = [
+    "asc",
+    "asc_nulls_first",
+    "asc_nulls_last",
+    "desc",
+    "desc_nulls_first",
+    "desc_nulls_last",
+];
 
-/// The `_by_pk` root fields of one role's schema.
-#[derive(Default)]
-pub struct FastPaths {
-    by_pk: HashMap<String, Arc<TableMeta>>,
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RootKind {
+    ByPk,
+    List,
 }
 
-/// One `_by_pk` lookup of a planned document.
-struct Lookup {
+/// The `_by_pk` and list root fields of one role's schema.
+#[derive(Default)]
+pub struct FastPaths {
+    roots: HashMap<String, (RootKind, Arc<TableMeta>)>,
+    limits: GraphqlLimits,
+}
+
+enum Fetch {
+    ByPk(Value),
+    List(SelectRequest),
+}
+
+/// One root field of a planned document.
+struct Planned {
     key: Name,
     meta: Arc<TableMeta>,
-    pk: Value,
+    fetch: Fetch,
     /// Response keys and the field each reads (a column, `_seq`, `_deleted` or
     /// `__typename`), in query order.
     fields: Vec<(Name, Name)>,
 }
 
-impl FastPaths {
-    pub fn new(tables: impl IntoIterator<Item = Arc<TableMeta>>) -> Self {
-        Self {
-            by_pk: tables.into_iter().map(|m| (m.names.by_pk(), m)).collect(),
+/// What an input position of the schema takes.
+#[derive(Clone, Copy)]
+enum Want {
+    BoolExp,
+    Comparison(ColumnType),
+    Scalar(ColumnType),
+    /// `[T!]`, given as a list literal.
+    ScalarList(ColumnType),
+    OrderBy,
+}
+
+/// The operation's variables, as the validator would check them.
+struct Vars<'a> {
+    defs: HashMap<&'a str, &'a VariableDefinition>,
+    values: &'a Map<String, Json>,
+    used: HashSet<&'a str>,
+}
+
+impl<'a> Vars<'a> {
+    /// A variable in a scalar position: declared exactly as that scalar, non-null, and
+    /// given a value the scalar accepts.
+    fn scalar(&mut self, name: &Name, ty: ColumnType) -> Option<Gql> {
+        let (&key, def) = self.defs.get_key_value(name.as_str())?;
+        let declared = !def.var_type.node.nullable
+            && matches!(&def.var_type.node.base, BaseType::Named(n) if n.as_str() == scalar_name(ty));
+        if !declared || !def.directives.is_empty() || ty == ColumnType::Json {
+            return None;
         }
+        let value = Gql::from_json(self.values.get(key)?.clone()).ok()?;
+        if value == Gql::Null || !accepts(ty, &value) {
+            return None;
+        }
+        self.used.insert(key);
+        Some(value)
+    }
+}
+
+/// Checks an argument's value against what its position takes and returns it with the
+/// variables substituted; `None` for anything the validator might refuse or that this
+/// path leaves to the general one.
+fn literal(v: &Ast, want: Want, meta: &TableMeta, vars: &mut Vars<'_>, depth: usize) -> Option<Gql> {
+    if depth > MAX_LITERAL_DEPTH {
+        return None;
+    }
+    match (want, v) {
+        (Want::Scalar(ColumnType::Json), _) => None,
+        (Want::Scalar(ty), Ast::Variable(name)) => vars.scalar(name, ty),
+        (_, Ast::Variable(_) | Ast::Null) => None,
+        (Want::Scalar(ty), v) => {
+            let c = v.clone().into_const()?;
+            accepts(ty, &c).then_some(c)
+        }
+        (Want::ScalarList(ty), Ast::List(items)) => items
+            .iter()
+            .map(|i| literal(i, Want::Scalar(ty), meta, vars, depth + 1))
+            .collect::<Option<Vec<_>>>()
+            .map(Gql::List),
+        (Want::Comparison(ty), Ast::Object(ops)) => {
+            let mut out = IndexMap::with_capacity(ops.len());
+            for (op, value) in ops {
+                let want = match op.as_str() {
+                    "_eq" | "_neq" => Want::Scalar(ty),
+                    "_gt" | "_gte" | "_lt" | "_lte" if ty != ColumnType::Json => Want::Scalar(ty),
+                    "_in" | "_nin" => Want::ScalarList(ty),
+                    "_is_null" => Want::Scalar(ColumnType::Boolean),
+                    "_like" | "_ilike" | "_nlike" | "_nilike" if ty == ColumnType::Text => Want::Scalar(ty),
+                    _ => return None,
+                };
+                out.insert(op.clone(), literal(value, want, meta, vars, depth + 1)?);
+            }
+            Some(Gql::Object(out))
+        }
+        (Want::BoolExp, Ast::Object(fields)) => {
+            let mut out = IndexMap::with_capacity(fields.len());
+            for (key, value) in fields {
+                let checked = match (key.as_str(), value) {
+                    ("_and" | "_or", Ast::List(items)) => Gql::List(
+                        items
+                            .iter()
+                            .map(|i| literal(i, Want::BoolExp, meta, vars, depth + 1))
+                            .collect::<Option<Vec<_>>>()?,
+                    ),
+                    ("_and" | "_or", _) => return None,
+                    ("_not", v) => literal(v, Want::BoolExp, meta, vars, depth + 1)?,
+                    (col, v) => {
+                        let (_, ty) = meta.filterable(col)?;
+                        literal(v, Want::Comparison(ty), meta, vars, depth + 1)?
+                    }
+                };
+                out.insert(key.clone(), checked);
+            }
+            Some(Gql::Object(out))
+        }
+        (Want::OrderBy, Ast::List(items)) => items
+            .iter()
+            .map(|i| literal(i, Want::OrderBy, meta, vars, depth + 1))
+            .collect::<Option<Vec<_>>>()
+            .map(Gql::List),
+        (Want::OrderBy, Ast::Object(keys)) => {
+            let mut out = IndexMap::with_capacity(keys.len());
+            for (col, dir) in keys {
+                let (_, ty) = meta.filterable(col.as_str())?;
+                let Ast::Enum(d) = dir else {
+                    return None;
+                };
+                if ty == ColumnType::Json || !ORDER_DIRECTIONS.contains(&d.as_str()) {
+                    return None;
+                }
+                out.insert(col.clone(), Gql::Enum(d.clone()));
+            }
+            Some(Gql::Object(out))
+        }
+        _ => None,
+    }
+}
+
+impl FastPaths {
+    pub fn new(tables: impl IntoIterator<Item = Arc<TableMeta>>, limits: GraphqlLimits) -> Self {
+        let mut roots = HashMap::new();
+        for m in tables {
+            roots.insert(m.names.by_pk(), (RootKind::ByPk, m.clone()));
+            roots.insert(m.names.base.clone(), (RootKind::List, m));
+        }
+        Self { roots, limits }
     }
 
     /// Answers the document if it has the shape this path serves; `None` sends it to
@@ -60,38 +208,30 @@ impl FastPaths {
         doc: &ExecutableDocument,
         operation_name: Option<&str>,
         variables: &Map<String, Json>,
-        max_complexity: usize,
     ) -> Option<Gql> {
-        let lookups = self.plan(doc, operation_name, variables, max_complexity)?;
-        let mut data = IndexMap::with_capacity(lookups.len());
-        for l in lookups {
-            let rows = engine.get_by_pk(ctx, &l.meta.id, &l.pk).await.ok()?;
-            let value = match rows.rows.into_iter().next() {
-                None => Gql::Null,
-                Some((seq, values)) => {
-                    let row = RowObj {
-                        table: rows.table,
-                        seq,
-                        values,
-                        deleted: false,
-                    };
-                    let mut obj = IndexMap::with_capacity(l.fields.len());
-                    for (key, field) in &l.fields {
-                        let v = if field.as_str() == TYPENAME {
-                            Gql::String(l.meta.names.base.clone())
-                        } else {
-                            row.get(field.as_str())
-                        };
-                        // a null in a non-null column is the general executor's error
-                        if v == Gql::Null && !l.meta.column(field.as_str()).is_some_and(|c| c.nullable) {
-                            return None;
-                        }
-                        obj.insert(key.clone(), v);
+        let planned = self.plan(doc, operation_name, variables, engine.filter_limits())?;
+        let mut data = IndexMap::with_capacity(planned.len());
+        for p in planned {
+            let value = match &p.fetch {
+                Fetch::ByPk(pk) => {
+                    let rows = engine.get_by_pk(ctx, &p.meta.id, pk).await.ok()?;
+                    match rows_of(rows).pop() {
+                        None => Gql::Null,
+                        Some(row) => object(&p, &row, &resolve(&p, &row))?,
                     }
-                    Gql::Object(obj)
+                }
+                Fetch::List(req) => {
+                    let rows = engine.select(ctx, &p.meta.id, req).await.ok()?;
+                    let rows = checked_rows(&self.limits, rows).ok()?;
+                    let Some(first) = rows.first() else {
+                        data.insert(p.key, Gql::List(vec![]));
+                        continue;
+                    };
+                    let fields = resolve(&p, first);
+                    Gql::List(rows.iter().map(|r| object(&p, r, &fields)).collect::<Option<_>>()?)
                 }
             };
-            data.insert(l.key, value);
+            data.insert(p.key, value);
         }
         Some(Gql::Object(data))
     }
@@ -101,8 +241,8 @@ impl FastPaths {
         doc: &ExecutableDocument,
         operation_name: Option<&str>,
         variables: &Map<String, Json>,
-        max_complexity: usize,
-    ) -> Option<Vec<Lookup>> {
+        filter_limits: FilterLimits,
+    ) -> Option<Vec<Planned>> {
         if !doc.fragments.is_empty() {
             return None;
         }
@@ -111,15 +251,18 @@ impl FastPaths {
         if op.ty != OperationType::Query || !op.directives.is_empty() {
             return None;
         }
-        let defs: HashMap<&str, &VariableDefinition> = op
-            .variable_definitions
-            .iter()
-            .map(|d| (d.node.name.node.as_str(), &d.node))
-            .collect();
-        if defs.len() != op.variable_definitions.len() {
+        let mut vars = Vars {
+            defs: op
+                .variable_definitions
+                .iter()
+                .map(|d| (d.node.name.node.as_str(), &d.node))
+                .collect(),
+            values: variables,
+            used: HashSet::new(),
+        };
+        if vars.defs.len() != op.variable_definitions.len() {
             return None;
         }
-        let mut used: HashSet<String> = HashSet::new();
         let mut keys: HashSet<&str> = HashSet::new();
         let mut complexity = 0usize;
         let mut out = Vec::new();
@@ -128,80 +271,121 @@ impl FastPaths {
                 return None;
             };
             let f = &f.node;
-            let meta = self.by_pk.get(f.name.node.as_str())?;
-            let key = f.response_key().node.clone();
+            let (kind, meta) = self.roots.get(f.name.node.as_str())?;
             if !f.directives.is_empty() || !keys.insert(f.response_key().node.as_str()) {
                 return None;
             }
-            let pk_col = meta.pk_column();
-            let [(arg_name, arg)] = f.arguments.as_slice() else {
-                return None;
+            let fetch = match kind {
+                RootKind::ByPk => Fetch::ByPk(by_pk_argument(f, meta, &mut vars)?),
+                RootKind::List => Fetch::List(self.list_arguments(f, meta, &mut vars, filter_limits)?),
             };
-            if arg_name.node.as_str() != pk_col.name.as_str() {
-                return None;
-            }
-            let input = arg
-                .node
-                .clone()
-                .into_const_with(|name: Name| {
-                    let def = defs.get(name.as_str()).ok_or(())?;
-                    // the variable must be declared exactly as the argument's type
-                    let ok_type = !def.var_type.node.nullable
-                        && matches!(&def.var_type.node.base, BaseType::Named(n) if n.as_str() == scalar_name(pk_col.ty));
-                    if !ok_type || !def.directives.is_empty() {
-                        return Err(());
-                    }
-                    let value = variables.get(name.as_str()).ok_or(())?;
-                    used.insert(name.to_string());
-                    Gql::from_json(value.clone()).map_err(|_| ())
-                })
-                .ok()?;
-            if input == Gql::Null || !accepts(pk_col.ty, &input) {
-                return None;
-            }
-            let pk = from_gql(pk_col.ty, &input).ok()?;
-            let mut fields = Vec::new();
-            let mut sub_keys: HashSet<&str> = HashSet::new();
-            for s in &f.selection_set.node.items {
-                let Selection::Field(c) = &s.node else {
-                    return None;
-                };
-                let c = &c.node;
-                let name = c.name.node.as_str();
-                let known = name == TYPENAME || name == SEQ || name == DELETED || meta.column(name).is_some();
-                if !known
-                    || !c.arguments.is_empty()
-                    || !c.directives.is_empty()
-                    || !c.selection_set.node.items.is_empty()
-                    || !sub_keys.insert(c.response_key().node.as_str())
-                {
-                    return None;
-                }
-                complexity += 1;
-                fields.push((c.response_key().node.clone(), c.name.node.clone()));
-            }
-            if fields.is_empty() {
-                return None;
-            }
-            complexity += 1;
-            out.push(Lookup {
-                key,
+            let fields = plain_fields(f, meta)?;
+            complexity += 1 + fields.len();
+            out.push(Planned {
+                key: f.response_key().node.clone(),
                 meta: meta.clone(),
-                pk,
+                fetch,
                 fields,
             });
         }
         // every declared variable used, within the complexity limit
-        if out.is_empty() || used.len() != defs.len() || complexity > max_complexity {
+        if out.is_empty() || vars.used.len() != vars.defs.len() || complexity > self.limits.max_complexity {
             return None;
         }
         Some(out)
     }
+
+    /// A list field's arguments, checked, as the select the resolver would make.
+    fn list_arguments(
+        &self,
+        f: &Field,
+        meta: &TableMeta,
+        vars: &mut Vars<'_>,
+        filter_limits: FilterLimits,
+    ) -> Option<SelectRequest> {
+        let mut args: HashMap<&str, Gql> = HashMap::with_capacity(f.arguments.len());
+        for (name, value) in &f.arguments {
+            let want = match name.node.as_str() {
+                "where" => Want::BoolExp,
+                "order_by" => Want::OrderBy,
+                "limit" | "offset" => Want::Scalar(ColumnType::Int),
+                _ => return None,
+            };
+            let checked = literal(&value.node, want, meta, vars, 0)?;
+            if args.insert(name.node.as_str(), checked).is_some() {
+                return None;
+            }
+        }
+        list_request_of(&|name| args.get(name), filter_limits, &self.limits, meta).ok()
+    }
+}
+
+/// The key argument of a `_by_pk` field, checked and typed.
+fn by_pk_argument(f: &Field, meta: &TableMeta, vars: &mut Vars<'_>) -> Option<Value> {
+    let pk_col = meta.pk_column();
+    let [(arg_name, arg)] = f.arguments.as_slice() else {
+        return None;
+    };
+    if arg_name.node.as_str() != pk_col.name.as_str() {
+        return None;
+    }
+    let input = literal(&arg.node, Want::Scalar(pk_col.ty), meta, vars, 0)?;
+    from_gql(pk_col.ty, &input).ok()
+}
+
+/// The selection of a row object, when it is plain fields only.
+fn plain_fields(f: &Field, meta: &TableMeta) -> Option<Vec<(Name, Name)>> {
+    let mut fields = Vec::new();
+    let mut keys: HashSet<&str> = HashSet::new();
+    for s in &f.selection_set.node.items {
+        let Selection::Field(c) = &s.node else {
+            return None;
+        };
+        let c = &c.node;
+        let name = c.name.node.as_str();
+        let known = name == TYPENAME || name == SEQ || name == DELETED || meta.column(name).is_some();
+        if !known
+            || !c.arguments.is_empty()
+            || !c.directives.is_empty()
+            || !c.selection_set.node.items.is_empty()
+            || !keys.insert(c.response_key().node.as_str())
+        {
+            return None;
+        }
+        fields.push((c.response_key().node.clone(), c.name.node.clone()));
+    }
+    (!fields.is_empty()).then_some(fields)
+}
+
+/// The selected fields against the schema the rows were read under (`None` for
+/// `__typename`).
+fn resolve(p: &Planned, row: &RowObj) -> Vec<Option<RowField>> {
+    p.fields
+        .iter()
+        .map(|(_, name)| (name.as_str() != TYPENAME).then(|| RowField::resolve(&row.table, name.as_str())))
+        .collect()
+}
+
+/// One row object; `None` for a null in a non-null column, the general executor's error.
+fn object(p: &Planned, row: &RowObj, fields: &[Option<RowField>]) -> Option<Gql> {
+    let mut obj = IndexMap::with_capacity(p.fields.len());
+    for ((key, name), field) in p.fields.iter().zip(fields) {
+        let v = match field {
+            None => Gql::String(p.meta.names.base.clone()),
+            Some(f) => row.field(*f),
+        };
+        if v == Gql::Null && !p.meta.column(name.as_str()).is_some_and(|c| c.nullable) {
+            return None;
+        }
+        obj.insert(key.clone(), v);
+    }
+    Some(Gql::Object(obj))
 }
 
 #[cfg(test)]
 mod tests {
     use async_graphql::parser::parse_query;
+    use kalamdb_engine::filter::FilterLimits;
     use kalamdb_engine::ids::{ColumnName, NamespaceId, TableId, TableName};
     use kalamdb_engine::types::ColumnType;
     use serde_json::json;
@@ -220,22 +404,29 @@ mod tests {
             ty,
             nullable,
         };
-        FastPaths::new([Arc::new(TableMeta {
-            names: TableNames::new(&id),
-            id,
-            columns: vec![
-                col("id", ColumnType::Int, false),
-                col("name", ColumnType::Text, false),
-                col("qty", ColumnType::Int, true),
-            ],
-            pk: 0,
-        })])
+        FastPaths::new(
+            [Arc::new(TableMeta {
+                names: TableNames::new(&id),
+                id,
+                columns: vec![
+                    col("id", ColumnType::Int, false),
+                    col("name", ColumnType::Text, false),
+                    col("qty", ColumnType::Int, true),
+                ],
+                pk: 0,
+            })],
+            GraphqlLimits::default(),
+        )
     }
 
     fn served(query: &str, op: Option<&str>, vars: Json) -> bool {
         let doc = parse_query(query).expect("parses");
         let Json::Object(vars) = vars else { panic!() };
-        paths().plan(&doc, op, &vars, 100).is_some()
+        let limits = FilterLimits {
+            max_depth: 8,
+            max_nodes: 64,
+        };
+        paths().plan(&doc, op, &vars, limits).is_some()
     }
 
     #[test]
@@ -255,6 +446,25 @@ mod tests {
         assert!(served(
             "query A { shop_items_by_pk(id: 1) { name } } query B { shop_items_by_pk(id: 2) { name } }",
             Some("B"),
+            json!({})
+        ));
+    }
+
+    #[test]
+    fn list_documents_with_checked_arguments_are_served() {
+        assert!(served("{ shop_items { id name qty } }", None, json!({})));
+        assert!(served(
+            "query($q: Int!, $n: String!, $l: Int!) { shop_items(where: {_or: [{qty: {_gte: $q}}, \
+             {_not: {name: {_ilike: $n}}}], id: {_in: [1, 2, $q]}, _seq: {_gt: \"0\"}}, \
+             order_by: [{qty: desc_nulls_last}, {name: asc}], limit: $l, offset: 2) { id _seq } \
+             one: shop_items_by_pk(id: $q) { name } }",
+            None,
+            json!({"q": 3, "n": "a%", "l": 20})
+        ));
+        // one order_by object stands for a list of one, as GraphQL's input coercion says
+        assert!(served(
+            "{ shop_items(order_by: {qty: asc}, limit: 0) { id } }",
+            None,
             json!({})
         ));
     }
@@ -291,7 +501,7 @@ mod tests {
                 json!({}),
             ),
             (
-                "{ shop_items_by_pk(id: 1) { id } shop_items(limit: 1) { id } }",
+                "{ shop_items_by_pk(id: 1) { id } shop_items_aggregate { aggregate { count } } }",
                 None,
                 json!({}),
             ),
@@ -303,6 +513,35 @@ mod tests {
             ("{ shop_items_by_pk(id: 1) { id id: name } }", None, json!({})),
             ("{ shop_items_by_pk(id: 1.5) { id } }", None, json!({})),
             ("mutation { delete_shop_items_by_pk(id: 1) { id } }", None, json!({})),
+            // lists
+            ("{ shop_items(where: {qty: {_eq: null}}) { id } }", None, json!({})),
+            ("{ shop_items(where: {qty: {_in: 3}}) { id } }", None, json!({})),
+            ("{ shop_items(where: {_and: {qty: {_eq: 1}}}) { id } }", None, json!({})),
+            ("{ shop_items(where: {qty: {_like: \"a%\"}}) { id } }", None, json!({})),
+            ("{ shop_items(where: {name: {_eq: 1}}) { id } }", None, json!({})),
+            ("{ shop_items(where: {nope: {_eq: 1}}) { id } }", None, json!({})),
+            ("{ shop_items(where: {qty: {_between: 1}}) { id } }", None, json!({})),
+            ("{ shop_items(order_by: {qty: sideways}) { id } }", None, json!({})),
+            ("{ shop_items(order_by: {qty: \"asc\"}) { id } }", None, json!({})),
+            ("{ shop_items(limit: -1) { id } }", None, json!({})),
+            ("{ shop_items(limit: 10001) { id } }", None, json!({})),
+            ("{ shop_items(first: 1) { id } }", None, json!({})),
+            (
+                "query($w: shop_items_bool_exp) { shop_items(where: $w) { id } }",
+                None,
+                json!({"w": {"qty": {"_eq": 1}}}),
+            ),
+            ("query($n: Int) { shop_items(limit: $n) { id } }", None, json!({"n": 1})),
+            (
+                "query($q: BigInt!) { shop_items(where: {qty: {_eq: $q}}) { id } }",
+                None,
+                json!({"q": "1"}),
+            ),
+            (
+                "{ shop_items(where: {_not: {_not: {_not: {_not: {_not: {_not: {_not: {_not: {_not: {id: {_eq: 1}}}}}}}}}}}) { id } }",
+                None,
+                json!({}),
+            ),
         ] {
             assert!(!served(query, op, vars.clone()), "{query} {vars} was served");
         }

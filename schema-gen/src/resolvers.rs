@@ -13,7 +13,7 @@ use kalamdb_engine::commit::AppliedChange;
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::Engine;
 use kalamdb_engine::error::{EngineError, ErrorCode};
-use kalamdb_engine::filter::Filter;
+use kalamdb_engine::filter::{Filter, FilterLimits};
 use kalamdb_engine::ids::ColumnName;
 use kalamdb_engine::live::{ChangeFeed, FeedBatch, FeedStart, LiveResults};
 use kalamdb_engine::mutate::{Changes, ConflictAction};
@@ -50,17 +50,40 @@ pub struct RowObj {
     pub deleted: bool,
 }
 
-impl RowObj {
-    pub fn get(&self, col: &str) -> Gql {
+/// A field of a row object, resolved against the table's current schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowField {
+    Column(usize),
+    Seq,
+    Deleted,
+    /// A name the current schema does not have (a column dropped since the query began).
+    Missing,
+}
+
+impl RowField {
+    pub fn resolve(table: &TableDef, col: &str) -> Self {
         match col {
-            SEQ => Gql::String(self.seq.as_i64().to_string()),
-            DELETED => Gql::Boolean(self.deleted),
-            _ => self
-                .table
+            SEQ => RowField::Seq,
+            DELETED => RowField::Deleted,
+            _ => table
                 .current()
                 .column_index(col)
-                .and_then(|i| self.values.get(i))
-                .map_or(Gql::Null, to_gql),
+                .map_or(RowField::Missing, RowField::Column),
+        }
+    }
+}
+
+impl RowObj {
+    pub fn get(&self, col: &str) -> Gql {
+        self.field(RowField::resolve(&self.table, col))
+    }
+
+    pub fn field(&self, field: RowField) -> Gql {
+        match field {
+            RowField::Seq => Gql::String(self.seq.as_i64().to_string()),
+            RowField::Deleted => Gql::Boolean(self.deleted),
+            RowField::Column(i) => self.values.get(i).map_or(Gql::Null, to_gql),
+            RowField::Missing => Gql::Null,
         }
     }
 }
@@ -73,7 +96,7 @@ pub fn scalar(v: Gql) -> Option<FieldValue<'static>> {
     }
 }
 
-fn rows_of(rows: Rows) -> Vec<RowObj> {
+pub(crate) fn rows_of(rows: Rows) -> Vec<RowObj> {
     let table = rows.table;
     rows.rows
         .into_iter()
@@ -126,7 +149,12 @@ fn arg<'a>(ctx: &'a ResolverContext<'_>, name: &str) -> Option<&'a Gql> {
 }
 
 fn int_arg(ctx: &ResolverContext<'_>, name: &str) -> GqlResult<Option<usize>> {
-    match arg(ctx, name) {
+    int_value(arg(ctx, name), name)
+}
+
+/// A non-negative 32-bit integer argument; `None` when absent or null.
+fn int_value(v: Option<&Gql>, name: &str) -> GqlResult<Option<usize>> {
+    match v {
         None => Ok(None),
         Some(Gql::Number(n)) => {
             // async-graphql's Int takes any 64-bit integer; GraphQL's Int is 32-bit
@@ -144,10 +172,11 @@ fn int_arg(ctx: &ResolverContext<'_>, name: &str) -> GqlResult<Option<usize>> {
 }
 
 fn filter_arg(ctx: &ResolverContext<'_>, engine: &Engine, meta: &TableMeta) -> GqlResult<Option<Filter>> {
-    arg(ctx, "where")
-        .map(|w| inputs::bool_exp(meta, w, engine.filter_limits()))
-        .transpose()
-        .gql()
+    filter_value(arg(ctx, "where"), engine.filter_limits(), meta)
+}
+
+fn filter_value(v: Option<&Gql>, limits: FilterLimits, meta: &TableMeta) -> GqlResult<Option<Filter>> {
+    v.map(|w| inputs::bool_exp(meta, w, limits)).transpose().gql()
 }
 
 fn list_value(rows: Vec<RowObj>) -> FieldValue<'static> {
@@ -164,8 +193,19 @@ async fn bounded_select(env: &Env<'_>, meta: &TableMeta, req: SelectRequest) -> 
 /// The select a list field (query or live subscription) asks for, with its limit
 /// capped one above the rows-per-result bound so that an overflow shows.
 fn list_request(ctx: &ResolverContext<'_>, env: &Env<'_>, meta: &TableMeta) -> GqlResult<SelectRequest> {
-    let max = env.limits.max_rows;
-    let limit = int_arg(ctx, "limit")?;
+    list_request_of(&|name| arg(ctx, name), env.engine.filter_limits(), env.limits, meta)
+}
+
+/// [`list_request`] over argument values however they were obtained (the resolver's
+/// context, or the direct path's checked arguments); absent and null are alike.
+pub(crate) fn list_request_of<'v>(
+    arg: &dyn Fn(&str) -> Option<&'v Gql>,
+    filter_limits: FilterLimits,
+    limits: &GraphqlLimits,
+    meta: &TableMeta,
+) -> GqlResult<SelectRequest> {
+    let max = limits.max_rows;
+    let limit = int_value(arg("limit"), "limit")?;
     if let Some(l) = limit
         && l > max
     {
@@ -174,18 +214,18 @@ fn list_request(ctx: &ResolverContext<'_>, env: &Env<'_>, meta: &TableMeta) -> G
         ))));
     }
     Ok(SelectRequest {
-        filter: filter_arg(ctx, env.engine, meta)?,
-        order_by: arg(ctx, "order_by")
+        filter: filter_value(arg("where"), filter_limits, meta)?,
+        order_by: arg("order_by")
             .map(|o| inputs::order_by(meta, o))
             .transpose()
             .gql()?
             .unwrap_or_default(),
         limit: Some(limit.unwrap_or(max.saturating_add(1))),
-        offset: int_arg(ctx, "offset")?.unwrap_or(0),
+        offset: int_value(arg("offset"), "offset")?.unwrap_or(0),
     })
 }
 
-fn checked_rows(limits: &GraphqlLimits, rows: Rows) -> GqlResult<Vec<RowObj>> {
+pub(crate) fn checked_rows(limits: &GraphqlLimits, rows: Rows) -> GqlResult<Vec<RowObj>> {
     let max = limits.max_rows;
     if rows.rows.len() > max {
         return Err(engine_error(EngineError::TooManyRows(format!(

@@ -1,9 +1,10 @@
 //! Load generator: drives a real server over loopback with a fixed number of
 //! connections for a fixed time per workload, and prints req/s, p50, p99 and the
-//! ratio of req/s to `GET /v1/bench/noop` measured in the same run.
+//! ratio of req/s to `GET /v1/bench/noop`, measured in one-second windows that
+//! alternate with the workload's.
 //!
 //! `make bench` runs it. LOAD_SECS (default 5) and LOAD_CONNS (default 32) tune it;
-//! LOAD_ONLY=<text> runs only the workloads whose name contains it (and the baseline).
+//! LOAD_ONLY=<text> runs only the workloads whose name contains it.
 //! A fake OIDC issuer on loopback signs the token of the external-token workload; the
 //! cost of one RS256 verification without the server's verified-token memory is timed
 //! apart, in this process.
@@ -40,7 +41,7 @@ fn mix(i: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-async fn drive(url: &str, token: &str, body: BodyFn, conns: usize, secs: u64) -> Outcome {
+async fn drive(url: &str, token: &str, body: BodyFn, conns: usize, window: Duration) -> Outcome {
     let counter = Arc::new(AtomicU64::new(0));
     // one client per task: one keep-alive connection each. Clients are built before the
     // clock starts: building one loads the system's root certificates, which takes
@@ -53,7 +54,7 @@ async fn drive(url: &str, token: &str, body: BodyFn, conns: usize, secs: u64) ->
                 .expect("client")
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = Instant::now() + window;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for client in clients {
@@ -108,14 +109,53 @@ async fn drive(url: &str, token: &str, body: BodyFn, conns: usize, secs: u64) ->
         latencies_us.extend(l);
         errors += e;
     }
-    let elapsed = start.elapsed();
-    latencies_us.sort_unstable();
     Outcome {
         requests: latencies_us.len(),
         errors,
-        elapsed,
+        elapsed: start.elapsed(),
         latencies_us,
     }
+}
+
+impl Outcome {
+    fn add(&mut self, other: Outcome) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.latencies_us.extend(other.latencies_us);
+    }
+
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Runs a workload and the noop baseline in alternating one-second windows, so that
+/// both see the same machine (this one's speed drifts by a third within a minute) and
+/// their ratio is taken over the same stretch of time.
+async fn interleaved(url: &str, token: &str, body: &BodyFn, conns: usize, secs: u64) -> (Outcome, Outcome) {
+    let noop: BodyFn = Arc::new(|_| None);
+    let window = Duration::from_secs(1);
+    let empty = || Outcome {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+    };
+    let (mut work, mut base) = (empty(), empty());
+    // which of the two goes first alternates: a window just after another runs while
+    // the other's connections are still being closed
+    for i in 0..secs.max(1) {
+        if i % 2 == 0 {
+            base.add(drive(url, token, noop.clone(), conns, window).await);
+            work.add(drive(url, token, body.clone(), conns, window).await);
+        } else {
+            work.add(drive(url, token, body.clone(), conns, window).await);
+            base.add(drive(url, token, noop.clone(), conns, window).await);
+        }
+    }
+    work.latencies_us.sort_unstable();
+    (work, base)
 }
 
 /// Rows `chunk * 1000 ..` of the items tables, as SQL values.
@@ -266,15 +306,17 @@ async fn run(secs: u64, conns: usize) {
     ];
 
     println!();
-    println!("load: {conns} connections, {secs} s per workload, release build, server in-process on loopback");
     println!(
-        "{:<52} {:>9} {:>10} {:>9} {:>9} {:>8} {:>7}",
-        "workload", "requests", "req/s", "p50 µs", "p99 µs", "errors", "vs noop"
+        "load: {conns} connections, {secs} s per workload in one-second windows alternating with \
+         noop, release build, server in-process on loopback"
+    );
+    println!(
+        "{:<52} {:>9} {:>10} {:>9} {:>9} {:>8} {:>10} {:>7}",
+        "workload", "requests", "req/s", "p50 µs", "p99 µs", "errors", "noop req/s", "vs noop"
     );
     let only = std::env::var("LOAD_ONLY").unwrap_or_default();
-    let mut noop_rps = None;
     for (name, body) in workloads {
-        if noop_rps.is_some() && !name.contains(only.as_str()) {
+        if !name.contains(only.as_str()) {
             continue;
         }
         let bearer = if name.contains("external") {
@@ -282,18 +324,17 @@ async fn run(secs: u64, conns: usize) {
         } else {
             &token
         };
-        let o = drive(&s.url, bearer, body, conns, secs).await;
-        let rps = o.requests as f64 / o.elapsed.as_secs_f64();
-        let base = *noop_rps.get_or_insert(rps);
+        let (o, base) = interleaved(&s.url, bearer, &body, conns, secs).await;
         println!(
-            "{:<52} {:>9} {:>10.0} {:>9} {:>9} {:>8} {:>7.3}",
+            "{:<52} {:>9} {:>10.0} {:>9} {:>9} {:>8} {:>10.0} {:>7.3}",
             name,
             o.requests,
-            rps,
+            o.rps(),
             percentile(&o.latencies_us, 0.50),
             percentile(&o.latencies_us, 0.99),
             o.errors,
-            rps / base
+            base.rps(),
+            o.rps() / base.rps()
         );
     }
     println!(

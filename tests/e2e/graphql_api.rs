@@ -360,10 +360,11 @@ async fn raw_gql(s: &TestServer, query: &str, operation: Option<&str>, variables
     (resp.status().as_u16(), resp.text().await.expect("body"))
 }
 
-/// Queries made only of `_by_pk` lookups take a direct path; its answers, byte for byte,
-/// and its refusals are those of the general executor (a server with the path off).
+/// Queries made only of `_by_pk` lookups and list fields take a direct path; its
+/// answers, byte for byte, and its refusals are those of the general executor (a server
+/// with the path off).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_by_pk_direct_path_answers_as_the_general_executor() {
+async fn the_direct_path_answers_as_the_general_executor() {
     let fast = TestServer::start().await;
     let general = TestServer::start_with(|c| c.graphql_fast_path = false).await;
     setup(&fast).await;
@@ -394,6 +395,52 @@ async fn the_by_pk_direct_path_answers_as_the_general_executor() {
         ("query($id: Int!, $u: Int) { shop_items_by_pk(id: $id) { id } }", None, json!({"id": 1})),
         ("{ shop_items_by_pk(id: 1) { nope } }", None, json!({})),
         ("query One { shop_items_by_pk(id: 1) { id } }", Some("Two"), json!({})),
+        // lists: nested boolean expressions, every operator family, orders with nulls,
+        // pages, variables, several root fields
+        (
+            "{ shop_items(where: {_or: [{qty: {_gte: 7}}, {tag: {_is_null: true}}]}, \
+             order_by: [{tag: asc_nulls_first}, {price: desc}], limit: 5, offset: 1) { id name tag price } }",
+            None,
+            json!({}),
+        ),
+        (
+            "query($t: String!, $l: Int!) { shop_items(where: {name: {_ilike: $t}}, order_by: {name: asc}, limit: $l) \
+             { __typename id name born big } }",
+            None,
+            json!({"t": "b%", "l": 3}),
+        ),
+        (
+            "{ shop_items(where: {id: {_in: [1, 3, 5, 99]}, _not: {qty: {_lt: 4}}}) { id qty } }",
+            None,
+            json!({}),
+        ),
+        (
+            "{ shop_items(where: {tag: {_neq: \"x\"}, name: {_nlike: \"%e%\"}, id: {_nin: [2]}}, \
+             order_by: [{qty: desc_nulls_last}]) { id qty } }",
+            None,
+            json!({}),
+        ),
+        (
+            "query($d: Date!) { shop_items(where: {born: {_lte: $d}, _and: [{price: {_gt: 0.4}}, {big: {_lt: \"9\"}}]}) { id born } }",
+            None,
+            json!({"d": "2024-02-01"}),
+        ),
+        ("{ shop_items(order_by: [{price: asc_nulls_first}], limit: 3) { id price } }", None, json!({})),
+        ("{ shop_items(where: {qty: {_gt: 1000}}) { id } }", None, json!({})),
+        (
+            "{ top: shop_items(limit: 2, order_by: {id: desc}) { id } shop_items_by_pk(id: 3) { name } }",
+            None,
+            json!({}),
+        ),
+        // lists refused or left to the general path: a negative or too large limit, a
+        // wrong literal type, an unknown column, a nullable variable, a single object
+        // where a list is due
+        ("{ shop_items(limit: -1) { id } }", None, json!({})),
+        ("{ shop_items(limit: 10001) { id } }", None, json!({})),
+        ("{ shop_items(where: {qty: {_eq: \"3\"}}) { id } }", None, json!({})),
+        ("{ shop_items(where: {nope: {_eq: 1}}) { id } }", None, json!({})),
+        ("query($l: Int) { shop_items(limit: $l) { id } }", None, json!({"l": 2})),
+        ("{ shop_items(where: {_and: {qty: {_eq: 3}}}) { id } }", None, json!({})),
     ]);
     for (query, op, vars) in cases {
         let a = raw_gql(&fast, query, op, vars.clone()).await;

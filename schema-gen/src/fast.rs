@@ -1,10 +1,16 @@
-//! A direct path for the commonest reads: queries whose root fields are all `_by_pk`
-//! lookups or list fields (`where`, `order_by`, `limit`, `offset`) selecting plain
+//! A direct path for the commonest operations: queries whose root fields are all
+//! `_by_pk` lookups or list fields (`where`, `order_by`, `limit`, `offset`), and
+//! mutations that are one `insert_<t>_one` without `on_conflict`, selecting plain
 //! columns. Such a document is answered without async-graphql's validation and
 //! field-by-field execution: its arguments are checked here as the validator would
 //! check them and turned into the same engine requests the resolvers make (one
-//! `Engine::get_by_pk` or `Engine::select` per field), and the result is built as the
-//! general executor builds it (the same output conversions, keys in query order).
+//! `Engine::get_by_pk`, `Engine::select` or `Engine::insert` per field), and the result
+//! is built as the general executor builds it (the same output conversions, keys in
+//! query order).
+//!
+//! An insert that the engine refuses wrote nothing (a write is all or nothing), so it
+//! too can go on to the general path, which makes the same request and reports the
+//! error. That is why a mutation takes this path only as a document's one root field.
 //!
 //! The path only ever answers successful requests. Anything else (another shape, a
 //! fragment or directive, a variable missing, nullable or of the wrong type, a null
@@ -29,7 +35,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::documents::operation;
 use crate::meta::{DELETED, SEQ, TableMeta};
-use crate::resolvers::{RowField, RowObj, checked_rows, list_request_of, rows_of};
+use crate::resolvers::{RowField, RowObj, checked_rows, insert_one, list_request_of, rows_of};
 use crate::schema::GraphqlLimits;
 use crate::values::{accepts, from_gql, scalar_name};
 
@@ -49,9 +55,11 @@ const ORDER_DIRECTIONS: [&str; 6] = [
 enum RootKind {
     ByPk,
     List,
+    InsertOne,
 }
 
-/// The `_by_pk` and list root fields of one role's schema.
+/// The `_by_pk`, list and (for tables the role may write) `insert_<t>_one` root fields
+/// of one role's schema.
 #[derive(Default)]
 pub struct FastPaths {
     roots: HashMap<String, (RootKind, Arc<TableMeta>)>,
@@ -61,6 +69,7 @@ pub struct FastPaths {
 enum Fetch {
     ByPk(Value),
     List(SelectRequest),
+    InsertOne(Gql),
 }
 
 /// One root field of a planned document.
@@ -82,6 +91,8 @@ enum Want {
     /// `[T!]`, given as a list literal.
     ScalarList(ColumnType),
     OrderBy,
+    /// `<t>_insert_input`: columns, each of its scalar.
+    InsertObject,
 }
 
 /// The operation's variables, as the validator would check them.
@@ -166,6 +177,14 @@ fn literal(v: &Ast, want: Want, meta: &TableMeta, vars: &mut Vars<'_>, depth: us
             }
             Some(Gql::Object(out))
         }
+        (Want::InsertObject, Ast::Object(fields)) => {
+            let mut out = IndexMap::with_capacity(fields.len());
+            for (col, value) in fields {
+                let ty = meta.column(col.as_str())?.ty;
+                out.insert(col.clone(), literal(value, Want::Scalar(ty), meta, vars, depth + 1)?);
+            }
+            Some(Gql::Object(out))
+        }
         (Want::OrderBy, Ast::List(items)) => items
             .iter()
             .map(|i| literal(i, Want::OrderBy, meta, vars, depth + 1))
@@ -190,10 +209,14 @@ fn literal(v: &Ast, want: Want, meta: &TableMeta, vars: &mut Vars<'_>, depth: us
 }
 
 impl FastPaths {
-    pub fn new(tables: impl IntoIterator<Item = Arc<TableMeta>>, limits: GraphqlLimits) -> Self {
+    /// The paths of the tables a role sees, each with whether the role may write it.
+    pub fn new(tables: impl IntoIterator<Item = (Arc<TableMeta>, bool)>, limits: GraphqlLimits) -> Self {
         let mut roots = HashMap::new();
-        for m in tables {
+        for (m, writable) in tables {
             roots.insert(m.names.by_pk(), (RootKind::ByPk, m.clone()));
+            if writable {
+                roots.insert(m.names.insert_one(), (RootKind::InsertOne, m.clone()));
+            }
             roots.insert(m.names.base.clone(), (RootKind::List, m));
         }
         Self { roots, limits }
@@ -230,6 +253,10 @@ impl FastPaths {
                     let fields = resolve(&p, first);
                     Gql::List(rows.iter().map(|r| object(&p, r, &fields)).collect::<Option<_>>()?)
                 }
+                Fetch::InsertOne(obj) => match insert_one(engine, ctx, &p.meta, Some(obj), None).await.ok()? {
+                    None => Gql::Null,
+                    Some(row) => object(&p, &row, &resolve(&p, &row))?,
+                },
             };
             data.insert(p.key, value);
         }
@@ -248,7 +275,14 @@ impl FastPaths {
         }
         let op = operation(doc, operation_name)?;
         let op = &op.node;
-        if op.ty != OperationType::Query || !op.directives.is_empty() {
+        let mutation = match op.ty {
+            OperationType::Query => false,
+            // one root field: a refused insert then wrote nothing, and the general path
+            // may make it again
+            OperationType::Mutation if op.selection_set.node.items.len() == 1 => true,
+            _ => return None,
+        };
+        if !op.directives.is_empty() {
             return None;
         }
         let mut vars = Vars {
@@ -275,9 +309,11 @@ impl FastPaths {
             if !f.directives.is_empty() || !keys.insert(f.response_key().node.as_str()) {
                 return None;
             }
-            let fetch = match kind {
-                RootKind::ByPk => Fetch::ByPk(by_pk_argument(f, meta, &mut vars)?),
-                RootKind::List => Fetch::List(self.list_arguments(f, meta, &mut vars, filter_limits)?),
+            let fetch = match (kind, mutation) {
+                (RootKind::ByPk, false) => Fetch::ByPk(by_pk_argument(f, meta, &mut vars)?),
+                (RootKind::List, false) => Fetch::List(self.list_arguments(f, meta, &mut vars, filter_limits)?),
+                (RootKind::InsertOne, true) => Fetch::InsertOne(insert_argument(f, meta, &mut vars)?),
+                _ => return None,
             };
             let fields = plain_fields(f, meta)?;
             complexity += 1 + fields.len();
@@ -331,6 +367,17 @@ fn by_pk_argument(f: &Field, meta: &TableMeta, vars: &mut Vars<'_>) -> Option<Va
     }
     let input = literal(&arg.node, Want::Scalar(pk_col.ty), meta, vars, 0)?;
     from_gql(pk_col.ty, &input).ok()
+}
+
+/// The `object` argument of `insert_<t>_one` (without `on_conflict`), checked.
+fn insert_argument(f: &Field, meta: &TableMeta, vars: &mut Vars<'_>) -> Option<Gql> {
+    let [(arg_name, arg)] = f.arguments.as_slice() else {
+        return None;
+    };
+    if arg_name.node.as_str() != "object" {
+        return None;
+    }
+    literal(&arg.node, Want::InsertObject, meta, vars, 0)
 }
 
 /// The selection of a row object, when it is plain fields only.
@@ -405,16 +452,19 @@ mod tests {
             nullable,
         };
         FastPaths::new(
-            [Arc::new(TableMeta {
-                names: TableNames::new(&id),
-                id,
-                columns: vec![
-                    col("id", ColumnType::Int, false),
-                    col("name", ColumnType::Text, false),
-                    col("qty", ColumnType::Int, true),
-                ],
-                pk: 0,
-            })],
+            [(
+                Arc::new(TableMeta {
+                    names: TableNames::new(&id),
+                    id,
+                    columns: vec![
+                        col("id", ColumnType::Int, false),
+                        col("name", ColumnType::Text, false),
+                        col("qty", ColumnType::Int, true),
+                    ],
+                    pk: 0,
+                }),
+                true,
+            )],
             GraphqlLimits::default(),
         )
     }
@@ -460,6 +510,11 @@ mod tests {
              one: shop_items_by_pk(id: $q) { name } }",
             None,
             json!({"q": 3, "n": "a%", "l": 20})
+        ));
+        assert!(served(
+            "mutation($n: String!) { insert_shop_items_one(object: {id: 4, name: $n}) { id name qty _seq } }",
+            None,
+            json!({"n": "pear"})
         ));
         // one order_by object stands for a list of one, as GraphQL's input coercion says
         assert!(served(
@@ -513,6 +568,40 @@ mod tests {
             ("{ shop_items_by_pk(id: 1) { id id: name } }", None, json!({})),
             ("{ shop_items_by_pk(id: 1.5) { id } }", None, json!({})),
             ("mutation { delete_shop_items_by_pk(id: 1) { id } }", None, json!({})),
+            // inserts: two root fields, on_conflict, a non-column, a wrong type, a null,
+            // an object variable, in a query
+            (
+                "mutation { a: insert_shop_items_one(object: {id: 1}) { id } b: insert_shop_items_one(object: {id: 2}) { id } }",
+                None,
+                json!({}),
+            ),
+            (
+                "mutation { insert_shop_items_one(object: {id: 1}, on_conflict: {constraint: shop_items_pkey}) { id } }",
+                None,
+                json!({}),
+            ),
+            (
+                "mutation { insert_shop_items_one(object: {id: 1, _seq: \"1\"}) { id } }",
+                None,
+                json!({}),
+            ),
+            (
+                "mutation { insert_shop_items_one(object: {id: \"1\"}) { id } }",
+                None,
+                json!({}),
+            ),
+            (
+                "mutation { insert_shop_items_one(object: {id: 1, qty: null}) { id } }",
+                None,
+                json!({}),
+            ),
+            (
+                "mutation($o: shop_items_insert_input!) { insert_shop_items_one(object: $o) { id } }",
+                None,
+                json!({"o": {"id": 1}}),
+            ),
+            ("{ insert_shop_items_one(object: {id: 1}) { id } }", None, json!({})),
+            ("mutation { shop_items_by_pk(id: 1) { id } }", None, json!({})),
             // lists
             ("{ shop_items(where: {qty: {_eq: null}}) { id } }", None, json!({})),
             ("{ shop_items(where: {qty: {_in: 3}}) { id } }", None, json!({})),

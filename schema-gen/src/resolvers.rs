@@ -712,17 +712,37 @@ pub fn insert_field(meta: &Arc<TableMeta>) -> Field {
     .argument(on_conflict_arg(meta))
 }
 
+/// `insert_<t>_one`: the row as inserted (or as updated by an upsert), none when an
+/// `on_conflict` without update columns left an existing row alone.
+pub(crate) async fn insert_one(
+    engine: &Engine,
+    exec: &ExecContext,
+    meta: &TableMeta,
+    object: Option<&Gql>,
+    on_conflict: Option<&Gql>,
+) -> GqlResult<Option<RowObj>> {
+    let object = object.ok_or_else(|| gql_error(ErrorCode::InvalidInput, "object is required"))?;
+    let row = inputs::insert_object(meta, object).gql()?;
+    let action = conflict_action(meta, on_conflict)?;
+    let changes = engine.insert(exec, &meta.id, vec![row], action).await.gql()?;
+    Ok(changed_rows(changes).pop())
+}
+
 pub fn insert_one_field(meta: &Arc<TableMeta>) -> Field {
     let m = meta.clone();
     Field::new(meta.names.insert_one(), TypeRef::named(&meta.names.base), move |ctx| {
         let meta = m.clone();
         FieldFuture::new(async move {
             let env = env(&ctx)?;
-            let object = arg(&ctx, "object").ok_or_else(|| gql_error(ErrorCode::InvalidInput, "object is required"))?;
-            let row = inputs::insert_object(&meta, object).gql()?;
-            let action = conflict_action(&meta, arg(&ctx, "on_conflict"))?;
-            let changes = env.engine.insert(env.exec, &meta.id, vec![row], action).await.gql()?;
-            Ok(changed_rows(changes).pop().map(FieldValue::owned_any))
+            let row = insert_one(
+                env.engine,
+                env.exec,
+                &meta,
+                arg(&ctx, "object"),
+                arg(&ctx, "on_conflict"),
+            )
+            .await?;
+            Ok(row.map(FieldValue::owned_any))
         })
     })
     .description(format!("Inserts one row into {}.", meta.id))

@@ -131,14 +131,15 @@ pub fn build_schema(engine: &Arc<Engine>, role: Role, limits: &GraphqlLimits) ->
     build_role_schema(engine, role, limits).map(|(schema, _)| schema)
 }
 
-/// The role's schema, and the direct paths for its `_by_pk` and list fields.
+/// The role's schema, and the direct paths for its `_by_pk`, list and `insert_<t>_one`
+/// fields.
 pub fn build_role_schema(
     engine: &Arc<Engine>,
     role: Role,
     limits: &GraphqlLimits,
 ) -> Result<(Schema, FastPaths), SchemaError> {
     let tables = visible_tables(engine, role);
-    let fast = FastPaths::new(tables.iter().map(|(v, _)| v.meta.clone()), limits.clone());
+    let fast = FastPaths::new(tables.iter().map(|(v, _)| (v.meta.clone(), v.writable)), limits.clone());
     let any_writable = tables.iter().any(|(v, _)| v.writable);
     let any_table = !tables.is_empty();
     let mut builder = Schema::build(

@@ -41,23 +41,27 @@ fn mix(i: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-async fn drive(url: &str, token: &str, body: BodyFn, conns: usize, window: Duration) -> Outcome {
-    let counter = Arc::new(AtomicU64::new(0));
-    // one client per task: one keep-alive connection each. Clients are built before the
-    // clock starts: building one loads the system's root certificates, which takes
-    // milliseconds of CPU that belong to no request.
-    let clients: Vec<reqwest::Client> = (0..conns)
+/// One HTTP client per connection, built once for the whole run: building one loads the
+/// system's root certificates, milliseconds of CPU that belong to no request, and a
+/// kept-alive connection carries from one window to the next.
+fn clients(conns: usize) -> Vec<reqwest::Client> {
+    (0..conns)
         .map(|_| {
             reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
                 .build()
                 .expect("client")
         })
-        .collect();
+        .collect()
+}
+
+async fn drive(clients: &[reqwest::Client], url: &str, token: &str, body: BodyFn, window: Duration) -> Outcome {
+    let counter = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + window;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for client in clients {
+        let client = client.clone();
         // URLs and the header are built once per connection, not per request
         let noop = reqwest::Url::parse(&format!("{url}/v1/bench/noop")).expect("url");
         let graphql = reqwest::Url::parse(&format!("{url}/v1/graphql")).expect("url");
@@ -133,7 +137,13 @@ impl Outcome {
 /// Runs a workload and the noop baseline in alternating one-second windows, so that
 /// both see the same machine (this one's speed drifts by a third within a minute) and
 /// their ratio is taken over the same stretch of time.
-async fn interleaved(url: &str, token: &str, body: &BodyFn, conns: usize, secs: u64) -> (Outcome, Outcome) {
+async fn interleaved(
+    clients: &[reqwest::Client],
+    url: &str,
+    token: &str,
+    body: &BodyFn,
+    secs: u64,
+) -> (Outcome, Outcome) {
     let noop: BodyFn = Arc::new(|_| None);
     let window = Duration::from_secs(1);
     let empty = || Outcome {
@@ -143,15 +153,14 @@ async fn interleaved(url: &str, token: &str, body: &BodyFn, conns: usize, secs: 
         latencies_us: Vec::new(),
     };
     let (mut work, mut base) = (empty(), empty());
-    // which of the two goes first alternates: a window just after another runs while
-    // the other's connections are still being closed
+    // which of the two goes first alternates, so that neither always follows the other
     for i in 0..secs.max(1) {
         if i % 2 == 0 {
-            base.add(drive(url, token, noop.clone(), conns, window).await);
-            work.add(drive(url, token, body.clone(), conns, window).await);
+            base.add(drive(clients, url, token, noop.clone(), window).await);
+            work.add(drive(clients, url, token, body.clone(), window).await);
         } else {
-            work.add(drive(url, token, body.clone(), conns, window).await);
-            base.add(drive(url, token, noop.clone(), conns, window).await);
+            work.add(drive(clients, url, token, body.clone(), window).await);
+            base.add(drive(clients, url, token, noop.clone(), window).await);
         }
     }
     work.latencies_us.sort_unstable();
@@ -315,6 +324,7 @@ async fn run(secs: u64, conns: usize) {
         "workload", "requests", "req/s", "p50 µs", "p99 µs", "errors", "noop req/s", "vs noop"
     );
     let only = std::env::var("LOAD_ONLY").unwrap_or_default();
+    let clients = clients(conns);
     for (name, body) in workloads {
         if !name.contains(only.as_str()) {
             continue;
@@ -324,7 +334,7 @@ async fn run(secs: u64, conns: usize) {
         } else {
             &token
         };
-        let (o, base) = interleaved(&s.url, bearer, &body, conns, secs).await;
+        let (o, base) = interleaved(&clients, &s.url, bearer, &body, secs).await;
         println!(
             "{:<52} {:>9} {:>10.0} {:>9} {:>9} {:>8} {:>10.0} {:>7.3}",
             name,

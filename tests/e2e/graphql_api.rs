@@ -360,9 +360,9 @@ async fn raw_gql(s: &TestServer, query: &str, operation: Option<&str>, variables
     (resp.status().as_u16(), resp.text().await.expect("body"))
 }
 
-/// Queries made only of `_by_pk` lookups and list fields take a direct path; its
-/// answers, byte for byte, and its refusals are those of the general executor (a server
-/// with the path off).
+/// Queries made only of `_by_pk` lookups and list fields, and single `insert_<t>_one`
+/// mutations, take a direct path; its answers, byte for byte, and its refusals are
+/// those of the general executor (a server with the path off).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_direct_path_answers_as_the_general_executor() {
     let fast = TestServer::start().await;
@@ -441,6 +441,18 @@ async fn the_direct_path_answers_as_the_general_executor() {
         ("{ shop_items(where: {nope: {_eq: 1}}) { id } }", None, json!({})),
         ("query($l: Int) { shop_items(limit: $l) { id } }", None, json!({"l": 2})),
         ("{ shop_items(where: {_and: {qty: {_eq: 3}}}) { id } }", None, json!({})),
+        // insert_one: a new row, then refusals (a duplicate key, a NOT NULL column
+        // left out, a wrong type), and the rows as both servers now hold them
+        (
+            "mutation($n: String!) { insert_shop_items_one(object: {id: 50, name: $n, qty: 4, price: 1.5, \
+             born: \"2024-01-02\", big: \"12\"}) { id name qty price born big _deleted __typename } }",
+            None,
+            json!({"n": "pear"}),
+        ),
+        ("mutation { insert_shop_items_one(object: {id: 1, name: \"dup\"}) { id } }", None, json!({})),
+        ("mutation { insert_shop_items_one(object: {id: 51}) { id } }", None, json!({})),
+        ("mutation { insert_shop_items_one(object: {id: 52, qty: 1.5}) { id } }", None, json!({})),
+        ("{ shop_items(where: {id: {_gte: 50}}) { id name qty tag } }", None, json!({})),
     ]);
     for (query, op, vars) in cases {
         let a = raw_gql(&fast, query, op, vars.clone()).await;

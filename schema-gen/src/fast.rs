@@ -35,6 +35,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::documents::operation;
 use crate::meta::{DELETED, SEQ, TableMeta};
+use crate::objects::ORDER_DIRECTIONS;
 use crate::resolvers::{RowField, RowObj, checked_rows, insert_one, list_request_of, rows_of};
 use crate::schema::GraphqlLimits;
 use crate::values::{accepts, from_gql, scalar_name};
@@ -42,14 +43,6 @@ use crate::values::{accepts, from_gql, scalar_name};
 const TYPENAME: &str = "__typename";
 /// `where` literals nested deeper than this go to the general path.
 const MAX_LITERAL_DEPTH: usize = 16;
-const ORDER_DIRECTIONS: [&str; 6] = [
-    "asc",
-    "asc_nulls_first",
-    "asc_nulls_last",
-    "desc",
-    "desc_nulls_first",
-    "desc_nulls_last",
-];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum RootKind {

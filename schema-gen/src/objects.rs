@@ -11,6 +11,15 @@ use crate::resolvers::{self, AggKind, RowObj, scalar};
 use crate::values::{ALL_TYPES, custom_scalars, scalar_name};
 
 pub const ORDER_BY: &str = "order_by";
+/// The values of the `order_by` enum.
+pub const ORDER_DIRECTIONS: [&str; 6] = [
+    "asc",
+    "asc_nulls_first",
+    "asc_nulls_last",
+    "desc",
+    "desc_nulls_first",
+    "desc_nulls_last",
+];
 pub const IDENTITY: &str = "kalamdb_identity";
 pub const CHANGE_OP: &str = "change_op";
 
@@ -52,14 +61,7 @@ pub fn shared_types() -> Vec<Type> {
     out.push(
         Enum::new(ORDER_BY)
             .description("Sort direction; nulls come last ascending and first descending unless stated.")
-            .items([
-                "asc",
-                "asc_nulls_first",
-                "asc_nulls_last",
-                "desc",
-                "desc_nulls_first",
-                "desc_nulls_last",
-            ])
+            .items(ORDER_DIRECTIONS)
             .into(),
     );
     out.push(

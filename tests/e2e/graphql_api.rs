@@ -174,20 +174,13 @@ async fn queries_match_sql() {
     assert_eq!(d["shop_items_aggregate"]["aggregate"]["count"], 10);
 
     // response keys keep the query's order
-    let text = s
-        .client
-        .post(format!("{}/v1/graphql", s.url))
-        .header(
-            "authorization",
-            kalamdb_tests::basic("root", kalamdb_tests::ROOT_PASSWORD),
-        )
-        .json(&json!({ "query": "{ zeta: shop_items_by_pk(id: 1) { name id } alpha: _me { role } }" }))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, text) = raw_gql(
+        &s,
+        "{ zeta: shop_items_by_pk(id: 1) { name id } alpha: _me { role } }",
+        None,
+        json!({}),
+    )
+    .await;
     let at = |k: &str| text.find(k).unwrap_or_else(|| panic!("{k} in {text}"));
     assert!(
         at("\"zeta\"") < at("\"alpha\"") && at("\"name\"") < at("\"id\""),

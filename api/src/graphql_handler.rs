@@ -360,7 +360,7 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
             }
         };
         let doc = match state.schemas.parse(&params.query) {
-            Ok(doc) => doc,
+            Ok(d) => d.doc,
             Err(e) => return RequestError::new(ErrorCode::GraphqlParseFailed, e.message).into_response(media),
         };
         if let Err(message) = check_depth(&doc, state.schemas.limits().max_depth) {

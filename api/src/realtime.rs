@@ -19,12 +19,13 @@ use std::time::Duration;
 use async_graphql::Variables;
 use async_graphql::dynamic::Schema;
 use futures::StreamExt;
-use kalamdb_auth::identity::UserId;
+use kalamdb_auth::identity::{Role, UserId};
 use kalamdb_engine::context::ExecContext;
+use kalamdb_engine::error::EngineError;
 use kalamdb_engine::error::ErrorCode;
-use kalamdb_schema_gen::resolvers::{SubscriptionLabel, SubscriptionMode, SubscriptionSource};
+use kalamdb_schema_gen::resolvers::{SubscriptionItem, SubscriptionLabel, SubscriptionMode, SubscriptionSource};
 use parking_lot::Mutex;
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::graphql_handler::{error_json, response_errors, response_json};
@@ -67,7 +68,7 @@ impl Member {
 }
 
 struct Group {
-    key: Arc<str>,
+    key: Arc<GroupKey>,
     replay_last: bool,
     /// By token; most groups have one member, so a vector is the compact choice.
     members: Mutex<Vec<Member>>,
@@ -111,9 +112,40 @@ impl Group {
     }
 }
 
+/// What a subscription runs: its document's text (shared with the document cache and
+/// every other subscription of that text), its variables and its operation.
+#[derive(PartialEq, Eq, Hash)]
+pub struct SubRequest {
+    pub query: Arc<str>,
+    /// The variables as JSON text: a parsed map costs hundreds of bytes per
+    /// subscription, and they are needed only when a result is rendered.
+    pub variables: Box<str>,
+    pub operation_name: Option<Box<str>>,
+}
+
+/// Which subscriptions run as one group.
+#[derive(PartialEq, Eq, Hash)]
+struct GroupKey {
+    /// 0 for a group others may join; the subscriber's token for one that runs alone.
+    solo: u64,
+    role: Role,
+    /// The caller; `None` when every table is SHARED, so that callers of one role share.
+    subject: Option<UserId>,
+    request: Arc<SubRequest>,
+}
+
+/// Whether a subscription may share its execution.
+pub enum Sharing {
+    /// It runs alone: its first events are its own.
+    Alone,
+    /// It shares with identical subscriptions of the same role and `subject` (`None`:
+    /// of any caller); with `replay_last` a late joiner starts from the last result.
+    Shared { subject: Option<UserId>, replay_last: bool },
+}
+
 #[derive(Default)]
 struct Inner {
-    groups: HashMap<Arc<str>, Arc<Group>>,
+    groups: HashMap<Arc<GroupKey>, Arc<Group>>,
     per_user: HashMap<UserId, usize>,
 }
 
@@ -191,19 +223,28 @@ impl Realtime {
         let _ = tokio::time::timeout(within, wait).await;
     }
 
-    /// Starts a subscription, or joins the running group with the same `key`. A new
+    /// Starts a subscription, or joins the running group of identical ones. A new
     /// execution opens its engine source here, on the connection's task, so that the
     /// subscription is registered before the connection reads its next message. On
     /// refusal the member has been sent the `error` message, and `None` comes back.
     pub async fn subscribe(
         self: &Arc<Self>,
-        key: Option<String>,
-        replay_last: bool,
+        sharing: Sharing,
         prepared: Prepared,
         member: Member,
     ) -> Option<Membership> {
         let user = prepared.ctx.user.clone();
         let token = member.token;
+        let (solo, subject, replay_last) = match sharing {
+            Sharing::Alone => (token, None, false),
+            Sharing::Shared { subject, replay_last } => (0, subject, replay_last),
+        };
+        let key = Arc::new(GroupKey {
+            solo,
+            role: prepared.ctx.role,
+            subject,
+            request: prepared.request.clone(),
+        });
         let membership = |group: Arc<Group>| Membership {
             realtime: self.clone(),
             group,
@@ -219,7 +260,7 @@ impl Realtime {
                 return None;
             }
             *count += 1;
-            if let Some(g) = key.as_deref().and_then(|k| inner.groups.get(k).cloned()) {
+            if let Some(g) = inner.groups.get(&key).cloned() {
                 g.join(member);
                 return Some(membership(g));
             }
@@ -234,14 +275,14 @@ impl Realtime {
         };
         let mut inner = self.inner.lock();
         // the same execution may have been started meanwhile: join it
-        if let Some(g) = key.as_deref().and_then(|k| inner.groups.get(k).cloned()) {
+        if let Some(g) = inner.groups.get(&key).cloned() {
             g.join(member);
             drop(inner);
             drop(source);
             return Some(membership(g));
         }
         let group = Arc::new(Group {
-            key: key.unwrap_or_else(|| format!("\u{1}{token}")).into(),
+            key,
             replay_last,
             members: Mutex::new(vec![member]),
             last: Mutex::new(None),
@@ -249,7 +290,12 @@ impl Realtime {
         });
         inner.groups.insert(group.key.clone(), group.clone());
         drop(inner);
-        let task = tokio::spawn(run_group(self.clone(), group.clone(), prepared, source));
+        let task = tokio::spawn(run_group(Box::new(GroupRun {
+            rt: self.clone(),
+            group: group.clone(),
+            prepared,
+            source,
+        })));
         *group.task.lock() = Some(task.abort_handle());
         Some(membership(group))
     }
@@ -314,19 +360,38 @@ async fn setup(p: &Prepared) -> Result<Box<SubscriptionSource>, String> {
     }
 }
 
+/// What a group's task owns.
+struct GroupRun {
+    rt: Arc<Realtime>,
+    group: Arc<Group>,
+    prepared: Prepared,
+    source: Box<SubscriptionSource>,
+}
+
 /// Reads the source and renders each item once, with a one-shot execution of the
 /// document, for every member. An error is sent as the last result.
-async fn run_group(rt: Arc<Realtime>, group: Arc<Group>, prepared: Prepared, mut source: Box<SubscriptionSource>) {
+///
+/// This task lives as long as the group, so its own state stays a few words: it
+/// owns one box, waits in the source's `ready`, and the engine read and the rendering
+/// run as boxed futures that exist only while there is an item to produce.
+async fn run_group(mut run: Box<GroupRun>) {
+    let GroupRun {
+        group,
+        prepared,
+        source,
+        ..
+    } = &mut *run;
     loop {
-        let item = source.next().await;
+        source.ready().await;
+        let item = match Box::pin(source.take()).await {
+            Ok(None) => continue,
+            Ok(Some(item)) => Ok(item),
+            Err(e) => Err(e),
+        };
         let last = item.is_err();
-        let mode = Arc::new(SubscriptionMode::Render(Mutex::new(Some(item))));
-        let resp = prepared
-            .schema
-            .execute_stream(prepared.request(mode, false))
-            .next()
-            .await;
-        let Some(resp) = resp else { break };
+        let Some(resp) = Box::pin(prepared.render(item)).await else {
+            break;
+        };
         let failed = !resp.errors.is_empty();
         let payload: Arc<str> = response_json(resp).into();
         if group.replay_last {
@@ -337,6 +402,7 @@ async fn run_group(rt: Arc<Realtime>, group: Arc<Group>, prepared: Prepared, mut
             break;
         }
     }
+    let GroupRun { rt, group, source, .. } = *run;
     drop(source);
     rt.finished(&group);
     group.each(|m| {
@@ -349,23 +415,29 @@ async fn run_group(rt: Arc<Realtime>, group: Arc<Group>, prepared: Prepared, mut
 pub struct Prepared {
     pub schema: Schema,
     pub ctx: ExecContext,
-    pub query: Arc<str>,
-    pub variables: Arc<Map<String, Json>>,
-    pub operation_name: Option<Arc<str>>,
+    pub request: Arc<SubRequest>,
 }
 
 impl Prepared {
     fn request(&self, mode: Arc<SubscriptionMode>, with_label: bool) -> async_graphql::Request {
-        let mut r = async_graphql::Request::new(self.query.to_string())
-            .variables(Variables::from_json(Json::Object((*self.variables).clone())))
+        let req = &*self.request;
+        let variables = serde_json::from_str(&req.variables).unwrap_or(Json::Null);
+        let mut r = async_graphql::Request::new(req.query.to_string())
+            .variables(Variables::from_json(variables))
             .data(self.ctx.clone())
             .data(mode);
         if with_label {
-            r = r.data(SubscriptionLabel(self.query.clone()));
+            r = r.data(SubscriptionLabel(req.query.clone()));
         }
-        if let Some(op) = &self.operation_name {
+        if let Some(op) = &req.operation_name {
             r = r.operation_name(op.to_string());
         }
         r
+    }
+
+    /// One item rendered through the document's selection.
+    async fn render(&self, item: Result<SubscriptionItem, EngineError>) -> Option<async_graphql::Response> {
+        let mode = Arc::new(SubscriptionMode::Render(Mutex::new(Some(item))));
+        self.schema.execute_stream(self.request(mode, false)).next().await
     }
 }

@@ -35,7 +35,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use crate::app::AppState;
 use crate::graphql_handler::{Params, error_json, is_request_error, response_errors, response_json};
 use crate::http_auth::{self, ACT_AS_HEADER};
-use crate::realtime::{Member, Membership, Prepared};
+use crate::realtime::{Member, Membership, Prepared, Sharing, SubRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -205,8 +205,11 @@ pub fn upgrade(
         _ => Protocol::TransportWs,
     };
     let max_message = state.config.max_body_bytes;
+    // The read buffer keeps at least this much room free, so a burst of subscribe
+    // messages grows it to about twice this and it stays that size: 4 KB keeps an
+    // idle connection small; larger messages just take more reads.
     ws.max_message_size(max_message)
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(16 * 1024)
         .on_upgrade(move |socket| run(socket, protocol, state, peer, headers))
 }
@@ -537,8 +540,8 @@ impl Conn {
         let Some(ctx) = self.principal.as_ref().map(|p| p.ctx.clone()) else {
             return;
         };
-        let doc = match self.state.schemas.parse(&params.query) {
-            Ok(d) => d,
+        let (text, doc) = match self.state.schemas.parse(&params.query) {
+            Ok(d) => (d.text, d.doc),
             Err(e) => return self.op_error(&id, ErrorCode::GraphqlParseFailed, e.message),
         };
         if let Err(message) = check_depth(&doc, self.state.schemas.limits().max_depth) {
@@ -569,7 +572,7 @@ impl Conn {
                 "a subscription selects exactly one root field",
             );
         }
-        let share = is_subscription.then(|| self.group_key(&ctx, &params, root_fields));
+        let share = is_subscription.then(|| self.sharing(&ctx, root_fields));
         let member = Member {
             out: self.out.clone(),
             protocol: self.protocol,
@@ -588,7 +591,7 @@ impl Conn {
                 }
                 Running::Once(tokio::spawn(run_once(schema, request, member)).abort_handle(), token)
             }
-            Some((key, replay_last)) => {
+            Some(sharing) => {
                 let max = self.state.config.max_subscriptions_per_connection;
                 let open = self
                     .running
@@ -605,11 +608,13 @@ impl Conn {
                 let prepared = Prepared {
                     schema,
                     ctx,
-                    query: params.query.into(),
-                    variables: Arc::new(params.variables),
-                    operation_name: params.operation_name.map(Into::into),
+                    request: Arc::new(SubRequest {
+                        query: text,
+                        variables: Json::Object(params.variables).to_string().into(),
+                        operation_name: params.operation_name.map(Into::into),
+                    }),
                 };
-                match self.state.realtime.subscribe(key, replay_last, prepared, member).await {
+                match self.state.realtime.subscribe(sharing, prepared, member).await {
                     Some(m) => Running::Subscription { _membership: m, token },
                     None => return,
                 }
@@ -618,23 +623,19 @@ impl Conn {
         self.running.insert(id, running);
     }
 
-    /// The key under which identical subscriptions share one execution, and whether a
-    /// late joiner starts from the last result. `None` as key: run alone.
-    fn group_key(
-        &self,
-        ctx: &ExecContext,
-        params: &Params,
-        items: &[async_graphql::Positioned<Selection>],
-    ) -> (Option<String>, bool) {
+    /// Whether a subscription may share its execution with identical ones: a change
+    /// feed with a starting point of its own runs alone; over SHARED tables only,
+    /// callers of one role share regardless of who they are.
+    fn sharing(&self, ctx: &ExecContext, items: &[async_graphql::Positioned<Selection>]) -> Sharing {
         let mut all_shared = true;
         let mut any_changes = false;
         for item in items {
             let Selection::Field(f) = &item.node else {
-                return (None, false);
+                return Sharing::Alone;
             };
             let name = f.node.name.node.as_str();
             let Some((table, is_changes)) = kalamdb_schema_gen::schema::table_of_field(&self.state.engine, name) else {
-                return (None, false);
+                return Sharing::Alone;
             };
             if is_changes {
                 any_changes = true;
@@ -644,21 +645,15 @@ impl Conn {
                     .iter()
                     .any(|(n, _)| matches!(n.node.as_str(), "since_seq" | "initial_batch_size"));
                 if starts {
-                    return (None, false);
+                    return Sharing::Alone;
                 }
             }
             all_shared &= table.table_type == TableType::Shared;
         }
-        let subject = if all_shared { "" } else { ctx.subject().as_str() };
-        let key = format!(
-            "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
-            ctx.role,
-            subject,
-            params.operation_name.as_deref().unwrap_or(""),
-            Json::Object(params.variables.clone()),
-            params.query
-        );
-        (Some(key), !any_changes)
+        Sharing::Shared {
+            subject: (!all_shared).then(|| ctx.subject().clone()),
+            replay_last: !any_changes,
+        }
     }
 }
 

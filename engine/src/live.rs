@@ -322,8 +322,24 @@ struct PendingSnapshot {
 }
 
 impl ChangeFeed {
-    /// The next batch; `Err` ends the feed (it fell behind, or its table changed).
-    pub async fn next(&mut self) -> Result<FeedBatch> {
+    /// Waits until the feed may have something for [`take`](Self::take). An idle feed
+    /// waits here, in a small future; the work of `take` is not held while waiting.
+    pub async fn ready(&self) {
+        if self.pending.is_some() || !self.initial.is_empty() {
+            return;
+        }
+        let entry = &self.reg.entry;
+        loop {
+            if entry.ended().is_err() || !entry.queue.lock().is_empty() {
+                return;
+            }
+            entry.wake.notified().await;
+        }
+    }
+
+    /// The next batch, or `None` when there is none yet; never waits for a change.
+    /// `Err` ends the feed (it fell behind, or its table changed).
+    pub async fn take(&mut self) -> Result<Option<FeedBatch>> {
         if let Some(p) = self.pending.take() {
             let (rows, watermark) = p.engine.partition_snapshot(&self.reg.entry, &p.ctx).await?;
             self.watermark = watermark;
@@ -341,25 +357,20 @@ impl ChangeFeed {
             }
         }
         if let Some(b) = self.initial.pop_front() {
-            return Ok(b);
+            return Ok(Some(b));
         }
         let entry = &self.reg.entry;
-        loop {
-            entry.ended()?;
-            let (taken, batch) = {
-                let mut queue = entry.queue.lock();
-                let n = queue.len().min(MAX_CHANGE_BATCH);
-                let batch: Vec<_> = queue.drain(..n).filter(|c| c.seq > self.watermark).collect();
-                (n, batch)
-            };
-            if let Some(last) = batch.last() {
-                entry.last_seq.fetch_max(last.seq.0, Ordering::AcqRel);
-                return Ok(FeedBatch::Changes(batch));
-            }
-            if taken == 0 {
-                entry.wake.notified().await;
-            }
-        }
+        entry.ended()?;
+        let batch: Vec<_> = {
+            let mut queue = entry.queue.lock();
+            let n = queue.len().min(MAX_CHANGE_BATCH);
+            queue.drain(..n).filter(|c| c.seq > self.watermark).collect()
+        };
+        let Some(last) = batch.last() else {
+            return Ok(None);
+        };
+        entry.last_seq.fetch_max(last.seq.0, Ordering::AcqRel);
+        Ok(Some(FeedBatch::Changes(batch)))
     }
 }
 
@@ -375,21 +386,24 @@ pub struct LiveResults {
 }
 
 impl LiveResults {
-    /// The first result at once, then each result that differs from the one before.
-    pub async fn next(&mut self) -> Result<Rows> {
-        loop {
-            if self.last.is_some() {
-                self.reg.entry.wake.notified().await;
-            }
-            self.reg.entry.ended()?;
-            let rows = self.engine.select(&self.ctx, &self.table, &self.req).await?;
-            let signature: Vec<Seq> = rows.rows.iter().map(|(s, _)| *s).collect();
-            if self.last.as_ref() == Some(&signature) {
-                continue;
-            }
-            self.last = Some(signature);
-            return Ok(rows);
+    /// Waits until the result may have changed (at once before the first result).
+    pub async fn ready(&self) {
+        if self.last.is_some() {
+            self.reg.entry.wake.notified().await;
         }
+    }
+
+    /// The result, when it differs from the one taken before (the first always does);
+    /// `None` when it is unchanged.
+    pub async fn take(&mut self) -> Result<Option<Rows>> {
+        self.reg.entry.ended()?;
+        let rows = self.engine.select(&self.ctx, &self.table, &self.req).await?;
+        let signature: Vec<Seq> = rows.rows.iter().map(|(s, _)| *s).collect();
+        if self.last.as_ref() == Some(&signature) {
+            return Ok(None);
+        }
+        self.last = Some(signature);
+        Ok(Some(rows))
     }
 }
 

@@ -17,24 +17,37 @@ const MAX_KEPT_LEN: usize = 16 * 1024;
 
 #[derive(Default)]
 pub struct DocumentCache {
-    docs: RwLock<HashMap<String, Arc<ExecutableDocument>>>,
+    docs: RwLock<HashMap<Arc<str>, Arc<ExecutableDocument>>>,
+}
+
+/// A parsed document with its query text; both are shared by every request that
+/// sends the same text while it is kept (a subscription holds the text for as long as
+/// it runs, so many subscriptions of one document hold one copy).
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub text: Arc<str>,
+    pub doc: Arc<ExecutableDocument>,
 }
 
 impl DocumentCache {
     /// The document of a query text; a parse error is not kept.
-    pub fn parse(&self, query: &str) -> Result<Arc<ExecutableDocument>, ServerError> {
-        if let Some(doc) = self.docs.read().get(query) {
-            return Ok(doc.clone());
+    pub fn parse(&self, query: &str) -> Result<Document, ServerError> {
+        if let Some((text, doc)) = self.docs.read().get_key_value(query) {
+            return Ok(Document {
+                text: text.clone(),
+                doc: doc.clone(),
+            });
         }
         let doc = Arc::new(parse_query(query).map_err(ServerError::from)?);
+        let text: Arc<str> = query.into();
         if query.len() <= MAX_KEPT_LEN {
             let mut docs = self.docs.write();
             if docs.len() >= MAX_DOCUMENTS {
                 docs.clear();
             }
-            docs.insert(query.to_string(), doc.clone());
+            docs.insert(text.clone(), doc.clone());
         }
-        Ok(doc)
+        Ok(Document { text, doc })
     }
 }
 
@@ -59,8 +72,13 @@ mod tests {
         let q = "query($id: BigInt!) { t_by_pk(id: $id) { id name } }";
         let first = cache.parse(q).expect("parses");
         let again = cache.parse(q).expect("parses");
-        assert_eq!(format!("{first:?}"), format!("{again:?}"));
-        assert_eq!(format!("{again:?}"), format!("{:?}", parse_query(q).expect("parses")));
+        assert_eq!(format!("{:?}", first.doc), format!("{:?}", again.doc));
+        assert_eq!(
+            format!("{:?}", again.doc),
+            format!("{:?}", parse_query(q).expect("parses"))
+        );
+        assert!(Arc::ptr_eq(&first.text, &again.text), "one shared copy of the text");
+        assert_eq!(&*again.text, q);
         let bad = "{ t(";
         let e1 = cache.parse(bad).expect_err("bad");
         let e2 = cache.parse(bad).expect_err("bad");

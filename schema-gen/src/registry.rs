@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use async_graphql::ServerError;
 use async_graphql::dynamic::{Schema, SchemaError};
-use async_graphql::parser::types::ExecutableDocument;
 use kalamdb_auth::identity::Role;
 use kalamdb_engine::engine::Engine;
 use parking_lot::RwLock;
 
-use crate::documents::DocumentCache;
+use crate::documents::{Document, DocumentCache};
 use crate::fast::FastPaths;
 use crate::schema::{GraphqlLimits, build_role_schema};
 
@@ -64,7 +63,7 @@ impl SchemaRegistry {
     }
 
     /// The parsed document of a query text (kept for the next request that sends it).
-    pub fn parse(&self, query: &str) -> Result<Arc<ExecutableDocument>, ServerError> {
+    pub fn parse(&self, query: &str) -> Result<Document, ServerError> {
         self.documents.parse(query)
     }
 

@@ -889,15 +889,25 @@ pub enum SubscriptionItem {
 }
 
 impl SubscriptionSource {
-    /// The next item; an error ends the subscription (it is rendered as its last result).
-    pub async fn next(&mut self) -> Result<SubscriptionItem, EngineError> {
+    /// Waits until [`take`](Self::take) may have an item. An idle subscription waits
+    /// here, in a future of a few words.
+    pub async fn ready(&self) {
         match self {
-            SubscriptionSource::Changes(feed) => {
-                let batch = feed.next().await?;
-                Ok(SubscriptionItem::Changes(feed.table.clone(), batch))
-            }
-            SubscriptionSource::Live(results) => results.next().await.map(SubscriptionItem::Live),
+            SubscriptionSource::Changes(feed) => feed.ready().await,
+            SubscriptionSource::Live(results) => results.ready().await,
         }
+    }
+
+    /// The next item, or `None` when there is nothing to send; an error ends the
+    /// subscription (it is rendered as its last result).
+    pub async fn take(&mut self) -> Result<Option<SubscriptionItem>, EngineError> {
+        Ok(match self {
+            SubscriptionSource::Changes(feed) => feed
+                .take()
+                .await?
+                .map(|batch| SubscriptionItem::Changes(feed.table.clone(), batch)),
+            SubscriptionSource::Live(results) => results.take().await?.map(SubscriptionItem::Live),
+        })
     }
 }
 

@@ -12,7 +12,8 @@
 //! - user: 10,000 subscribers over 1,000 users (10 per connection, each with its own
 //!   `where`) on one USER table, every user writing, 100 inserts/s in all;
 //! - idle: 100,000 distinct idle subscriptions over 1,000 connections: server RSS before
-//!   and after connecting and after subscribing.
+//!   and after connecting and after subscribing. `WS_HOLD=<seconds>` keeps them open
+//!   that long afterwards, with the server's pid printed, to attach a memory profiler.
 //!
 //! Needs `target/release/kalamdb` (`make bench` builds it first).
 
@@ -489,6 +490,10 @@ async fn scenario_idle(server: &Arc<Server>, tokens: &[String]) {
         per_conn as f64 / 1024.0,
         per_sub as f64 / 1024.0
     );
+    if let Some(secs) = std::env::var("WS_HOLD").ok().and_then(|v| v.parse().ok()) {
+        eprintln!("idle: holding the subscriptions {secs} s; server pid {}", server.pid());
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
     drop(conns);
 }
 

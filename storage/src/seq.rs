@@ -36,9 +36,13 @@ impl Seq {
 }
 
 pub fn now_millis() -> u64 {
+    now_micros() / 1000
+}
+
+pub fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }
 

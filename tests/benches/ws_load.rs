@@ -1,8 +1,10 @@
 //! WebSocket load generator: starts the release `kalamdb` binary as its own process,
 //! opens subscriptions over `graphql-transport-ws` from many connections (spread over
 //! 127.0.0.x source addresses), commits inserts at a steady rate over HTTP and measures
-//! write-to-delivery latency at the client from the timestamp carried in each row (taken
-//! just before the insert is sent, so the figure includes the HTTP write and its fsync).
+//! latency at the client from two timestamps carried in each row: `ts`, taken by the
+//! client just before the insert is sent (so that figure includes the HTTP request and
+//! its fsync), and `at`, the server's `DEFAULT NOW()` taken as the write is applied,
+//! just before its commit (so that figure is commit-to-delivery plus the fsync wait).
 //! It reports its own CPU use and the server's, since both share the machine's cores.
 //!
 //! Scenarios (`WS_ONLY=shared|user|idle` runs one; `LOAD_SECS` sets the measured time;
@@ -251,9 +253,39 @@ async fn subscribe_all(ws: &mut Ws, subs: &[(String, Value)]) {
     }
 }
 
-/// Reads change events until `stop`, recording write-to-delivery latency per row.
-async fn read_events(mut ws: Ws, field: String, stop: tokio::sync::watch::Receiver<bool>) -> Histogram<u64> {
+/// Microseconds since midnight UTC of an RFC 3339 timestamp ending in `Z` (as the
+/// server writes them); with a clock of the same machine, a difference of two is exact
+/// except across midnight, which [`since_stamp`] folds.
+fn micros_of_day(ts: &str) -> Option<i64> {
+    let time = ts.split_once('T')?.1.strip_suffix('Z')?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut parts = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+    let digits = frac.get(..frac.len().min(6))?;
+    let frac_us = if digits.is_empty() {
+        0
+    } else {
+        digits.parse::<i64>().ok()? * 10_i64.pow(6 - digits.len() as u32)
+    };
+    Some(((h * 60 + m) * 60 + s) * 1_000_000 + frac_us)
+}
+
+const DAY_US: i64 = 86_400_000_000;
+
+/// Microseconds from a server stamp to `now` (µs since the epoch).
+fn since_stamp(now: i64, stamp: &str) -> Option<i64> {
+    micros_of_day(stamp).map(|at| (now.rem_euclid(DAY_US) - at).rem_euclid(DAY_US))
+}
+
+/// Reads change events until `stop`, recording per row the latency from the client's
+/// send time (`ts`) and from the server's stamp (`at`).
+async fn read_events(
+    mut ws: Ws,
+    field: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (Histogram<u64>, Histogram<u64>) {
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut stamped = h.clone();
     let mut stop = stop;
     loop {
         tokio::select! {
@@ -268,6 +300,10 @@ async fn read_events(mut ws: Ws, field: String, stop: tokio::sync::watch::Receiv
                         if let Some(ts) = part.split('"').next().and_then(|s| s.parse::<i64>().ok()) {
                             let _ = h.record((now - ts).max(1) as u64);
                         }
+                        let at = part.split_once("\"at\":\"").and_then(|(_, r)| r.split('"').next());
+                        if let Some(us) = at.and_then(|a| since_stamp(now, a)) {
+                            let _ = stamped.record(us.max(1) as u64);
+                        }
                     }
                 }
                 Some(Ok(_)) => {}
@@ -277,7 +313,7 @@ async fn read_events(mut ws: Ws, field: String, stop: tokio::sync::watch::Receiv
         }
     }
     let _ = ws.close(None).await;
-    h
+    (h, stamped)
 }
 
 struct Report {
@@ -286,6 +322,8 @@ struct Report {
     acks: Histogram<u64>,
     expected: u64,
     hist: Histogram<u64>,
+    /// From the server's stamp.
+    stamped: Histogram<u64>,
     client_cpu: f64,
     server_cpu: f64,
     secs: f64,
@@ -295,7 +333,7 @@ impl Report {
     fn print(&self) {
         let h = &self.hist;
         println!(
-            "{:<62} {:>7} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7.0}% {:>7.0}%",
+            "{:<62} {:>7} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7.0}% {:>7.0}%",
             self.name,
             self.writes,
             self.acks.value_at_quantile(0.99),
@@ -305,6 +343,8 @@ impl Report {
             h.value_at_quantile(0.99),
             h.value_at_quantile(0.999),
             h.max(),
+            self.stamped.value_at_quantile(0.5),
+            self.stamped.value_at_quantile(0.99),
             100.0 * self.client_cpu / self.secs,
             100.0 * self.server_cpu / self.secs,
         );
@@ -366,8 +406,11 @@ async fn drive(
     let (c1, s1, elapsed) = (cpu_secs(None), cpu_secs(Some(server.pid())), t0.elapsed().as_secs_f64());
     stop_tx.send_replace(true);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut stamped = hist.clone();
     for r in readers {
-        hist.add(r.await.expect("reader")).expect("merge");
+        let (h, s) = r.await.expect("reader");
+        hist.add(h).expect("merge");
+        stamped.add(s).expect("merge");
     }
     Report {
         name,
@@ -375,6 +418,7 @@ async fn drive(
         acks,
         expected: writes * deliveries_per_write,
         hist,
+        stamped,
         client_cpu: c1 - c0,
         server_cpu: s1 - s0,
         secs: elapsed,
@@ -390,7 +434,7 @@ async fn scenario_shared(server: &Arc<Server>, tokens: &[String], root: &str, se
             .map(|j| {
                 (
                     format!("f{j}"),
-                    json!({ "query": "subscription { bench_feed_changes { row { ts } } }" }),
+                    json!({ "query": "subscription { bench_feed_changes { row { ts at } } }" }),
                 )
             })
             .collect();
@@ -425,7 +469,7 @@ async fn scenario_user(server: &Arc<Server>, tokens: &[String], secs: u64) -> Re
                 (
                     format!("k{k}"),
                     json!({
-                        "query": "subscription($k: Int!) { bench_inbox_changes(where: {k: {_eq: $k}}) { row { ts } } }",
+                        "query": "subscription($k: Int!) { bench_inbox_changes(where: {k: {_eq: $k}}) { row { ts at } } }",
                         "variables": { "k": k }
                     }),
                 )
@@ -502,14 +546,15 @@ async fn run(secs: u64, only: &str) {
     server.sql("CREATE NAMESPACE bench").await;
     server
         .sql(
-            "CREATE TABLE bench.feed (id BIGINT PRIMARY KEY DEFAULT SNOWFLAKE_ID(), ts BIGINT NOT NULL) \
+            "CREATE TABLE bench.feed (id BIGINT PRIMARY KEY DEFAULT SNOWFLAKE_ID(), ts BIGINT NOT NULL, \
+             at TIMESTAMP DEFAULT NOW()) \
              WITH (TYPE = 'SHARED', ACCESS_LEVEL = 'PUBLIC')",
         )
         .await;
     server
         .sql(
             "CREATE TABLE bench.inbox (id BIGINT PRIMARY KEY DEFAULT SNOWFLAKE_ID(), k INT NOT NULL, \
-             ts BIGINT NOT NULL) WITH (TYPE = 'USER')",
+             ts BIGINT NOT NULL, at TIMESTAMP DEFAULT NOW()) WITH (TYPE = 'USER')",
         )
         .await;
     eprintln!("creating {USERS} users and logging them in...");
@@ -525,12 +570,25 @@ async fn run(secs: u64, only: &str) {
     println!();
     println!(
         "ws_load: release server in its own process ({} durability), client with 2 tokio workers, {secs} s per \
-         scenario; latency = delivery time - send time of the insert, in µs",
+         scenario; latency in µs = delivery time - the client's send time of the insert (p50 .. max), \
+         and - the server's NOW() stamp (stamp p50, p99)",
         durability()
     );
     println!(
-        "{:<62} {:>7} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "scenario", "writes", "ack p99", "expected", "received", "p50", "p99", "p99.9", "max", "client", "server"
+        "{:<62} {:>7} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "scenario",
+        "writes",
+        "ack p99",
+        "expected",
+        "received",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "stamp50",
+        "stamp99",
+        "client",
+        "server"
     );
     if only.is_empty() || only == "shared" {
         scenario_shared(&server, &tokens, &root, secs, 1).await.print();

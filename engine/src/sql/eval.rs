@@ -3,7 +3,7 @@
 
 use datafusion::sql::sqlparser::ast::{self, BinaryOperator, Expr, FunctionArguments, UnaryOperator};
 use kalamdb_auth::identity::UserId;
-use kalamdb_storage::{seq::SeqAllocator, seq::now_millis};
+use kalamdb_storage::{seq::SeqAllocator, seq::now_micros};
 
 use crate::error::{EngineError, Result};
 use crate::row_expr::{BinOp, RowExpr};
@@ -40,7 +40,7 @@ impl BuiltinFn {
 
     pub fn eval(self, env: &EvalEnv<'_>) -> Value {
         match self {
-            BuiltinFn::Now => Value::Timestamp(now_millis() as i64 * 1000),
+            BuiltinFn::Now => Value::Timestamp(now_micros() as i64),
             BuiltinFn::SnowflakeId => Value::BigInt(env.seq.next().as_i64()),
             BuiltinFn::UuidV7 => Value::Uuid(*uuid::Uuid::now_v7().as_bytes()),
             BuiltinFn::CurrentUser => Value::Text(env.subject.to_string()),

@@ -47,11 +47,21 @@ impl Member {
         self.frame(self.protocol.next_type(), Some(payload))
     }
 
+    /// Built by concatenation, not `format!`: a broadcast builds one per member.
     fn frame(&self, ty: &str, payload: Option<&str>) -> String {
-        match payload {
-            Some(p) => format!(r#"{{"id":{},"type":"{ty}","payload":{p}}}"#, self.id_json),
-            None => format!(r#"{{"id":{},"type":"{ty}"}}"#, self.id_json),
+        let extra = payload.map_or(0, |p| p.len() + 12);
+        let mut s = String::with_capacity(self.id_json.len() + ty.len() + extra + 20);
+        s.push_str(r#"{"id":"#);
+        s.push_str(&self.id_json);
+        s.push_str(r#","type":""#);
+        s.push_str(ty);
+        s.push('"');
+        if let Some(p) = payload {
+            s.push_str(r#","payload":"#);
+            s.push_str(p);
         }
+        s.push('}');
+        s
     }
 
     pub fn next(&self, payload: &str) {

@@ -16,8 +16,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use kalamdb_auth::identity::UserId;
 use kalamdb_storage::cold::{
-    ColdDir, ColdStore, ColumnStats, KeyFilter, KeyProbe, Manifest, ReadRequest, SEQ_FIELD, SegmentMeta, Stat,
-    field_id_of, with_field_id,
+    ColdDir, ColdStore, ColumnStats, KeyFilter, KeyProbe, Manifest, ReadRequest, SEQ_FIELD, SegmentMeta, SegmentRow,
+    Stat, field_id_of, with_field_id,
 };
 use kalamdb_storage::seq::Seq;
 
@@ -290,7 +290,7 @@ fn stats_allow(stats: &ColumnStats, op: Operator, v: &Stat) -> bool {
         return true;
     };
     match op {
-        Operator::Eq => min <= v && v <= max,
+        Operator::Eq => stats.may_hold(v),
         Operator::Lt => min < v,
         Operator::LtEq => min <= v,
         Operator::Gt => max > v,
@@ -318,16 +318,8 @@ pub fn plan_allows(table: &TableDef, seg: &SegmentMeta, plan: &KeyPlan) -> bool 
     };
     match plan {
         KeyPlan::All => true,
-        KeyPlan::Points(pks) => pks.iter().any(|v| point_allows(Some(stats), stat_of(v).as_ref())),
+        KeyPlan::Points(pks) => pks.iter().any(|v| stat_of(v).is_none_or(|s| stats.may_hold(&s))),
         KeyPlan::Range { lo, hi } => bound(lo, true) && bound(hi, false),
-    }
-}
-
-/// Whether a segment whose key column has `stats` may hold the key `probe`.
-fn point_allows(stats: Option<&ColumnStats>, probe: Option<&Stat>) -> bool {
-    match (stats, probe) {
-        (Some(stats), Some(p)) => stats_allow(stats, Operator::Eq, p),
-        _ => true,
     }
 }
 
@@ -464,31 +456,45 @@ impl ColdTier {
         Ok(out)
     }
 
-    /// The newest cold version of one key, if any segment holds it.
+    /// The newest cold version of one key, if any segment holds it: only the segments
+    /// whose key range holds it are probed, newest first, and the first row found is
+    /// read straight off the decoded row group.
     pub async fn get(&self, table: &TableDef, user: Option<&UserId>, pk: &Value) -> Result<Option<(Seq, Vec<Value>)>> {
         let dir = partition_dir(table, user);
         let manifest = self.store.manifest(&dir).await?;
         if manifest.is_empty() {
             return Ok(None);
         }
-        let Some(key) = key_filter(table, std::slice::from_ref(pk)) else {
+        let Some(probe) = probe_of(pk) else {
             return Ok(None);
         };
         let pk_id = table.current().pk_column().id.0;
-        let probe = stat_of(pk);
-        for seg in manifest.newest_first() {
-            if !point_allows(seg.stats(pk_id), probe.as_ref()) {
-                continue;
-            }
-            if let Some(batch) = self.store.lookup(&dir, seg, &key).await?.first() {
-                let all: Vec<usize> = (0..=table.current().columns.len()).collect();
-                let out_schema = Arc::new(segment_out_schema(table, &all));
-                let b = conform(table, batch, &all, &out_schema)?;
-                return Ok(Some(row_at(table, &b, 0)?));
+        let segs: Vec<&SegmentMeta> = match stat_of(pk) {
+            Some(stat) => manifest.holding(pk_id, &stat),
+            None => manifest.newest_first().collect(),
+        };
+        for seg in segs {
+            if let Some(found) = self.store.find_row(&dir, seg, pk_id, &probe).await? {
+                return segment_row(table, &found).map(Some);
             }
         }
         Ok(None)
     }
+}
+
+/// A segment row as a row of the table's current schema: columns found by id, columns
+/// added since with their backfill value.
+fn segment_row(table: &TableDef, found: &SegmentRow) -> Result<(Seq, Vec<Value>)> {
+    let values = table
+        .current()
+        .columns
+        .iter()
+        .map(|c| match found.field_ids.iter().position(|f| *f == Some(c.id.0)) {
+            Some(i) => array_value(found.batch.column(i).as_ref(), found.row, c.ty),
+            None => Ok(TableDef::backfill_value(c)),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((Seq(found.seq), values))
 }
 
 /// The SQL schema of a table projected to `projection` (columns, `_seq`, `_deleted`).

@@ -295,6 +295,7 @@ impl Engine {
             schema_version: built.schema_version,
             columns: built.columns.clone(),
             created_ms: now_millis(),
+            handle: Default::default(),
         })
     }
 

@@ -104,11 +104,24 @@ pub struct SegmentMeta {
     pub schema_version: u32,
     pub columns: Vec<ColumnStats>,
     pub created_ms: u64,
+    /// The segment's reader state once a key lookup loaded it.
+    #[serde(skip)]
+    pub handle: Derived<Arc<SegmentHandle>>,
 }
 
 impl SegmentMeta {
     pub fn stats(&self, column: u32) -> Option<&ColumnStats> {
         self.columns.iter().find(|c| c.id == column)
+    }
+}
+
+impl ColumnStats {
+    /// Whether a column with these statistics may hold `v` (unknown bounds allow all).
+    pub fn may_hold(&self, v: &Stat) -> bool {
+        match (&self.min, &self.max) {
+            (Some(min), Some(max)) => min <= v && v <= max,
+            _ => true,
+        }
     }
 }
 
@@ -122,23 +135,82 @@ pub struct Manifest {
     /// Indexes of `segments` from the newest to the oldest, worked out on first use
     /// (a committed manifest is shared and never changes).
     #[serde(skip)]
-    newest: NewestFirst,
+    newest: Derived<Vec<usize>>,
+    /// The key ranges of the segments, worked out on the first key lookup.
+    #[serde(skip)]
+    key_ranges: Derived<KeyRanges>,
 }
 
-/// The newest-first order of a manifest's segments; a copy starts unworked, as its
-/// segments may then change.
-#[derive(Debug, Default)]
-struct NewestFirst(std::sync::OnceLock<Vec<usize>>);
+/// A value worked out from its owner on first use. A copy starts empty, as the copy's
+/// owner may then change; it takes no part in comparisons.
+pub struct Derived<T>(std::sync::OnceLock<T>);
 
-impl Clone for NewestFirst {
+impl<T> Default for Derived<T> {
+    fn default() -> Self {
+        Self(std::sync::OnceLock::new())
+    }
+}
+
+impl<T> Clone for Derived<T> {
     fn clone(&self) -> Self {
         Self::default()
     }
 }
 
-impl PartialEq for NewestFirst {
+impl<T> PartialEq for Derived<T> {
     fn eq(&self, _: &Self) -> bool {
         true
+    }
+}
+
+impl<T> std::fmt::Debug for Derived<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Derived(set)"
+        } else {
+            "Derived(unset)"
+        })
+    }
+}
+
+/// The segments' ranges of one column (the key), to find those that may hold a key
+/// without visiting every segment.
+struct KeyRanges {
+    column: u32,
+    /// Segments with both bounds, by lower bound: (min, max, newest-first rank, index).
+    by_min: Vec<(Stat, Stat, usize, usize)>,
+    /// The highest max among `by_min[..=i]`: no segment before a position whose value
+    /// is below the key may hold it.
+    max_upto: Vec<Stat>,
+    /// Segments without bounds for the column, which may hold any key: (rank, index).
+    unbounded: Vec<(usize, usize)>,
+}
+
+impl KeyRanges {
+    fn new(m: &Manifest, column: u32) -> Self {
+        let mut by_min = vec![];
+        let mut unbounded = vec![];
+        for (rank, &i) in m.newest_order().iter().enumerate() {
+            match m.segments[i].stats(column).map(|c| (&c.min, &c.max)) {
+                Some((Some(lo), Some(hi))) => by_min.push((lo.clone(), hi.clone(), rank, i)),
+                _ => unbounded.push((rank, i)),
+            }
+        }
+        by_min.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        let mut max_upto: Vec<Stat> = Vec::with_capacity(by_min.len());
+        for (_, hi, _, _) in &by_min {
+            let top = match max_upto.last() {
+                Some(m) if m >= hi => m.clone(),
+                _ => hi.clone(),
+            };
+            max_upto.push(top);
+        }
+        Self {
+            column,
+            by_min,
+            max_upto,
+            unbounded,
+        }
     }
 }
 
@@ -148,7 +220,8 @@ impl Manifest {
             segments,
             next_segment,
             covered_seq,
-            newest: NewestFirst::default(),
+            newest: Derived::default(),
+            key_ranges: Derived::default(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -157,14 +230,43 @@ impl Manifest {
     pub fn rows(&self) -> u64 {
         self.segments.iter().map(|s| s.rows).sum()
     }
-    /// Segments from the newest to the oldest.
-    pub fn newest_first(&self) -> impl Iterator<Item = &SegmentMeta> {
-        let order = self.newest.0.get_or_init(|| {
+    fn newest_order(&self) -> &[usize] {
+        self.newest.0.get_or_init(|| {
             let mut v: Vec<usize> = (0..self.segments.len()).collect();
             v.sort_by_key(|&i| std::cmp::Reverse((self.segments[i].covered_seq, self.segments[i].id)));
             v
-        });
-        order.iter().map(|&i| &self.segments[i])
+        })
+    }
+
+    /// Segments from the newest to the oldest.
+    pub fn newest_first(&self) -> impl Iterator<Item = &SegmentMeta> {
+        self.newest_order().iter().map(|&i| &self.segments[i])
+    }
+
+    /// The segments whose statistics of `column` allow the value `key`, newest first.
+    /// The ranges are sorted once per manifest, so a lookup visits only the segments
+    /// around the key rather than all of them.
+    pub fn holding(&self, column: u32, key: &Stat) -> Vec<&SegmentMeta> {
+        let r = self.key_ranges.0.get_or_init(|| KeyRanges::new(self, column));
+        if r.column != column {
+            return self
+                .newest_first()
+                .filter(|s| s.stats(column).is_none_or(|c| c.may_hold(key)))
+                .collect();
+        }
+        let end = r.by_min.partition_point(|(lo, ..)| lo <= key);
+        let mut hits = r.unbounded.clone();
+        for i in (0..end).rev() {
+            if r.max_upto[i] < *key {
+                break;
+            }
+            let (_, hi, rank, seg) = &r.by_min[i];
+            if hi >= key {
+                hits.push((*rank, *seg));
+            }
+        }
+        hits.sort_unstable();
+        hits.into_iter().map(|(_, i)| &self.segments[i]).collect()
     }
 }
 
@@ -198,14 +300,28 @@ pub struct ReadRequest {
 }
 
 /// A segment's metadata and its key column's bloom filters, per row group.
-struct SegmentHandle {
+pub struct SegmentHandle {
     /// Unique in this process: names the segment in the decoded row-group cache.
     id: u64,
     meta: ArrowReaderMetadata,
+    /// The field id the bloom filters and `key_*` are of.
+    key_column: Option<u32>,
     blooms: Vec<Option<Sbbf>>,
     key_leaf: Option<usize>,
     /// The key column's index among the Arrow columns.
     key_root: Option<usize>,
+    /// The field id of each Arrow column (`None` for `_seq`).
+    field_ids: Arc<[Option<u32>]>,
+    seq_root: Option<usize>,
+}
+
+/// One row of a segment found by its key: the decoded row group that holds it, the
+/// row's index there, its `_seq`, and the field id of each column of the batch.
+pub struct SegmentRow {
+    pub batch: arrow::array::RecordBatch,
+    pub row: usize,
+    pub seq: u64,
+    pub field_ids: Arc<[Option<u32>]>,
 }
 
 static NEXT_HANDLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -337,11 +453,19 @@ impl ColdStore {
     /// The segment's cached metadata, with the bloom filters of column `key` when one
     /// is asked for (loaded on the first read that needs them).
     async fn handle(&self, dir: &ColdDir, seg: &SegmentMeta, key: Option<u32>) -> Result<Arc<SegmentHandle>> {
+        if let Some(h) = seg.handle.0.get()
+            && (key.is_none() || h.key_column == key)
+        {
+            return Ok(h.clone());
+        }
         let path = dir.path(&seg.file)?;
         let cached = self.handles.read().get(path.as_ref()).cloned();
         if let Some(h) = &cached
-            && (key.is_none() || h.key_leaf.is_some())
+            && (key.is_none() || (h.key_column == key && h.key_leaf.is_some()))
         {
+            if key.is_some() {
+                let _ = seg.handle.0.set(h.clone());
+            }
             return Ok(h.clone());
         }
         let mut reader = SegmentReader {
@@ -365,14 +489,22 @@ impl ColdStore {
             }
         }
         let key_root = key.and_then(|id| meta.schema().fields().iter().position(|f| field_id(f) == Some(id)));
+        let field_ids: Arc<[Option<u32>]> = meta.schema().fields().iter().map(|f| field_id(f)).collect();
+        let seq_root = meta.schema().index_of(SEQ_FIELD).ok();
         let h = Arc::new(SegmentHandle {
             id: NEXT_HANDLE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             meta,
+            key_column: key,
             blooms,
             key_leaf,
             key_root,
+            field_ids,
+            seq_root,
         });
         self.handles.write().insert(path.to_string(), h.clone());
+        if key.is_some() && h.key_leaf.is_some() {
+            let _ = seg.handle.0.set(h.clone());
+        }
         Ok(h)
     }
 
@@ -381,24 +513,25 @@ impl ColdStore {
         Ok(self.handle(dir, seg, None).await?.meta.metadata().num_row_groups())
     }
 
-    /// The rows of a segment with one of the filter's keys: the row groups whose
-    /// statistics and bloom filter may hold a key are decoded whole (all columns) once
-    /// and kept in a bounded cache, so that repeated lookups only compare keys.
-    pub async fn lookup(
+    /// The row of a segment whose key column (field id `column`) equals `probe`. The
+    /// row groups whose statistics and bloom filter may hold it are decoded whole (all
+    /// columns) once and kept in a bounded cache, so that repeated lookups only compare
+    /// keys.
+    pub async fn find_row(
         &self,
         dir: &ColdDir,
         seg: &SegmentMeta,
-        key: &KeyFilter,
-    ) -> Result<Vec<arrow::array::RecordBatch>> {
-        let h = self.handle(dir, seg, Some(key.column)).await?;
-        let (Some(leaf), Some(col)) = (h.key_leaf, h.key_root) else {
-            return Ok(vec![]);
+        column: u32,
+        probe: &KeyProbe,
+    ) -> Result<Option<SegmentRow>> {
+        let h = self.handle(dir, seg, Some(column)).await?;
+        let (Some(leaf), Some(col), Some(seq_col)) = (h.key_leaf, h.key_root, h.seq_root) else {
+            return Ok(None);
         };
-        let mut out = vec![];
         for rg in 0..h.meta.metadata().num_row_groups() {
             let md = h.meta.metadata().row_group(rg);
             let bloom = h.blooms.get(rg).and_then(Option::as_ref);
-            if !key.probes.iter().any(|p| may_hold(md, leaf, bloom, p)) {
+            if !may_hold(md, leaf, bloom, probe) {
                 continue;
             }
             let group = match self.decoded.get(&(h.id, rg)) {
@@ -415,13 +548,21 @@ impl ColdStore {
                     b
                 }
             };
-            for i in 0..key.values.len() {
-                let one = arrow::array::Scalar::new(key.values.slice(i, 1));
-                let eq = arrow::compute::kernels::cmp::eq(group.column(col), &one).map_err(cold_err)?;
-                out.extend(eq.values().set_indices().map(|row| group.slice(row, 1)));
+            if let Some(row) = position_of(group.column(col).as_ref(), probe)? {
+                use arrow::array::AsArray;
+                let seqs = group
+                    .column(seq_col)
+                    .as_primitive_opt::<arrow::datatypes::Int64Type>()
+                    .ok_or_else(|| StorageError::Corrupt(format!("{}: _seq is not BIGINT", seg.file)))?;
+                return Ok(Some(SegmentRow {
+                    seq: seqs.value(row) as u64,
+                    batch: group,
+                    row,
+                    field_ids: h.field_ids.clone(),
+                }));
             }
         }
-        Ok(out)
+        Ok(None)
     }
 
     /// Reads a segment: the requested columns, and with a key filter only the row
@@ -737,6 +878,37 @@ fn leaf_of(meta: &ArrowReaderMetadata, id: u32) -> Option<usize> {
 
 /// Whether row group `md` may hold `probe` in leaf column `leaf`, by its statistics and
 /// its bloom filter.
+/// The index of the first value of a key column equal to `probe` (floats compare by
+/// total order, as the hot tier's key encoding does).
+fn position_of(a: &dyn arrow::array::Array, probe: &KeyProbe) -> Result<Option<usize>> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{self as dt, DataType, TimeUnit};
+    fn find<T: dt::ArrowPrimitiveType>(a: &dyn arrow::array::Array, eq: impl Fn(&T::Native) -> bool) -> Option<usize> {
+        let p = a.as_primitive::<T>();
+        p.values().iter().enumerate().position(|(i, v)| eq(v) && p.is_valid(i))
+    }
+    Ok(match (a.data_type(), probe) {
+        (DataType::Int64, KeyProbe::I64(v)) => find::<dt::Int64Type>(a, |x| x == v),
+        (DataType::Timestamp(TimeUnit::Microsecond, _), KeyProbe::I64(v)) => {
+            find::<dt::TimestampMicrosecondType>(a, |x| x == v)
+        }
+        (DataType::Int32, KeyProbe::I32(v)) => find::<dt::Int32Type>(a, |x| x == v),
+        (DataType::Date32, KeyProbe::I32(v)) => find::<dt::Date32Type>(a, |x| x == v),
+        (DataType::Float64, KeyProbe::F64(v)) => find::<dt::Float64Type>(a, |x| x.total_cmp(v).is_eq()),
+        (DataType::Utf8, KeyProbe::Bytes(v)) => a
+            .as_string::<i32>()
+            .iter()
+            .position(|x| x.map(str::as_bytes) == Some(v)),
+        (DataType::Binary, KeyProbe::Bytes(v)) => a.as_binary::<i32>().iter().position(|x| x == Some(v.as_slice())),
+        (DataType::Boolean, KeyProbe::Bool(v)) => a.as_boolean().iter().position(|x| x == Some(*v)),
+        (t, _) => {
+            return Err(StorageError::Corrupt(format!(
+                "a key column of type {t} cannot be probed"
+            )));
+        }
+    })
+}
+
 fn may_hold(md: &RowGroupMetaData, leaf: usize, bloom: Option<&Sbbf>, probe: &KeyProbe) -> bool {
     let in_range = match (md.column(leaf).statistics(), probe) {
         (Some(Statistics::Int64(s)), KeyProbe::I64(v)) => {
@@ -773,4 +945,120 @@ pub fn with_field_id(field: arrow::datatypes::Field, id: u32) -> arrow::datatype
 /// The field id of a segment column read back.
 pub fn field_id_of(field: &arrow::datatypes::Field) -> Option<u32> {
     field_id(field)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(id: u64, covered: u64, key: Option<(i64, i64)>) -> SegmentMeta {
+        SegmentMeta {
+            id,
+            file: format!("s{id}"),
+            rows: 1,
+            bytes: 1,
+            min_seq: 1,
+            max_seq: covered,
+            covered_seq: covered,
+            schema_version: 1,
+            columns: vec![ColumnStats {
+                id: 7,
+                min: key.map(|k| Stat::Int(k.0)),
+                max: key.map(|k| Stat::Int(k.1)),
+                nulls: 0,
+            }],
+            created_ms: 0,
+            handle: Derived::default(),
+        }
+    }
+
+    /// The sorted key ranges give what a pass over every segment's statistics gives,
+    /// in the same (newest first) order, for overlapping, nested, disjoint and
+    /// unbounded segments.
+    #[test]
+    fn segments_holding_a_key_are_those_whose_range_allows_it_newest_first() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        for round in 0..200 {
+            let n = 1 + next(40);
+            let segs: Vec<SegmentMeta> = (0..n)
+                .map(|i| {
+                    let key = (next(10) != 0).then(|| {
+                        let lo = next(1000) as i64;
+                        (lo, lo + next(if round % 2 == 0 { 30 } else { 400 }) as i64)
+                    });
+                    seg(i, next(5) * 100 + i, key)
+                })
+                .collect();
+            let m = Manifest::new(segs, n, 0);
+            for _ in 0..50 {
+                let k = Stat::Int(next(1100) as i64 - 20);
+                let want: Vec<u64> = m
+                    .newest_first()
+                    .filter(|s| s.stats(7).is_none_or(|c| c.may_hold(&k)))
+                    .map(|s| s.id)
+                    .collect();
+                let got: Vec<u64> = m.holding(7, &k).iter().map(|s| s.id).collect();
+                assert_eq!(got, want, "round {round}, key {k:?}");
+                // another column falls back to the full pass
+                assert_eq!(m.holding(8, &k).len(), m.segments.len());
+            }
+        }
+    }
+
+    /// A key is found in a column of each type a primary key can have, floats by total
+    /// order (so -0.0 is not 0.0), and a probe of the wrong kind is an error.
+    #[test]
+    fn keys_are_found_in_columns_of_every_key_type() {
+        use arrow::array::{
+            ArrayRef, BinaryArray, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, StringArray,
+            TimestampMicrosecondArray,
+        };
+        let cases: Vec<(ArrayRef, KeyProbe, Option<usize>)> = vec![
+            (Arc::new(Int64Array::from(vec![5, 9, 2])), KeyProbe::I64(2), Some(2)),
+            (Arc::new(Int64Array::from(vec![5, 9, 2])), KeyProbe::I64(3), None),
+            (
+                Arc::new(TimestampMicrosecondArray::from(vec![10, 20]).with_timezone("UTC")),
+                KeyProbe::I64(20),
+                Some(1),
+            ),
+            (Arc::new(Int32Array::from(vec![1, 2])), KeyProbe::I32(1), Some(0)),
+            (Arc::new(Date32Array::from(vec![100, 200])), KeyProbe::I32(200), Some(1)),
+            (
+                Arc::new(Float64Array::from(vec![-0.0, 0.0])),
+                KeyProbe::F64(0.0),
+                Some(1),
+            ),
+            (
+                Arc::new(StringArray::from(vec!["a", "bb"])),
+                KeyProbe::Bytes(b"bb".to_vec()),
+                Some(1),
+            ),
+            (
+                Arc::new(StringArray::from(vec!["a", "bb"])),
+                KeyProbe::Bytes(b"b".to_vec()),
+                None,
+            ),
+            (
+                Arc::new(BinaryArray::from(vec![&b"\x00"[..], b"\xff"])),
+                KeyProbe::Bytes(vec![0xff]),
+                Some(1),
+            ),
+            (
+                Arc::new(BooleanArray::from(vec![false, true])),
+                KeyProbe::Bool(true),
+                Some(1),
+            ),
+        ];
+        for (a, probe, want) in cases {
+            assert_eq!(position_of(a.as_ref(), &probe).unwrap(), want, "{probe:?} in {a:?}");
+        }
+        let ints: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+        assert!(position_of(ints.as_ref(), &KeyProbe::Bytes(b"1".to_vec())).is_err());
+    }
 }

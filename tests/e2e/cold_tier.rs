@@ -393,6 +393,21 @@ async fn segments_written_under_an_old_schema_read_under_the_new_one() {
             )
             .await;
         assert_eq!(d["evolving_aggregate"]["aggregate"]["count"], 10, "{stage}");
+        // lookups by key: in the old segment, the new one, and a hot row over a cold one
+        let d = s
+            .gql_ok(
+                "root",
+                "{ old: evolving_by_pk(id: \"2\") { id title b d } new: evolving_by_pk(id: \"12\") { id title b d } \
+                   hot: evolving_by_pk(id: \"3\") { id title b d } none: evolving_by_pk(id: \"16\") { id } }",
+                json!({}),
+            )
+            .await;
+        let w = &want["evolving"];
+        assert_eq!(
+            d,
+            json!({ "old": w[1], "new": w[11], "hot": w[2], "none": null }),
+            "{stage}"
+        );
     }
 }
 

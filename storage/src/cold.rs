@@ -15,7 +15,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -292,8 +293,10 @@ pub struct KeyFilter {
 /// What to read of a segment.
 #[derive(Default, Clone)]
 pub struct ReadRequest {
-    /// Field ids of the columns to read (`_seq` always comes too); `None` for all.
+    /// Field ids of the columns to read; `None` for all, `_seq` included.
     pub columns: Option<Vec<u32>>,
+    /// With `columns`, whether `_seq` comes too.
+    pub seq: bool,
     pub key: Option<KeyFilter>,
     /// Which row groups to read; `None` for all.
     pub row_groups: Option<Vec<usize>>,
@@ -574,6 +577,16 @@ impl ColdStore {
         seg: &SegmentMeta,
         req: &ReadRequest,
     ) -> Result<Vec<arrow::array::RecordBatch>> {
+        self.read_stream(dir, seg, req).await?.try_collect().await
+    }
+
+    /// As [`ColdStore::read`], as a stream that decodes each batch when it is polled.
+    pub async fn read_stream(
+        &self,
+        dir: &ColdDir,
+        seg: &SegmentMeta,
+        req: &ReadRequest,
+    ) -> Result<BoxStream<'static, Result<arrow::array::RecordBatch>>> {
         let h = self.handle(dir, seg, req.key.as_ref().map(|k| k.column)).await?;
         let path = dir.path(&seg.file)?;
         let reader = SegmentReader {
@@ -590,7 +603,13 @@ impl ColdStore {
                 .fields()
                 .iter()
                 .enumerate()
-                .filter(|(_, f)| f.name() == SEQ_FIELD || field_id(f).is_some_and(|id| cols.contains(&id)))
+                .filter(|(_, f)| {
+                    if f.name() == SEQ_FIELD {
+                        req.seq
+                    } else {
+                        field_id(f).is_some_and(|id| cols.contains(&id))
+                    }
+                })
                 .map(|(i, _)| i)
                 .collect();
             b = b.with_projection(ProjectionMask::roots(&schema_descr, roots));
@@ -602,7 +621,7 @@ impl ColdStore {
         }
         if let Some(key) = &req.key {
             let Some(leaf) = h.key_leaf else {
-                return Ok(vec![]);
+                return Ok(futures::stream::empty().boxed());
             };
             let groups: Vec<usize> = wanted
                 .iter()
@@ -614,7 +633,7 @@ impl ColdStore {
                 })
                 .collect();
             if groups.is_empty() {
-                return Ok(vec![]);
+                return Ok(futures::stream::empty().boxed());
             }
             b = b.with_row_groups(groups);
             let values = key.values.clone();
@@ -634,12 +653,8 @@ impl ColdStore {
             let predicates: Vec<Box<dyn ArrowPredicate>> = vec![Box::new(predicate)];
             b = b.with_row_filter(RowFilter::new(predicates));
         }
-        let mut stream = b.build().map_err(cold_err)?;
-        let mut out = vec![];
-        while let Some(batch) = stream.next().await {
-            out.push(batch.map_err(cold_err)?);
-        }
-        Ok(out)
+        let stream = b.build().map_err(cold_err)?;
+        Ok(stream.map(|b| b.map_err(cold_err)).boxed())
     }
 
     /// Deletes the partition's files that its manifest does not list (segments of a

@@ -380,6 +380,18 @@ pub fn shadowed(table: &TableDef, segs: &[&SegmentMeta], hot_keys: &[Value]) -> 
         .collect()
 }
 
+/// A segment's `groups` row groups split into up to `cores` runs for parallel reads
+/// (`None`: one run of them all).
+pub fn row_group_parts(groups: usize, cores: usize) -> Vec<Option<Vec<usize>>> {
+    let parts = groups.clamp(1, cores);
+    if parts == 1 {
+        return vec![None];
+    }
+    (0..parts)
+        .map(|p| Some((groups * p / parts..groups * (p + 1) / parts).collect()))
+        .collect()
+}
+
 /// The cold store and the reads the engine makes of it.
 #[derive(Debug)]
 pub struct ColdTier {
@@ -432,13 +444,12 @@ impl ColdTier {
             } else {
                 1
             };
-            let parts = groups.clamp(1, cores);
-            let mut seg_tasks = Vec::with_capacity(parts);
-            for p in 0..parts {
+            let parts = row_group_parts(groups, cores);
+            let mut seg_tasks = Vec::with_capacity(parts.len());
+            for row_groups in parts {
                 let mut r = template.clone();
-                if parts > 1 {
-                    let (from, to) = (groups * p / parts, groups * (p + 1) / parts);
-                    r.row_groups = Some((from..to).collect());
+                if row_groups.is_some() {
+                    r.row_groups = row_groups;
                 }
                 let (store, dir, seg) = (self.store.clone(), dir.clone(), (*seg).clone());
                 seg_tasks.push(tokio::spawn(async move { store.read(&dir, &seg, &r).await }));

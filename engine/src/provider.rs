@@ -36,7 +36,8 @@ use kalamdb_storage::seq::Seq;
 use crate::arrow_convert::{rows_to_batch, table_arrow_schema};
 use crate::codec::{decode_key_value, partition_prefix};
 use crate::cold::{
-    ColdTier, conform, filters_allow, key_filter, partition_dir, pk_array, pk_keys, plan_allows, shadowed, unseen_mask,
+    ColdTier, conform, filters_allow, key_filter, partition_dir, pk_array, pk_keys, plan_allows, row_group_parts,
+    shadowed, unseen_mask,
 };
 use crate::error::{EngineError, Result};
 use crate::reader::{KeyPlan, PartitionReader};
@@ -255,9 +256,7 @@ impl TableProvider for TieredTableProvider {
                     .row_group_count(&dir, seg)
                     .await
                     .map_err(|e| df(e.into()))?;
-                let parts = groups.clamp(1, cores);
-                for p in 0..parts {
-                    let row_groups = (parts > 1).then(|| (groups * p / parts..groups * (p + 1) / parts).collect());
+                for row_groups in row_group_parts(groups, cores) {
                     pieces[next % cores].push(SegmentPiece {
                         seg: (*seg).clone(),
                         row_groups,

@@ -204,8 +204,8 @@ async fn by_pk(engine: &Engine, ctx: &ExecContext) {
     .await;
     let lookup = async |table: &str| {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut samples = Vec::with_capacity(20_000);
-        for _ in 0..20_000 {
+        let mut samples = Vec::with_capacity(200_000);
+        for _ in 0..200_000 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;

@@ -377,13 +377,23 @@ impl Engine {
         let covered = Seq(manifest.covered_seq);
         let pk_ty = table.current().pk_column().ty;
         let (t, skip) = (table.clone(), prefix.len());
-        self.delete_hot_where(table, prefix, move |k, seq, deleted| {
-            seq <= covered
-                && (!deleted
-                    || decode_key_value(&mut KeyReader::new(&k[skip..]), pk_ty)
-                        .is_some_and(|pk| !cold_may_hold(&t, &manifest, &pk)))
-        })
-        .await
+        let deleted = self
+            .delete_hot_where(table, prefix.clone(), move |k, seq, deleted| {
+                seq <= covered
+                    && (!deleted
+                        || decode_key_value(&mut KeyReader::new(&k[skip..]), pk_ty)
+                            .is_some_and(|pk| !cold_may_hold(&t, &manifest, &pk)))
+            })
+            .await?;
+        if deleted > 0 {
+            // the flushed versions leave RocksDB's memtable and files: a lookup of a
+            // cold key then finds nothing hot at once instead of passing over them
+            let (store, part) = (self.store.clone(), Partition::table(table.uid.0));
+            tokio::task::spawn_blocking(move || store.compact(&part, &prefix, prefix_successor(&prefix).as_deref()))
+                .await
+                .map_err(internal)??;
+        }
+        Ok(deleted)
     }
 
     async fn compact_table(&self, table: &Arc<TableDef>, cancel: &CancelFlag) -> JobResult<String> {

@@ -7,6 +7,7 @@ use kalamdb_engine::engine::EngineConfig;
 use kalamdb_engine::faults::Faults;
 use kalamdb_engine::schema::FlushPolicy;
 use kalamdb_schema_gen::schema::GraphqlLimits;
+use kalamdb_storage::cold::ColdStoreOptions;
 use kalamdb_storage::hot_store::Durability;
 use serde::Deserialize;
 
@@ -73,6 +74,11 @@ pub struct Config {
     pub oauth_providers: Vec<crate::oauth::OAuthProvider>,
     /// Where Parquet segments go (default: `<data_dir>/cold`).
     pub cold_dir: Option<PathBuf>,
+    /// An S3-compatible object store for the segments instead (`s3://bucket[/prefix]`).
+    pub cold_store_url: Option<String>,
+    /// Its options (`aws_endpoint`, `aws_region`, `aws_access_key_id`, ...), over the
+    /// standard `AWS_*` environment variables.
+    pub cold_store_options: ColdStoreOptions,
     /// `rows:N,interval:S` for tables created without `FLUSH_POLICY`; empty: none.
     pub default_flush_policy: String,
     pub max_concurrent_jobs: usize,
@@ -124,6 +130,8 @@ impl Default for Config {
             jwks_min_refetch_secs: 30,
             oauth_providers: Vec::new(),
             cold_dir: None,
+            cold_store_url: None,
+            cold_store_options: ColdStoreOptions::default(),
             default_flush_policy: engine.default_flush_policy.map(|p| p.render()).unwrap_or_default(),
             max_concurrent_jobs: engine.max_concurrent_jobs,
             job_max_retries: engine.job_max_retries,
@@ -176,6 +184,9 @@ impl Config {
         }
         if let Some(v) = get("KALAMDB_COLD_DIR") {
             self.cold_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("KALAMDB_COLD_STORE_URL") {
+            self.cold_store_url = Some(v);
         }
         if let Some(v) = get("KALAMDB_TEST_FAULTS") {
             self.faults = Faults::parse(&v).map_err(|e| ConfigError::Env("KALAMDB_TEST_FAULTS", e.to_string()))?;
@@ -248,6 +259,8 @@ impl Config {
         e.login_max_failures = self.login_max_failures;
         e.login_lockout_secs = self.login_lockout_secs;
         e.cold_dir = self.cold_dir.clone();
+        e.cold_url = self.cold_store_url.clone();
+        e.cold_options = self.cold_store_options.clone();
         // validated when the config was loaded
         e.default_flush_policy = self.flush_policy().ok().flatten();
         e.max_concurrent_jobs = self.max_concurrent_jobs;

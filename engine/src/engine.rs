@@ -10,7 +10,7 @@ use std::sync::Arc;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 use kalamdb_auth::{identity::Role, identity::UserId, password, permissions, permissions::TableOp};
-use kalamdb_storage::cold::ColdStore;
+use kalamdb_storage::cold::{ColdStore, ColdStoreOptions};
 use kalamdb_storage::{
     hot_store::Durability, hot_store::HotStore, hot_store::Partition, hot_store::StoreOptions, hot_store::WriteBatch,
     seq::Seq, seq::now_millis,
@@ -71,6 +71,10 @@ pub struct EngineConfig {
     pub login_lockout_secs: u64,
     /// Where Parquet segments go (default: `<data_dir>/cold`).
     pub cold_dir: Option<PathBuf>,
+    /// An object store for the Parquet segments instead of `cold_dir`
+    /// (`s3://bucket[/prefix]`), with its options.
+    pub cold_url: Option<String>,
+    pub cold_options: ColdStoreOptions,
     /// The flush policy of tables created without `FLUSH_POLICY`.
     pub default_flush_policy: Option<FlushPolicy>,
     /// How many jobs run at once.
@@ -109,6 +113,8 @@ impl EngineConfig {
             login_max_failures: 5,
             login_lockout_secs: 15 * 60,
             cold_dir: None,
+            cold_url: None,
+            cold_options: ColdStoreOptions::default(),
             default_flush_policy: Some(FlushPolicy {
                 rows: Some(100_000),
                 interval_secs: Some(600),
@@ -264,6 +270,7 @@ impl Engine {
         let cost = config.bcrypt_cost;
         let (access_ttl, refresh_ttl) = (config.access_token_ttl_secs, config.refresh_token_ttl_secs);
         let cold_dir = config.cold_dir.clone().unwrap_or_else(|| config.data_dir.join("cold"));
+        let (cold_url, cold_options) = (config.cold_url.clone(), config.cold_options.clone());
         let jobs_config = JobsConfig {
             max_concurrent: config.max_concurrent_jobs,
             max_retries: config.job_max_retries,
@@ -277,7 +284,10 @@ impl Engine {
                 let users = Arc::new(UserStore::load(&store)?);
                 let sessions = Sessions::open(&store, access_ttl, refresh_ttl)?;
                 let cold = Arc::new(ColdTier {
-                    store: Arc::new(ColdStore::local(&cold_dir)?),
+                    store: Arc::new(match &cold_url {
+                        Some(url) => ColdStore::at_url(url, &cold_options)?,
+                        None => ColdStore::local(&cold_dir)?,
+                    }),
                 });
                 let jobs = Arc::new(Jobs::load(store.clone(), jobs_config, now_millis())?);
                 Ok((store, catalog, users, sessions, password::dummy_hash(cost), cold, jobs))

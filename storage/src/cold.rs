@@ -70,6 +70,18 @@ impl ColdDir {
     }
 }
 
+/// Options of a cold store named by URL, by `object_store`'s key names. They may hold
+/// secrets, so `Debug` shows the keys only.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ColdStoreOptions(pub std::collections::BTreeMap<String, String>);
+
+impl std::fmt::Debug for ColdStoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
 /// A statistic value of a column, in the column's physical kind.
 #[derive(Debug, Clone, PartialEq, PartialOrd, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -380,6 +392,40 @@ impl ColdStore {
         std::fs::create_dir_all(root).map_err(cold_err)?;
         let fs = LocalFileSystem::new_with_prefix(root).map_err(cold_err)?;
         Ok(Self::new(Arc::new(fs)))
+    }
+
+    /// A store named by URL: `s3://bucket` or `s3://bucket/prefix` for Amazon S3 or any
+    /// S3-compatible service, configured by `options` (`object_store`'s keys, such as
+    /// `aws_endpoint`, `aws_region`, `aws_access_key_id`, `aws_secret_access_key`,
+    /// `aws_allow_http`) over the standard `AWS_*` environment variables. Errors name
+    /// the URL or the option, never an option's value.
+    pub fn at_url(url: &str, options: &ColdStoreOptions) -> Result<Self> {
+        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+        let Some(rest) = url.strip_prefix("s3://") else {
+            return Err(StorageError::Cold(format!(
+                "cold store URL '{url}': only s3://bucket[/prefix] is supported (or cold_dir for the filesystem)"
+            )));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(StorageError::Cold(format!("cold store URL '{url}' names no bucket")));
+        }
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for (k, v) in &options.0 {
+            let key: AmazonS3ConfigKey = k
+                .parse()
+                .map_err(|_| StorageError::Cold(format!("unknown cold store option '{k}'")))?;
+            b = b.with_config(key, v);
+        }
+        let s3 = b
+            .build()
+            .map_err(|e| StorageError::Cold(format!("cold store '{url}': {e}")))?;
+        let prefix = prefix.trim_matches('/');
+        Ok(Self::new(if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+        }))
     }
 
     /// The partition's manifest (empty when it has none), read once and then served
@@ -965,6 +1011,31 @@ pub fn field_id_of(field: &arrow::datatypes::Field) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_url_is_checked_and_its_secrets_stay_out_of_errors() {
+        let opts = |k: &str, v: &str| ColdStoreOptions([(k.to_string(), v.to_string())].into_iter().collect());
+        let e = ColdStore::at_url("gs://bucket", &ColdStoreOptions::default())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("only s3://"), "{e}");
+        let e = ColdStore::at_url("s3://", &ColdStoreOptions::default()).err().unwrap();
+        assert!(e.to_string().contains("names no bucket"), "{e}");
+        let e = ColdStore::at_url("s3://b", &opts("aws_no_such_option", "s3cr3t-value"))
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("aws_no_such_option") && !e.to_string().contains("s3cr3t"),
+            "{e}"
+        );
+        let mut o = opts("aws_secret_access_key", "s3cr3t-value");
+        o.0.insert("aws_access_key_id".into(), "key-id".into());
+        o.0.insert("aws_region".into(), "us-east-1".into());
+        assert!(!format!("{o:?}").contains("s3cr3t"));
+        if let Err(e) = ColdStore::at_url("s3://b/some/prefix", &o) {
+            panic!("{e}");
+        }
+    }
 
     fn seg(id: u64, covered: u64, key: Option<(i64, i64)>) -> SegmentMeta {
         SegmentMeta {

@@ -253,13 +253,23 @@ impl Engine {
         }
         let lock = self.table_lock(table.uid.0);
         let _guard = lock.lock().await;
-        let (mut rows, mut bytes, mut segments) = (0, 0, 0);
+        let (mut rows, mut bytes, mut segments, mut deleted) = (0, 0, 0, 0);
         for user in self.partitions(table, false).await? {
             cancel.check()?;
-            let (r, b) = self.flush_partition(table.uid.0, user).await?;
+            let (r, b, d) = self.flush_partition(table.uid.0, user).await?;
             rows += r;
             bytes += b;
             segments += (r > 0) as u64;
+            deleted += d;
+        }
+        if deleted > 0 {
+            // the flushed versions leave RocksDB's memtable and files, once for the whole
+            // table (not per partition, which would rewrite the rest each time): a lookup
+            // of a cold key then finds nothing hot at once instead of passing over them
+            let (store, part) = (self.store.clone(), Partition::table(table.uid.0));
+            tokio::task::spawn_blocking(move || store.compact(&part, &[], None))
+                .await
+                .map_err(internal)??;
         }
         Ok(format!(
             "flushed {rows} row(s) into {segments} segment(s) ({bytes} bytes)"
@@ -299,7 +309,7 @@ impl Engine {
         })
     }
 
-    async fn flush_partition(&self, uid: u64, user: Option<UserId>) -> JobResult<(u64, u64)> {
+    async fn flush_partition(&self, uid: u64, user: Option<UserId>) -> JobResult<(u64, u64, u64)> {
         let faults = &self.config.faults;
         // the definition as of now: rows may have been written under a newer version
         let table = self
@@ -357,11 +367,13 @@ impl Engine {
         } else {
             manifest
         };
-        if manifest.covered_seq > 0 {
-            self.delete_covered(&table, user, manifest).await?;
-        }
+        let deleted = if manifest.covered_seq > 0 {
+            self.delete_covered(&table, user, manifest).await?
+        } else {
+            0
+        };
         faults.crash_point("flush:hot_deleted");
-        Ok(written)
+        Ok((written.0, written.1, deleted))
     }
 
     /// Deletes the hot rows a partition's manifest covers, and the tombstones at or
@@ -377,23 +389,13 @@ impl Engine {
         let covered = Seq(manifest.covered_seq);
         let pk_ty = table.current().pk_column().ty;
         let (t, skip) = (table.clone(), prefix.len());
-        let deleted = self
-            .delete_hot_where(table, prefix.clone(), move |k, seq, deleted| {
-                seq <= covered
-                    && (!deleted
-                        || decode_key_value(&mut KeyReader::new(&k[skip..]), pk_ty)
-                            .is_some_and(|pk| !cold_may_hold(&t, &manifest, &pk)))
-            })
-            .await?;
-        if deleted > 0 {
-            // the flushed versions leave RocksDB's memtable and files: a lookup of a
-            // cold key then finds nothing hot at once instead of passing over them
-            let (store, part) = (self.store.clone(), Partition::table(table.uid.0));
-            tokio::task::spawn_blocking(move || store.compact(&part, &prefix, prefix_successor(&prefix).as_deref()))
-                .await
-                .map_err(internal)??;
-        }
-        Ok(deleted)
+        self.delete_hot_where(table, prefix, move |k, seq, deleted| {
+            seq <= covered
+                && (!deleted
+                    || decode_key_value(&mut KeyReader::new(&k[skip..]), pk_ty)
+                        .is_some_and(|pk| !cold_may_hold(&t, &manifest, &pk)))
+        })
+        .await
     }
 
     async fn compact_table(&self, table: &Arc<TableDef>, cancel: &CancelFlag) -> JobResult<String> {

@@ -267,7 +267,7 @@ impl Engine {
             // table (not per partition, which would rewrite the rest each time): a lookup
             // of a cold key then finds nothing hot at once instead of passing over them
             let (store, part) = (self.store.clone(), Partition::table(table.uid.0));
-            tokio::task::spawn_blocking(move || store.compact(&part, &[], None))
+            tokio::task::spawn_blocking(move || store.compact(&part))
                 .await
                 .map_err(internal)??;
         }

@@ -546,6 +546,28 @@ mod tests {
         panic!("flush {id} did not finish");
     }
 
+    /// An engine under `dir` with no automatic flushes, holding one SHARED table `name`
+    /// of `columns` in namespace `public`.
+    async fn engine_with_table(
+        dir: &std::path::Path,
+        name: &str,
+        columns: &str,
+    ) -> (Arc<crate::engine::Engine>, TableId) {
+        let mut cfg = crate::engine::EngineConfig::new(dir);
+        cfg.bcrypt_cost = 4;
+        cfg.default_flush_policy = None;
+        let engine = crate::engine::Engine::open(cfg).await.unwrap();
+        sql(
+            &engine,
+            &format!("CREATE TABLE {name} {columns} WITH (TYPE = 'SHARED')"),
+        )
+        .await;
+        (
+            engine,
+            TableId::new(NamespaceId::public(), TableName::parse(name).unwrap()),
+        )
+    }
+
     /// A flush leaves no version of the rows it moved in RocksDB, memtable included: a
     /// lookup of a cold key passes over nothing hot. Rows written after the flush stay
     /// hot, and every row still reads back.
@@ -555,16 +577,7 @@ mod tests {
         use crate::mutate::ConflictAction;
         use kalamdb_storage::hot_store::Partition;
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = crate::engine::EngineConfig::new(dir.path());
-        cfg.bcrypt_cost = 4;
-        cfg.default_flush_policy = None;
-        let engine = crate::engine::Engine::open(cfg).await.unwrap();
-        sql(
-            &engine,
-            "CREATE TABLE h (id BIGINT PRIMARY KEY, v INT) WITH (TYPE = 'SHARED')",
-        )
-        .await;
-        let id = TableId::new(NamespaceId::public(), TableName::parse("h").unwrap());
+        let (engine, id) = engine_with_table(dir.path(), "h", "(id BIGINT PRIMARY KEY, v INT)").await;
         let part = Partition::table(engine.catalog.resolve(&id).unwrap().uid.0);
         let ctx = ExecContext::system();
         let rows = |from: i64, to: i64| -> Vec<Vec<(ColumnName, Value)>> {
@@ -608,16 +621,7 @@ mod tests {
         use crate::types::Value;
         use std::collections::BTreeMap;
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = crate::engine::EngineConfig::new(dir.path());
-        cfg.bcrypt_cost = 4;
-        cfg.default_flush_policy = None;
-        let engine = crate::engine::Engine::open(cfg).await.unwrap();
-        sql(
-            &engine,
-            "CREATE TABLE s (id BIGINT PRIMARY KEY, v INT, w TEXT) WITH (TYPE = 'SHARED')",
-        )
-        .await;
-        let id = crate::ids::TableId::new(crate::ids::NamespaceId::public(), TableName::parse("s").unwrap());
+        let (engine, id) = engine_with_table(dir.path(), "s", "(id BIGINT PRIMARY KEY, v INT, w TEXT)").await;
         let name = |n: &str| crate::ids::ColumnName::parse(n).unwrap();
         let mut model: BTreeMap<i64, (i64, String)> = BTreeMap::new();
         // segment A: 40,000 keys (three row groups); segment B: 30,000 keys past them

@@ -179,16 +179,15 @@ impl HotStore {
         Ok(self.db.get_pinned_cf(&cf, key)?.map(|v| f(v.as_ref())))
     }
 
-    /// Compacts the keys in `[lower, upper)` (no upper bound when `None`), memtable
-    /// included: versions a range delete covers leave memory and files, so point reads
-    /// and scans of the range no longer pass over them.
-    pub fn compact(&self, p: &Partition, lower: &[u8], upper: Option<&[u8]>) -> Result<()> {
+    /// Compacts the whole partition, memtable included: versions a range delete covers
+    /// leave memory and files, so point reads and scans no longer pass over them.
+    pub fn compact(&self, p: &Partition) -> Result<()> {
         let cf = self.cf(p)?;
         let mut opts = rocksdb::CompactOptions::default();
         // the bottom level too: a range tombstone left there would still be consulted
         // by every read of the range
         opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
-        self.db.compact_range_cf_opt(&cf, Some(lower), upper, &opts);
+        self.db.compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &opts);
         Ok(())
     }
 

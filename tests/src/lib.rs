@@ -1071,7 +1071,7 @@ impl Browser {
 /// them. It keeps the objects in memory, so a test can see what the server stored.
 pub struct FakeS3 {
     pub url: String,
-    objects: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>,
+    objects: S3Objects,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -1171,6 +1171,7 @@ async fn s3_list(
     let delimiter = q.get("delimiter").cloned().unwrap_or_default();
     let store = objects.lock().unwrap();
     let mut contents = String::new();
+    let mut listed = 0;
     let mut common = std::collections::BTreeSet::new();
     for (k, v) in store.range(prefix.clone()..) {
         let Some(rest) = k.strip_prefix(&prefix) else { break };
@@ -1180,6 +1181,7 @@ async fn s3_list(
             common.insert(format!("{prefix}{}", &rest[..i + delimiter.len()]));
             continue;
         }
+        listed += 1;
         contents.push_str(&format!(
             "<Contents><Key>{}</Key><LastModified>2026-11-27T09:00:00.000Z</LastModified><ETag>{}</ETag><Size>{}</Size></Contents>",
             xml_escape(k),
@@ -1196,7 +1198,7 @@ async fn s3_list(
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><Prefix>{}</Prefix><KeyCount>{}</KeyCount>{contents}{prefixes}</ListBucketResult>",
             xml_escape(&prefix),
-            store.len()
+            listed + common.len()
         ),
     )
         .into_response()

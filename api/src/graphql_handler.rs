@@ -378,7 +378,7 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
             .into_response(media);
         }
         if state.config.graphql_fast_path
-            && let Some(data) = role_schema
+            && let Some(body) = role_schema
                 .fast
                 .run(
                     &state.engine,
@@ -389,7 +389,6 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
                 )
                 .await
         {
-            let body = response_json(async_graphql::Response::new(data));
             return (StatusCode::OK, [(header::CONTENT_TYPE, media.content_type())], body).into_response();
         }
         let caller = ctx.clone();

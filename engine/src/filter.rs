@@ -516,7 +516,7 @@ pub struct OrderKey {
     pub nulls_first: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BoundOrderKey {
     pub field: FieldRef,
     pub descending: bool,

@@ -6,6 +6,11 @@
 //! generation. A read fills the cache only if the generation did not move while it
 //! scanned, so a filled entry never misses a write acknowledged before the fill. Entries
 //! carry the schema version they were decoded under; DDL clears the cache.
+//!
+//! A cached partition also keeps the row order of the sort keys that reads ask for
+//! again and again ([`CachedPartition::order`]), so that a small ordered page walks the
+//! rows in order and stops once it is full, instead of comparing every row. The order
+//! belongs to the immutable cached rows, so it is as fresh as they are.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +20,7 @@ use kalamdb_auth::identity::UserId;
 use parking_lot::Mutex;
 
 use crate::engine::Row;
+use crate::filter::BoundOrderKey;
 
 /// A partition: a table, and the owner for per-user tables.
 pub type PartitionKey = (u64, Option<UserId>);
@@ -23,10 +29,65 @@ pub type PartitionKey = (u64, Option<UserId>);
 pub const MAX_PARTITION_ROWS: usize = 10_000;
 /// The most rows the cache holds in all.
 const MAX_TOTAL_ROWS: usize = 1_000_000;
+/// The most sort orders kept per cached partition; a new one replaces the oldest.
+const MAX_ORDERS: usize = 4;
 
 struct Entry {
     schema_version: u32,
-    rows: Arc<Vec<Row>>,
+    part: Arc<CachedPartition>,
+}
+
+/// The decoded rows of one partition, in key order, and the orders kept for them.
+pub struct CachedPartition {
+    pub rows: Vec<Row>,
+    orders: Mutex<Vec<KeptOrder>>,
+}
+
+struct KeptOrder {
+    keys: Vec<BoundOrderKey>,
+    /// Positions in `rows`, in this order; built when the order is asked for again.
+    index: Option<Arc<[u32]>>,
+}
+
+impl CachedPartition {
+    pub fn new(rows: Vec<Row>) -> Self {
+        CachedPartition {
+            rows,
+            orders: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The positions of the rows sorted by `keys` (a total order), if this order was
+    /// asked for before on these rows. The first request only records it, so that a
+    /// partition read once in some order pays no sort; later ones get the positions,
+    /// sorted once by `sort`.
+    pub fn order(&self, keys: &[BoundOrderKey], sort: impl FnOnce(&mut [u32])) -> Option<Arc<[u32]>> {
+        let mut orders = self.orders.lock();
+        match orders.iter_mut().find(|o| o.keys == keys) {
+            Some(KeptOrder { index: Some(ix), .. }) => return Some(ix.clone()),
+            Some(kept) => {
+                // sorted under the lock: readers of the same order wait for it rather
+                // than sort it again
+                let n = u32::try_from(self.rows.len()).ok()?;
+                let mut ix: Vec<u32> = (0..n).collect();
+                sort(&mut ix);
+                let ix: Arc<[u32]> = ix.into();
+                kept.index = Some(ix.clone());
+                return Some(ix);
+            }
+            None => {
+                // the oldest kept order makes way
+                if orders.len() == MAX_ORDERS {
+                    orders.remove(0);
+                }
+                orders.push(KeptOrder {
+                    keys: keys.to_vec(),
+                    index: None,
+                });
+            }
+        }
+        None
+    }
 }
 
 #[derive(Default)]
@@ -36,12 +97,12 @@ pub struct RowCache {
 }
 
 impl RowCache {
-    /// The rows of a partition decoded under `schema_version`, in key order.
-    pub fn get(&self, key: &PartitionKey, schema_version: u32) -> Option<Arc<Vec<Row>>> {
+    /// The rows of a partition decoded under `schema_version`.
+    pub fn get(&self, key: &PartitionKey, schema_version: u32) -> Option<Arc<CachedPartition>> {
         let g = self.entries.lock();
         g.0.get(key)
             .filter(|e| e.schema_version == schema_version)
-            .map(|e| e.rows.clone())
+            .map(|e| e.part.clone())
     }
 
     /// Taken before a scan that may fill the cache.
@@ -51,8 +112,9 @@ impl RowCache {
 
     /// Stores a partition read completely since `generation`, unless a write landed
     /// meanwhile.
-    pub fn fill(&self, key: PartitionKey, schema_version: u32, generation: u64, rows: Arc<Vec<Row>>) {
-        if rows.len() > MAX_PARTITION_ROWS {
+    pub fn fill(&self, key: PartitionKey, schema_version: u32, generation: u64, part: Arc<CachedPartition>) {
+        let rows = part.rows.len();
+        if rows > MAX_PARTITION_ROWS {
             return;
         }
         let mut g = self.entries.lock();
@@ -61,15 +123,15 @@ impl RowCache {
             return;
         }
         let (map, total) = &mut *g;
-        while *total + rows.len() > MAX_TOTAL_ROWS {
+        while *total + rows > MAX_TOTAL_ROWS {
             let Some(k) = map.keys().next().cloned() else { break };
             if let Some(e) = map.remove(&k) {
-                *total -= e.rows.len();
+                *total -= e.part.rows.len();
             }
         }
-        *total += rows.len();
-        if let Some(old) = map.insert(key, Entry { schema_version, rows }) {
-            *total -= old.rows.len();
+        *total += rows;
+        if let Some(old) = map.insert(key, Entry { schema_version, part }) {
+            *total -= old.part.rows.len();
         }
     }
 
@@ -81,7 +143,7 @@ impl RowCache {
         let (map, total) = &mut *g;
         for k in keys {
             if let Some(e) = map.remove(k) {
-                *total -= e.rows.len();
+                *total -= e.part.rows.len();
             }
         }
     }
@@ -92,5 +154,45 @@ impl RowCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
         g.0.clear();
         g.1 = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kalamdb_storage::seq::Seq;
+
+    use super::*;
+    use crate::filter::FieldRef;
+    use crate::types::Value;
+
+    fn by(column: usize) -> Vec<BoundOrderKey> {
+        vec![BoundOrderKey {
+            field: FieldRef::Column(column),
+            descending: true,
+            nulls_first: true,
+        }]
+    }
+
+    /// An order is sorted on its second request and kept; a fifth order pushes the
+    /// oldest out.
+    #[test]
+    fn orders_asked_again_are_sorted_once_and_kept() {
+        let rows = (0..5).map(|i| (Seq(i), vec![Value::Int(i as i32)])).collect();
+        let part = CachedPartition::new(rows);
+        let sorts = std::cell::Cell::new(0);
+        let reverse = |ix: &mut [u32]| {
+            sorts.set(sorts.get() + 1);
+            ix.reverse();
+        };
+        assert!(part.order(&by(0), reverse).is_none(), "the first request only records");
+        let ix = part.order(&by(0), reverse).expect("sorted on the second");
+        assert_eq!(&*ix, &[4, 3, 2, 1, 0]);
+        assert!(part.order(&by(0), reverse).is_some());
+        assert_eq!(sorts.get(), 1, "sorted once");
+        for other in 1..=MAX_ORDERS {
+            assert!(part.order(&by(other), reverse).is_none());
+        }
+        assert!(part.order(&by(0), reverse).is_none(), "the oldest order made way");
+        assert!(part.order(&by(MAX_ORDERS), reverse).is_some());
     }
 }

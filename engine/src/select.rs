@@ -27,7 +27,7 @@ use crate::filter::{BoundFilter, BoundOrderKey, FieldRef, Filter, FilterLimits, 
 use crate::ids::{ColumnName, TableId};
 use crate::provider::{TieredTableProvider, key_plan};
 use crate::reader::{KeyPlan, PartitionReader};
-use crate::row_cache::{MAX_PARTITION_ROWS, PartitionKey};
+use crate::row_cache::{CachedPartition, MAX_PARTITION_ROWS, PartitionKey};
 use crate::schema::TableDef;
 use crate::types::{ColumnType, Value};
 
@@ -95,10 +95,11 @@ impl BoundSelect {
         matches!(self.order.as_slice(), [k] if k.field == FieldRef::Column(pk) && !k.descending)
     }
 
-    /// Orders matching rows (given in key order) and cuts the page. Rows given by
-    /// reference are ordered by reference and only the page is copied.
-    fn page<R: PageRow>(&self, matched: impl Iterator<Item = R>, wanted: Option<usize>, key_order: bool) -> Vec<Row> {
-        let rows: Vec<R> = if key_order {
+    /// Orders matching rows and cuts the page; `in_order` says they already come in
+    /// the requested order. Rows given by reference are ordered by reference and only
+    /// the page is copied.
+    fn page<R: PageRow>(&self, matched: impl Iterator<Item = R>, wanted: Option<usize>, in_order: bool) -> Vec<Row> {
+        let rows: Vec<R> = if in_order {
             matched.take(wanted.unwrap_or(usize::MAX)).collect()
         } else if let Some(w) = wanted.filter(|w| (1..=SMALL_PAGE).contains(w)) {
             // a small page: keep the best `w` rows in order; most rows lose against the
@@ -129,6 +130,27 @@ impl BoundSelect {
             rows
         };
         rows.into_iter().skip(self.offset).map(PageRow::into_row).collect()
+    }
+
+    /// A page of a cached partition. In an order the partition keeps, the rows are
+    /// walked in that order and a limited page stops once it is full.
+    fn page_cached(
+        &self,
+        part: &CachedPartition,
+        wanted: Option<usize>,
+        early_stop: bool,
+        keep: impl Fn(Seq, &[Value]) -> bool,
+    ) -> Vec<Row> {
+        let rows = &part.rows;
+        if !self.in_key_order()
+            && let Some(ix) = part.order(&self.order, |ix| {
+                ix.sort_unstable_by(|&a, &b| self.compare(&rows[a as usize], &rows[b as usize]))
+            })
+        {
+            let matched = ix.iter().map(|&i| &rows[i as usize]).filter(|(s, v)| keep(*s, v));
+            return self.page(matched, wanted, true);
+        }
+        self.page(rows.iter().filter(|(s, v)| keep(*s, v)), wanted, early_stop)
     }
 
     /// The keys the filter narrows the read to.
@@ -283,10 +305,9 @@ impl Engine {
         let key: PartitionKey = (table.uid.0, reader.user.cloned());
         let version = table.current().version;
         if plan == KeyPlan::All
-            && let Some(rows) = self.row_cache.get(&key, version)
+            && let Some(part) = self.row_cache.get(&key, version)
         {
-            let matched = rows.iter().filter(|(s, v)| keep(*s, v));
-            return Ok(sel.page(matched, wanted, early_stop));
+            return Ok(sel.page_cached(&part, wanted, early_stop, keep));
         }
         // a complete read of the partition fills the cache; a narrowed or early-stopped
         // one, or one of a partition too large to cache, only collects matches
@@ -309,10 +330,9 @@ impl Engine {
             !early_stop || wanted.is_none_or(|w| matched.len() < w)
         })?;
         if filling {
-            let all = Arc::new(all);
-            self.row_cache.fill(key, version, generation, all.clone());
-            let matched = all.iter().filter(|(s, v)| keep(*s, v));
-            return Ok(sel.page(matched, wanted, early_stop));
+            let part = Arc::new(CachedPartition::new(all));
+            self.row_cache.fill(key, version, generation, part.clone());
+            return Ok(sel.page_cached(&part, wanted, early_stop, keep));
         }
         Ok(sel.page(matched.into_iter(), wanted, early_stop))
     }
@@ -603,10 +623,13 @@ mod tests {
                 },
             };
             let direct = engine.select(ctx, table, &req).await;
+            // asked again, the order is kept for the cached partition and walked
+            let again = engine.select(ctx, table, &req).await;
             let planned = engine.select_datafusion(ctx, table, &req).await;
             match (direct, planned) {
                 (Ok(a), Ok(b)) => {
                     assert_eq!(a.rows, b.rows, "request {req:?}");
+                    assert_eq!(again.unwrap().rows, b.rows, "request {req:?} asked again");
                     non_empty += usize::from(!a.rows.is_empty());
                 }
                 (a, b) => panic!(
@@ -648,7 +671,17 @@ mod tests {
             }],
             ..SelectRequest::default()
         };
-        let values = |rows: Rows| rows.rows.into_iter().map(|r| r.1[1].clone()).collect::<Vec<_>>();
+        // a partition is scanned, then served from the cache, then walked in the order
+        // kept for it: three reads that must agree
+        let values = async |engine: &Engine| {
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                let rows = engine.select(&root, &t, &by_v).await.unwrap();
+                seen.push(rows.rows.into_iter().map(|r| r.1[1].clone()).collect::<Vec<_>>());
+            }
+            assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
+            seen.swap_remove(0)
+        };
         let text = |s: &str| Value::Text(s.to_string());
         for i in 0..3 {
             let row = vec![(col("id"), Value::Int(i)), (col("v"), text(&format!("v{i}")))];
@@ -656,13 +689,7 @@ mod tests {
                 .insert(&root, &t, vec![row], ConflictAction::Error)
                 .await
                 .unwrap();
-            // the second read of each round is served from the cache
-            for _ in 0..2 {
-                assert_eq!(
-                    values(engine.select(&root, &t, &by_v).await.unwrap()).len(),
-                    i as usize + 1
-                );
-            }
+            assert_eq!(values(&engine).await.len(), i as usize + 1);
         }
         engine
             .update_by_pk(
@@ -673,15 +700,9 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(
-            values(engine.select(&root, &t, &by_v).await.unwrap()),
-            vec![text("z"), text("v2"), text("v1")]
-        );
+        assert_eq!(values(&engine).await, vec![text("z"), text("v2"), text("v1")]);
         engine.delete_by_pk(&root, &t, &Value::Int(2)).await.unwrap();
-        assert_eq!(
-            values(engine.select(&root, &t, &by_v).await.unwrap()),
-            vec![text("z"), text("v1")]
-        );
+        assert_eq!(values(&engine).await, vec![text("z"), text("v1")]);
         engine
             .execute_sql(&root, "ALTER TABLE c ADD COLUMN w INT DEFAULT 5", &[])
             .await

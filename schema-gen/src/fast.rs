@@ -4,9 +4,9 @@
 //! columns. Such a document is answered without async-graphql's validation and
 //! field-by-field execution: its arguments are checked here as the validator would
 //! check them and turned into the same engine requests the resolvers make (one
-//! `Engine::get_by_pk`, `Engine::select` or `Engine::insert` per field), and the result
-//! is built as the general executor builds it (the same output conversions, keys in
-//! query order).
+//! `Engine::get_by_pk`, `Engine::select` or `Engine::insert` per field), and the
+//! response body is written straight from the rows, byte for byte as the general
+//! executor's (the same output conversions, keys in query order).
 //!
 //! An insert that the engine refuses wrote nothing (a write is all or nothing), so it
 //! too can go on to the general path, which makes the same request and reports the
@@ -29,14 +29,16 @@ use async_graphql_value::Value as Ast;
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::Engine;
 use kalamdb_engine::filter::FilterLimits;
+use kalamdb_engine::schema::TableDef;
 use kalamdb_engine::select::SelectRequest;
 use kalamdb_engine::types::{ColumnType, Value};
+use kalamdb_storage::seq::Seq;
 use serde_json::{Map, Value as Json};
 
 use crate::documents::operation;
 use crate::meta::{DELETED, SEQ, TableMeta};
 use crate::objects::ORDER_DIRECTIONS;
-use crate::resolvers::{RowField, RowObj, checked_rows, insert_one, list_request_of, rows_of};
+use crate::resolvers::{RowField, insert_one, list_request_of};
 use crate::schema::GraphqlLimits;
 use crate::values::{accepts, from_gql, scalar_name};
 
@@ -215,8 +217,9 @@ impl FastPaths {
         Self { roots, limits }
     }
 
-    /// Answers the document if it has the shape this path serves; `None` sends it to
-    /// the general executor.
+    /// Answers the document if it has the shape this path serves, with the response
+    /// body (`{"data":...}`) written as the general executor's would be; `None` sends
+    /// it to the general executor.
     pub async fn run(
         &self,
         engine: &Engine,
@@ -224,36 +227,49 @@ impl FastPaths {
         doc: &ExecutableDocument,
         operation_name: Option<&str>,
         variables: &Map<String, Json>,
-    ) -> Option<Gql> {
+    ) -> Option<Vec<u8>> {
         let planned = self.plan(doc, operation_name, variables, engine.filter_limits())?;
-        let mut data = IndexMap::with_capacity(planned.len());
-        for p in planned {
-            let value = match &p.fetch {
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"{\"data\":{");
+        for (i, p) in planned.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_key(&mut out, &p.key);
+            match &p.fetch {
                 Fetch::ByPk(pk) => {
                     let rows = engine.get_by_pk(ctx, &p.meta.id, pk).await.ok()?;
-                    match rows_of(rows).pop() {
-                        None => Gql::Null,
-                        Some(row) => object(&p, &row, &resolve(&p, &row))?,
+                    match rows.rows.first() {
+                        None => out.extend_from_slice(b"null"),
+                        Some((seq, values)) => {
+                            p.write_object(&mut out, &p.resolve(&rows.table), *seq, values, false)?
+                        }
                     }
                 }
                 Fetch::List(req) => {
                     let rows = engine.select(ctx, &p.meta.id, req).await.ok()?;
-                    let rows = checked_rows(&self.limits, rows).ok()?;
-                    let Some(first) = rows.first() else {
-                        data.insert(p.key, Gql::List(vec![]));
-                        continue;
-                    };
-                    let fields = resolve(&p, first);
-                    Gql::List(rows.iter().map(|r| object(&p, r, &fields)).collect::<Option<_>>()?)
+                    // over the limit: the general path reports it
+                    if rows.rows.len() > self.limits.max_rows {
+                        return None;
+                    }
+                    let fields = p.resolve(&rows.table);
+                    out.push(b'[');
+                    for (n, (seq, values)) in rows.rows.iter().enumerate() {
+                        if n > 0 {
+                            out.push(b',');
+                        }
+                        p.write_object(&mut out, &fields, *seq, values, false)?;
+                    }
+                    out.push(b']');
                 }
                 Fetch::InsertOne(obj) => match insert_one(engine, ctx, &p.meta, Some(obj), None).await.ok()? {
-                    None => Gql::Null,
-                    Some(row) => object(&p, &row, &resolve(&p, &row))?,
+                    None => out.extend_from_slice(b"null"),
+                    Some(row) => p.write_object(&mut out, &p.resolve(&row.table), row.seq, &row.values, row.deleted)?,
                 },
-            };
-            data.insert(p.key, value);
+            }
         }
-        Some(Gql::Object(data))
+        out.extend_from_slice(b"}}");
+        Some(out)
     }
 
     fn plan(
@@ -397,29 +413,54 @@ fn plain_fields(f: &Field, meta: &TableMeta) -> Option<Vec<(Name, Name)>> {
     (!fields.is_empty()).then_some(fields)
 }
 
-/// The selected fields against the schema the rows were read under (`None` for
-/// `__typename`).
-fn resolve(p: &Planned, row: &RowObj) -> Vec<Option<RowField>> {
-    p.fields
-        .iter()
-        .map(|(_, name)| (name.as_str() != TYPENAME).then(|| RowField::resolve(&row.table, name.as_str())))
-        .collect()
+impl Planned {
+    /// The selected fields against the schema the rows were read under (`None` for
+    /// `__typename`).
+    fn resolve(&self, table: &TableDef) -> Vec<Option<RowField>> {
+        self.fields
+            .iter()
+            .map(|(_, name)| (name.as_str() != TYPENAME).then(|| RowField::resolve(table, name.as_str())))
+            .collect()
+    }
+
+    /// Writes one row object, keys in query order; `None` for a null in a non-null
+    /// column, the general executor's error.
+    fn write_object(
+        &self,
+        out: &mut Vec<u8>,
+        fields: &[Option<RowField>],
+        seq: Seq,
+        values: &[Value],
+        deleted: bool,
+    ) -> Option<()> {
+        out.push(b'{');
+        for (i, ((key, name), field)) in self.fields.iter().zip(fields).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_key(out, key);
+            let start = out.len();
+            match field {
+                None => {
+                    // a string into a Vec cannot fail
+                    let _ = serde_json::to_writer(&mut *out, &self.meta.names.base);
+                }
+                Some(f) => f.write_json(out, seq, values, deleted),
+            }
+            if out[start..] == *b"null" && !self.meta.column(name.as_str()).is_some_and(|c| c.nullable) {
+                return None;
+            }
+        }
+        out.push(b'}');
+        Some(())
+    }
 }
 
-/// One row object; `None` for a null in a non-null column, the general executor's error.
-fn object(p: &Planned, row: &RowObj, fields: &[Option<RowField>]) -> Option<Gql> {
-    let mut obj = IndexMap::with_capacity(p.fields.len());
-    for ((key, name), field) in p.fields.iter().zip(fields) {
-        let v = match field {
-            None => Gql::String(p.meta.names.base.clone()),
-            Some(f) => row.field(*f),
-        };
-        if v == Gql::Null && !p.meta.column(name.as_str()).is_some_and(|c| c.nullable) {
-            return None;
-        }
-        obj.insert(key.clone(), v);
-    }
-    Some(Gql::Object(obj))
+/// A response key and its colon. Keys are GraphQL names, which JSON never escapes.
+fn write_key(out: &mut Vec<u8>, key: &Name) {
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use crate::inputs;
 use crate::meta::{DELETED, SEQ, TableMeta};
 use crate::objects::IDENTITY;
 use crate::schema::GraphqlLimits;
-use crate::values::{from_gql, non_negative, scalar_name, to_gql};
+use crate::values::{self, from_gql, non_negative, scalar_name, to_gql};
 
 type GqlResult<T> = async_graphql::Result<T>;
 
@@ -69,6 +69,18 @@ impl RowField {
                 .current()
                 .column_index(col)
                 .map_or(RowField::Missing, RowField::Column),
+        }
+    }
+}
+
+impl RowField {
+    /// Writes this field of a row as JSON: what serializing [`RowObj::field`] gives.
+    pub fn write_json(self, out: &mut Vec<u8>, seq: Seq, values: &[Value], deleted: bool) {
+        match self {
+            RowField::Seq => values::write_json(out, &Value::BigInt(seq.as_i64())),
+            RowField::Deleted => values::write_json(out, &Value::Boolean(deleted)),
+            RowField::Column(i) => values::write_json(out, values.get(i).unwrap_or(&Value::Null)),
+            RowField::Missing => out.extend_from_slice(b"null"),
         }
     }
 }

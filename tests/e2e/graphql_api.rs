@@ -360,8 +360,26 @@ async fn raw_gql(s: &TestServer, query: &str, operation: Option<&str>, variables
 async fn the_direct_path_answers_as_the_general_executor() {
     let fast = TestServer::start().await;
     let general = TestServer::start_with(|c| c.graphql_fast_path = false).await;
-    setup(&fast).await;
-    setup(&general).await;
+    for s in [&fast, &general] {
+        setup(s).await;
+        // every other output type, and text that JSON must escape
+        s.root(
+            "CREATE TABLE shop.kinds (id INT PRIMARY KEY, ok BOOLEAN, at TIMESTAMP, u UUID, j JSON, b BYTES, \
+             s TEXT) WITH (TYPE = 'SHARED', ACCESS_LEVEL = 'PUBLIC')",
+        )
+        .await;
+        s.gql_ok(
+            "root",
+            "mutation($o: [shop_kinds_insert_input!]!) { insert_shop_kinds(objects: $o) { affected_rows } }",
+            json!({ "o": [
+                {"id": 1, "ok": true, "at": "2024-05-06T07:08:09.123456Z", "u": "67e55044-10b1-426f-9247-bb680e5fe0c8",
+                 "j": {"z": [1, 2.5, null, "é"], "a": {"b": false}}, "b": "AP8K", "s": "quote \" slash \\ line\n tab\t \u{1} é 😀 \u{2028}"},
+                {"id": 2, "ok": false, "j": "just a string", "s": ""},
+                {"id": 3}
+            ] }),
+        )
+        .await;
+    }
     let by_id = "query($id: Int!) { shop_items_by_pk(id: $id) { id name qty price tag born big } }";
     let mut cases: Vec<(&str, Option<&str>, Value)> = [1, 3, 4, 8, 99]
         .into_iter()
@@ -421,6 +439,12 @@ async fn the_direct_path_answers_as_the_general_executor() {
         ("{ shop_items(order_by: [{price: asc_nulls_first}], limit: 3) { id price } }", None, json!({})),
         ("{ shop_items(where: {qty: {_gt: 1000}}) { id } }", None, json!({})),
         (
+            "{ shop_kinds(order_by: {id: desc}) { id ok at u j b s _deleted __typename } \
+             one: shop_kinds_by_pk(id: 1) { s j } }",
+            None,
+            json!({}),
+        ),
+        (
             "{ top: shop_items(limit: 2, order_by: {id: desc}) { id } shop_items_by_pk(id: 3) { name } }",
             None,
             json!({}),
@@ -455,6 +479,13 @@ async fn the_direct_path_answers_as_the_general_executor() {
             "{query} {vars}: the direct path differs from the general executor"
         );
     }
+    // the other output types were answered, not refused alike by both
+    let (status, body) = raw_gql(&fast, "{ shop_kinds(order_by: {id: asc}) { s j b } }", None, json!({})).await;
+    let body: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["shop_kinds"][0]["j"]["a"]["b"], json!(false), "{body}");
+    assert_eq!(body["data"]["shop_kinds"][0]["b"], json!("AP8K"), "{body}");
+    assert_eq!(body["data"]["shop_kinds"][1]["s"], json!(""), "{body}");
     // `_seq` (server-specific) against SQL on the same server
     let data = fast
         .gql_ok("root", "{ shop_items_by_pk(id: 7) { _seq } }", json!({}))

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use async_graphql::Variables;
 use async_graphql::dynamic::Schema;
+use async_graphql::parser::types::ExecutableDocument;
 use futures::StreamExt;
 use kalamdb_auth::identity::{Role, UserId};
 use kalamdb_engine::context::ExecContext;
@@ -36,54 +37,45 @@ pub struct Member {
     pub out: Outbox,
     pub protocol: Protocol,
     /// The client's operation id, JSON-encoded.
-    pub id_json: String,
+    pub id_json: Arc<str>,
     pub id: String,
     pub token: u64,
     pub events: mpsc::UnboundedSender<ConnEvent>,
 }
 
 impl Member {
-    fn next_frame(&self, payload: &str) -> String {
-        self.frame(self.protocol.next_type(), Some(payload))
-    }
-
-    /// Built by concatenation, not `format!`: a broadcast builds one per member.
-    fn frame(&self, ty: &str, payload: Option<&str>) -> String {
-        let extra = payload.map_or(0, |p| p.len() + 12);
-        let mut s = String::with_capacity(self.id_json.len() + ty.len() + extra + 20);
-        s.push_str(r#"{"id":"#);
-        s.push_str(&self.id_json);
-        s.push_str(r#","type":""#);
-        s.push_str(ty);
-        s.push('"');
-        if let Some(p) = payload {
-            s.push_str(r#","payload":"#);
-            s.push_str(p);
-        }
-        s.push('}');
-        s
+    fn send(&self, ty: &'static str, payload: Option<&str>) {
+        self.out.text(frame(&self.id_json, ty, payload));
     }
 
     pub fn next(&self, payload: &str) {
-        self.out.text(self.next_frame(payload));
+        self.send(self.protocol.next_type(), Some(payload));
     }
 
     pub fn error(&self, errors: &str) {
-        self.out.text(self.frame("error", Some(errors)));
+        self.send("error", Some(errors));
     }
 
     pub fn complete(&self) {
-        self.out.text(self.frame("complete", None));
+        self.send("complete", None);
     }
 }
 
 struct Group {
     key: Arc<GroupKey>,
     replay_last: bool,
-    /// By token; most groups have one member, so a vector is the compact choice.
-    members: Mutex<Vec<Member>>,
+    members: Mutex<Members>,
     last: Mutex<Option<Arc<str>>>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+/// A group's members; most groups have one, so a vector is the compact choice. A
+/// broadcast wants the members of one connection next to each other, so it sorts them
+/// by connection when a join may have broken that.
+#[derive(Default)]
+struct Members {
+    list: Vec<Member>,
+    by_conn: bool,
 }
 
 impl Group {
@@ -93,33 +85,53 @@ impl Group {
         if let Some(last) = last {
             member.next(&last);
         }
-        self.members.lock().push(member);
+        let mut m = self.members.lock();
+        m.by_conn &= m.list.last().is_none_or(|l| l.out.conn_id() == member.out.conn_id());
+        m.list.push(member);
     }
 
     fn each(&self, f: impl Fn(&Member)) {
-        self.members.lock().iter().for_each(f);
+        self.members.lock().list.iter().for_each(f);
     }
 
-    /// Sends a result to every member; the frames of members on one connection go
-    /// out as one batch, written with one flush.
-    fn broadcast(&self, payload: &str) {
-        let members = self.members.lock();
-        if members.len() == 1 {
-            members.iter().for_each(|m| m.next(payload));
-            return;
+    /// Sends a result to every member. Each connection gets one message with the
+    /// payload and its members' ids; its writer builds the frames and writes them with
+    /// one flush, so the fan-out itself only queues one message per connection.
+    fn broadcast(&self, payload: &Arc<str>) {
+        let mut m = self.members.lock();
+        if !m.by_conn {
+            // stable: members of a connection keep their order
+            m.list.sort_by_key(|x| x.out.conn_id());
+            m.by_conn = true;
         }
-        let mut by_conn: HashMap<usize, (&Member, Vec<String>)> = HashMap::new();
-        for m in members.iter() {
-            by_conn
-                .entry(m.out.conn_id())
-                .or_insert_with(|| (m, Vec::new()))
-                .1
-                .push(m.next_frame(payload));
-        }
-        for (m, frames) in by_conn.into_values() {
-            m.out.batch(frames);
+        for run in m.list.chunk_by(|a, b| a.out.conn_id() == b.out.conn_id()) {
+            let ids = run.iter().map(|x| x.id_json.clone()).collect();
+            run[0].out.next_all(run[0].protocol.next_type(), ids, payload.clone());
         }
     }
+}
+
+/// One protocol message for the operation `id_json` (a JSON string), built by
+/// concatenation: a broadcast builds one per member.
+pub fn frame(id_json: &str, ty: &str, payload: Option<&str>) -> String {
+    let mut s = String::with_capacity(frame_len(id_json, ty, payload));
+    s.push_str(r#"{"id":"#);
+    s.push_str(id_json);
+    s.push_str(r#","type":""#);
+    s.push_str(ty);
+    s.push('"');
+    if let Some(p) = payload {
+        s.push_str(r#","payload":"#);
+        s.push_str(p);
+    }
+    s.push('}');
+    s
+}
+
+/// The length of [`frame`]'s message.
+pub fn frame_len(id_json: &str, ty: &str, payload: Option<&str>) -> usize {
+    let head = r#"{"id":,"type":""}"#.len();
+    head + id_json.len() + ty.len() + payload.map_or(0, |p| r#","payload":"#.len() + p.len())
 }
 
 /// What a subscription runs: its document's text (shared with the document cache and
@@ -294,7 +306,10 @@ impl Realtime {
         let group = Arc::new(Group {
             key,
             replay_last,
-            members: Mutex::new(vec![member]),
+            members: Mutex::new(Members {
+                list: vec![member],
+                by_conn: true,
+            }),
             last: Mutex::new(None),
             task: Mutex::new(None),
         });
@@ -325,8 +340,9 @@ impl Realtime {
         let inner = self.inner.lock();
         let empty = {
             let mut m = group.members.lock();
-            m.retain(|x| x.token != token);
-            m.is_empty()
+            // removal keeps the order, and so the grouping by connection
+            m.list.retain(|x| x.token != token);
+            m.list.is_empty()
         };
         if empty {
             let mut inner = inner;
@@ -425,6 +441,8 @@ async fn run_group(mut run: Box<GroupRun>) {
 pub struct Prepared {
     pub schema: Schema,
     pub ctx: ExecContext,
+    /// The request's document, parsed once (and shared with the document cache).
+    pub doc: Arc<ExecutableDocument>,
     pub request: Arc<SubRequest>,
 }
 
@@ -442,6 +460,7 @@ impl Prepared {
         if let Some(op) = &req.operation_name {
             r = r.operation_name(op.to_string());
         }
+        r.set_parsed_query((*self.doc).clone());
         r
     }
 
@@ -449,5 +468,26 @@ impl Prepared {
     async fn render(&self, item: Result<SubscriptionItem, EngineError>) -> Option<async_graphql::Response> {
         let mode = Arc::new(SubscriptionMode::Render(Mutex::new(Some(item))));
         self.schema.execute_stream(self.request(mode, false)).next().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame is valid JSON with the id, type and payload, and the queue bound counts
+    /// exactly its length.
+    #[test]
+    fn frames_are_json_of_the_counted_length() {
+        let id = Json::String("sub \"1\"".into()).to_string();
+        for (ty, payload) in [("next", Some(r#"{"data":{"x":[1,"é"]}}"#)), ("complete", None)] {
+            let f = frame(&id, ty, payload);
+            assert_eq!(f.len(), frame_len(&id, ty, payload), "{f}");
+            let v: Json = serde_json::from_str(&f).expect("json");
+            assert_eq!(v["id"], "sub \"1\"");
+            assert_eq!(v["type"], ty);
+            let want = payload.map_or(Json::Null, |p| serde_json::from_str(p).unwrap());
+            assert_eq!(v.get("payload").cloned().unwrap_or(Json::Null), want);
+        }
     }
 }

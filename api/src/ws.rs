@@ -35,7 +35,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use crate::app::AppState;
 use crate::graphql_handler::{Params, error_json, is_request_error, response_errors, response_json};
 use crate::http_auth::{self, ACT_AS_HEADER};
-use crate::realtime::{Member, Membership, Prepared, Sharing, SubRequest};
+use crate::realtime::{Member, Membership, Prepared, Sharing, SubRequest, frame, frame_len};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -76,8 +76,13 @@ type Closing = (u16, String);
 
 enum Out {
     Text(String),
-    /// Frames written together and flushed once.
-    Batch(Vec<String>),
+    /// One payload for several operations of the connection: one frame each,
+    /// written together and flushed once.
+    Next {
+        ty: &'static str,
+        ids: Vec<Arc<str>>,
+        payload: Arc<str>,
+    },
     Ping,
     Close(u16, String),
 }
@@ -112,10 +117,11 @@ impl Outbox {
         self.admit(n) && self.0.tx.send(Out::Text(s)).is_ok()
     }
 
-    /// Queues frames to be written together, under the same bound.
-    pub fn batch(&self, frames: Vec<String>) -> bool {
-        let n = frames.iter().map(String::len).sum();
-        self.admit(n) && self.0.tx.send(Out::Batch(frames)).is_ok()
+    /// Queues one payload for several of this connection's operations (JSON-encoded
+    /// ids), as one frame each, under the same bound.
+    pub fn next_all(&self, ty: &'static str, ids: Vec<Arc<str>>, payload: Arc<str>) -> bool {
+        let n = ids.iter().map(|id| frame_len(id, ty, Some(&payload))).sum();
+        self.admit(n) && self.0.tx.send(Out::Next { ty, ids, payload }).is_ok()
     }
 
     fn admit(&self, n: usize) -> bool {
@@ -226,9 +232,10 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Unbounded
                     out.0.queued.fetch_sub(n, Ordering::AcqRel);
                     r
                 }
-                Out::Batch(frames) => {
+                Out::Next { ty, ids, payload } => {
                     let mut r = Ok(());
-                    for s in frames {
+                    for id in ids {
+                        let s = frame(&id, ty, Some(&payload));
                         let n = s.len();
                         if r.is_ok() {
                             r = sink.feed(Message::Text(s.into())).await;
@@ -576,7 +583,7 @@ impl Conn {
         let member = Member {
             out: self.out.clone(),
             protocol: self.protocol,
-            id_json: Json::String(id.clone()).to_string(),
+            id_json: Json::String(id.clone()).to_string().into(),
             id: id.clone(),
             token,
             events: self.events.clone(),
@@ -608,6 +615,7 @@ impl Conn {
                 let prepared = Prepared {
                     schema,
                     ctx,
+                    doc: doc.clone(),
                     request: Arc::new(SubRequest {
                         query: text,
                         variables: Json::Object(params.variables).to_string().into(),

@@ -400,6 +400,10 @@ async fn drive(
         .into_iter()
         .map(|ws| tokio::spawn(read_events(ws, field.to_string(), stop_rx.clone())))
         .collect();
+    // the client settles first: starting a thousand readers kept its two workers busy
+    // long enough to hold the first writes back by up to 150 ms, which is the load
+    // generator's start-up, not delivery
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let (c0, s0, t0) = (cpu_secs(None), cpu_secs(Some(server.pid())), Instant::now());
     let (writes, acks) = write_steadily(server, writers, 100, secs, body).await;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -9,8 +9,10 @@
 //!
 //! A cached partition also keeps the row order of the sort keys that reads ask for
 //! again and again ([`CachedPartition::order`]), so that a small ordered page walks the
-//! rows in order and stops once it is full, instead of comparing every row. The order
-//! belongs to the immutable cached rows, so it is as fresh as they are.
+//! rows in order and stops once it is full, instead of comparing every row. It sorts
+//! only after as many scans as a sort costs, so partitions that writes keep replacing
+//! pay at most twice the scans. The order belongs to the immutable cached rows, so it
+//! is as fresh as they are.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,7 +47,9 @@ pub struct CachedPartition {
 
 struct KeptOrder {
     keys: Vec<BoundOrderKey>,
-    /// Positions in `rows`, in this order; built when the order is asked for again.
+    /// Requests for this order answered by a scan so far.
+    scans: u32,
+    /// Positions in `rows`, in this order, once sorted.
     index: Option<Arc<[u32]>>,
 }
 
@@ -57,36 +61,46 @@ impl CachedPartition {
         }
     }
 
-    /// The positions of the rows sorted by `keys` (a total order), if this order was
-    /// asked for before on these rows. The first request only records it, so that a
-    /// partition read once in some order pays no sort; later ones get the positions,
-    /// sorted once by `sort`.
+    /// How many scans of an order come before it is sorted. A sort costs about as
+    /// much as log2(rows) scans, so sorting after that many (ski rental) costs at most
+    /// twice the better of never sorting and sorting at once, however soon a write
+    /// replaces these rows.
+    pub fn scans_before_sort(&self) -> u32 {
+        (usize::BITS - self.rows.len().leading_zeros()).max(2)
+    }
+
+    /// The positions of the rows sorted by `keys` (a total order), once this order
+    /// has been asked for [`Self::scans_before_sort`] times on these rows; `None` until
+    /// then, and the caller scans. The sort (`sort`) runs once.
     pub fn order(&self, keys: &[BoundOrderKey], sort: impl FnOnce(&mut [u32])) -> Option<Arc<[u32]>> {
         let mut orders = self.orders.lock();
-        match orders.iter_mut().find(|o| o.keys == keys) {
-            Some(KeptOrder { index: Some(ix), .. }) => return Some(ix.clone()),
-            Some(kept) => {
-                // sorted under the lock: readers of the same order wait for it rather
-                // than sort it again
-                let n = u32::try_from(self.rows.len()).ok()?;
-                let mut ix: Vec<u32> = (0..n).collect();
-                sort(&mut ix);
-                let ix: Arc<[u32]> = ix.into();
-                kept.index = Some(ix.clone());
-                return Some(ix);
+        let Some(kept) = orders.iter_mut().find(|o| o.keys == keys) else {
+            // the oldest kept order makes way
+            if orders.len() == MAX_ORDERS {
+                orders.remove(0);
             }
-            None => {
-                // the oldest kept order makes way
-                if orders.len() == MAX_ORDERS {
-                    orders.remove(0);
-                }
-                orders.push(KeptOrder {
-                    keys: keys.to_vec(),
-                    index: None,
-                });
-            }
+            orders.push(KeptOrder {
+                keys: keys.to_vec(),
+                scans: 1,
+                index: None,
+            });
+            return None;
+        };
+        if let Some(ix) = &kept.index {
+            return Some(ix.clone());
         }
-        None
+        if kept.scans < self.scans_before_sort() {
+            kept.scans += 1;
+            return None;
+        }
+        // sorted under the lock: readers of the same order wait for it rather than
+        // sort it again
+        let n = u32::try_from(self.rows.len()).ok()?;
+        let mut ix: Vec<u32> = (0..n).collect();
+        sort(&mut ix);
+        let ix: Arc<[u32]> = ix.into();
+        kept.index = Some(ix.clone());
+        Some(ix)
     }
 }
 
@@ -173,26 +187,35 @@ mod tests {
         }]
     }
 
-    /// An order is sorted on its second request and kept; a fifth order pushes the
-    /// oldest out.
+    /// An order is scanned until it has been asked for log2(rows) times, then
+    /// sorted once and kept; a fifth order pushes the oldest out.
     #[test]
     fn orders_asked_again_are_sorted_once_and_kept() {
-        let rows = (0..5).map(|i| (Seq(i), vec![Value::Int(i as i32)])).collect();
+        let rows = (0..100).map(|i| (Seq(i), vec![Value::Int(i as i32)])).collect();
         let part = CachedPartition::new(rows);
+        assert_eq!(part.scans_before_sort(), 7);
         let sorts = std::cell::Cell::new(0);
         let reverse = |ix: &mut [u32]| {
             sorts.set(sorts.get() + 1);
             ix.reverse();
         };
-        assert!(part.order(&by(0), reverse).is_none(), "the first request only records");
-        let ix = part.order(&by(0), reverse).expect("sorted on the second");
-        assert_eq!(&*ix, &[4, 3, 2, 1, 0]);
+        for _ in 0..7 {
+            assert!(part.order(&by(0), reverse).is_none(), "scanned");
+        }
+        let ix = part.order(&by(0), reverse).expect("sorted on the eighth request");
+        assert_eq!(ix.len(), 100);
+        assert_eq!(ix[..3], [99, 98, 97]);
         assert!(part.order(&by(0), reverse).is_some());
         assert_eq!(sorts.get(), 1, "sorted once");
         for other in 1..=MAX_ORDERS {
             assert!(part.order(&by(other), reverse).is_none());
         }
         assert!(part.order(&by(0), reverse).is_none(), "the oldest order made way");
-        assert!(part.order(&by(MAX_ORDERS), reverse).is_some());
+        let small = CachedPartition::new(vec![(Seq(1), vec![Value::Int(1)])]);
+        assert_eq!(
+            small.scans_before_sort(),
+            2,
+            "a tiny partition is sorted on the third request"
+        );
     }
 }

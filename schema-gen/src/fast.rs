@@ -12,12 +12,14 @@
 //! too can go on to the general path, which makes the same request and reports the
 //! error. That is why a mutation takes this path only as a document's one root field.
 //!
-//! The path only ever answers successful requests. Anything else (another shape, a
-//! fragment or directive, a variable missing, nullable or of the wrong type, a null
-//! literal, a single value where a list is due, an enum or JSON value given by
-//! variable, a null in a non-null column, the rows-per-result limit, any engine error)
-//! returns `None`, and the request takes the general path, which produces the proper
-//! errors.
+//! The path answers successful requests, and one failure: an insert it made whose row
+//! it cannot render (a non-null column dropped meanwhile) is answered here with the
+//! field's error, since the general path would insert the row again. Anything else
+//! (another shape, a fragment or directive, a variable missing, nullable or of the
+//! wrong type, a null literal, a single value where a list is due, an enum or JSON
+//! value given by variable, a null in a non-null column of a read, the rows-per-result
+//! limit, any engine error) returns `None`, and the request takes the general path,
+//! which produces the proper errors.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use async_graphql::{Name, Value as Gql};
 use async_graphql_value::Value as Ast;
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::Engine;
+use kalamdb_engine::error::ErrorCode;
 use kalamdb_engine::filter::FilterLimits;
 use kalamdb_engine::schema::TableDef;
 use kalamdb_engine::select::SelectRequest;
@@ -230,6 +233,8 @@ impl FastPaths {
     ) -> Option<Vec<u8>> {
         let planned = self.plan(doc, operation_name, variables, engine.filter_limits())?;
         let mut out = Vec::with_capacity(512);
+        // an inserted row that cannot be rendered (a column dropped meanwhile)
+        let mut failed = None;
         out.extend_from_slice(b"{\"data\":{");
         for (i, p) in planned.iter().enumerate() {
             if i > 0 {
@@ -241,9 +246,9 @@ impl FastPaths {
                     let rows = engine.get_by_pk(ctx, &p.meta.id, pk).await.ok()?;
                     match rows.rows.first() {
                         None => out.extend_from_slice(b"null"),
-                        Some((seq, values)) => {
-                            p.write_object(&mut out, &p.resolve(&rows.table), *seq, values, false)?
-                        }
+                        Some((seq, values)) => p
+                            .write_object(&mut out, &p.resolve(&rows.table), *seq, values, false)
+                            .ok()?,
                     }
                 }
                 Fetch::List(req) => {
@@ -258,17 +263,34 @@ impl FastPaths {
                         if n > 0 {
                             out.push(b',');
                         }
-                        p.write_object(&mut out, &fields, *seq, values, false)?;
+                        p.write_object(&mut out, &fields, *seq, values, false).ok()?;
                     }
                     out.push(b']');
                 }
                 Fetch::InsertOne(obj) => match insert_one(engine, ctx, &p.meta, Some(obj), None).await.ok()? {
                     None => out.extend_from_slice(b"null"),
-                    Some(row) => p.write_object(&mut out, &p.resolve(&row.table), row.seq, &row.values, row.deleted)?,
+                    Some(row) => {
+                        // the row is written: whatever happens now, this request must
+                        // not go on to the general path, which would insert it again
+                        let start = out.len();
+                        let written =
+                            p.write_object(&mut out, &p.resolve(&row.table), row.seq, &row.values, row.deleted);
+                        if let Err(field) = written {
+                            out.truncate(start);
+                            out.extend_from_slice(b"null");
+                            failed = Some(null_field_error(&p.key, &field));
+                        }
+                    }
                 },
             }
         }
-        out.extend_from_slice(b"}}");
+        out.extend_from_slice(b"}");
+        if let Some(error) = failed {
+            out.extend_from_slice(b",\"errors\":[");
+            out.extend_from_slice(error.to_string().as_bytes());
+            out.push(b']');
+        }
+        out.push(b'}');
         Some(out)
     }
 
@@ -423,8 +445,8 @@ impl Planned {
             .collect()
     }
 
-    /// Writes one row object, keys in query order; `None` for a null in a non-null
-    /// column, the general executor's error.
+    /// Writes one row object, keys in query order; a null in a non-null column (the
+    /// general executor's error) stops it with that field's response key.
     fn write_object(
         &self,
         out: &mut Vec<u8>,
@@ -432,7 +454,7 @@ impl Planned {
         seq: Seq,
         values: &[Value],
         deleted: bool,
-    ) -> Option<()> {
+    ) -> Result<(), Name> {
         out.push(b'{');
         for (i, ((key, name), field)) in self.fields.iter().zip(fields).enumerate() {
             if i > 0 {
@@ -448,12 +470,22 @@ impl Planned {
                 Some(f) => f.write_json(out, seq, values, deleted),
             }
             if out[start..] == *b"null" && !self.meta.column(name.as_str()).is_some_and(|c| c.nullable) {
-                return None;
+                return Err(key.clone());
             }
         }
         out.push(b'}');
-        Some(())
+        Ok(())
     }
+}
+
+/// The error of a non-null field that has no value, at `root.field`, as the general
+/// executor reports it: the nullable root field becomes null.
+fn null_field_error(root: &Name, field: &Name) -> Json {
+    serde_json::json!({
+        "message": format!("the row has no value for the non-null field '{field}'"),
+        "path": [root.as_str(), field.as_str()],
+        "extensions": { "code": ErrorCode::Internal.as_str() },
+    })
 }
 
 /// A response key and its colon. Keys are GraphQL names, which JSON never escapes.
@@ -511,6 +543,54 @@ mod tests {
             max_nodes: 64,
         };
         paths().plan(&doc, op, &vars, limits).is_some()
+    }
+
+    /// A row without a value for a non-null column (one dropped after the document
+    /// was planned) stops the object at that field, and the error names it.
+    #[test]
+    fn a_null_in_a_non_null_field_is_reported_with_its_path() {
+        use kalamdb_auth::permissions::{AccessLevel, TableType};
+        use kalamdb_engine::ids::{ColumnId, StorageUid};
+        use kalamdb_engine::schema::{ColumnDef, TableSchema};
+
+        let doc = parse_query("mutation { insert_shop_items_one(object: {id: 1, name: \"x\"}) { id label: name } }")
+            .expect("parses");
+        let limits = FilterLimits {
+            max_depth: 8,
+            max_nodes: 64,
+        };
+        let planned = paths().plan(&doc, None, &Map::new(), limits).expect("served");
+        let column = |id, name: &str, ty| ColumnDef {
+            id: ColumnId(id),
+            name: ColumnName::parse(name).unwrap(),
+            ty,
+            nullable: true,
+            default: None,
+        };
+        // `name` was dropped: the row's table has only `id` and `qty`
+        let table = TableDef {
+            id: planned[0].meta.id.clone(),
+            uid: StorageUid(1),
+            table_type: TableType::Shared,
+            access_level: AccessLevel::Public,
+            ttl_seconds: None,
+            flush_policy: None,
+            versions: vec![TableSchema {
+                version: 2,
+                columns: vec![column(0, "id", ColumnType::Int), column(2, "qty", ColumnType::Int)],
+                pk: 0,
+            }],
+            next_column_id: 3,
+            created_at_ms: 0,
+        };
+        let p = &planned[0];
+        let mut out = Vec::new();
+        let fields = p.resolve(&table);
+        let failed = p.write_object(&mut out, &fields, Seq(1), &[Value::Int(1), Value::Null], false);
+        assert_eq!(failed.as_ref().map_err(Name::as_str), Err("label"));
+        let error = null_field_error(&p.key, &failed.unwrap_err());
+        assert_eq!(error["path"], json!(["insert_shop_items_one", "label"]));
+        assert_eq!(error["extensions"]["code"], json!("INTERNAL_ERROR"));
     }
 
     #[test]

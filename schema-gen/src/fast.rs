@@ -538,11 +538,14 @@ mod tests {
     fn served(query: &str, op: Option<&str>, vars: Json) -> bool {
         let doc = parse_query(query).expect("parses");
         let Json::Object(vars) = vars else { panic!() };
-        let limits = FilterLimits {
+        paths().plan(&doc, op, &vars, limits()).is_some()
+    }
+
+    fn limits() -> FilterLimits {
+        FilterLimits {
             max_depth: 8,
             max_nodes: 64,
-        };
-        paths().plan(&doc, op, &vars, limits).is_some()
+        }
     }
 
     /// A row without a value for a non-null column (one dropped after the document
@@ -555,11 +558,7 @@ mod tests {
 
         let doc = parse_query("mutation { insert_shop_items_one(object: {id: 1, name: \"x\"}) { id label: name } }")
             .expect("parses");
-        let limits = FilterLimits {
-            max_depth: 8,
-            max_nodes: 64,
-        };
-        let planned = paths().plan(&doc, None, &Map::new(), limits).expect("served");
+        let planned = paths().plan(&doc, None, &Map::new(), limits()).expect("served");
         let column = |id, name: &str, ty| ColumnDef {
             id: ColumnId(id),
             name: ColumnName::parse(name).unwrap(),

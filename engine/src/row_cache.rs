@@ -70,7 +70,7 @@ impl CachedPartition {
     }
 
     /// The positions of the rows sorted by `keys` (a total order), once this order
-    /// has been asked for [`Self::scans_before_sort`] times on these rows; `None` until
+    /// has been scanned [`Self::scans_before_sort`] times on these rows; `None` until
     /// then, and the caller scans. The sort (`sort`) runs once.
     pub fn order(&self, keys: &[BoundOrderKey], sort: impl FnOnce(&mut [u32])) -> Option<Arc<[u32]>> {
         let mut orders = self.orders.lock();

@@ -120,16 +120,15 @@ async fn create_twins(s: &TestServer) {
     }
 }
 
+/// Flushes `table` and checks the job's message begins with `expected`.
+async fn flush_reporting(s: &TestServer, table: &str, expected: &str) {
+    let j = s.run_job(&format!("FLUSH TABLE {table}")).await;
+    assert!(j["message"].as_str().unwrap().starts_with(expected), "{j}");
+}
+
 /// Flushes `shop.items` for the first time: every row goes to one segment.
 async fn first_flush(s: &TestServer) {
-    let j = s.run_job("FLUSH TABLE shop.items").await;
-    assert!(
-        j["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("flushed 300 row(s) into 1 segment(s)"),
-        "{j}"
-    );
+    flush_reporting(s, "shop.items", "flushed 300 row(s) into 1 segment(s)").await;
 }
 
 /// The same mutations, applied to a table through GraphQL: updates and deletes of
@@ -434,14 +433,7 @@ async fn user_partitions_flush_separately_and_stay_isolated() {
         s.ok_as(u, &format!("INSERT INTO notes VALUES {}", values.join(",")))
             .await;
     }
-    let j = s.run_job("FLUSH TABLE notes").await;
-    assert!(
-        j["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("flushed 8 row(s) into 2 segment(s)"),
-        "{j}"
-    );
+    flush_reporting(&s, "notes", "flushed 8 row(s) into 2 segment(s)").await;
     s.ok_as("alice", "UPDATE notes SET body = 'edited' WHERE id = 2").await;
     s.ok_as("bob", "DELETE FROM notes WHERE id = 1").await;
     // bob cannot insert over his flushed key, alice's same key is hers alone

@@ -17,8 +17,9 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::realtime::Realtime;
-use crate::{graphql_handler, sql_handler};
+use crate::graphql::http as graphql_http;
+use crate::graphql::realtime::Realtime;
+use crate::sql_handler;
 use kalamdb_schema_gen::registry::SchemaRegistry;
 
 #[derive(Clone)]
@@ -28,9 +29,10 @@ pub struct AppState {
     pub schemas: Arc<SchemaRegistry>,
     pub realtime: Arc<Realtime>,
     /// Bearer tokens of trusted external issuers.
-    pub external: Arc<crate::external_auth::ExternalTokens>,
+    pub external: Arc<crate::auth::external::ExternalTokens>,
     /// Sign-in with OAuth / OIDC providers.
-    pub oauth: Arc<crate::oauth::OAuth>,
+    pub oauth: Arc<crate::auth::oauth::OAuth>,
+    pub metrics: Arc<crate::metrics::ApiMetrics>,
 }
 
 /// Turns a panic in a handler into a 500 with a generic message; the server goes on.
@@ -55,18 +57,18 @@ async fn bench_noop_handler() -> &'static str {
 
 /// Opens the engine (applying the demo schema when configured) and builds the router.
 pub async fn build_app(config: Config) -> anyhow::Result<(Router, AppState)> {
-    let engine = Engine::open(config.engine_config()).await?;
+    let engine = Engine::open(config.engine.clone()).await?;
     if config.demo {
         crate::demo::apply(&engine).await?;
     }
     let schemas = Arc::new(SchemaRegistry::new(engine.clone(), config.graphql_limits()));
     let bench_noop = config.bench_noop;
     let realtime = Arc::new(Realtime::new(config.max_subscriptions_per_user));
-    let external = Arc::new(crate::external_auth::ExternalTokens::new(
+    let external = Arc::new(crate::auth::external::ExternalTokens::new(
         &config.trusted_issuers,
         std::time::Duration::from_secs(config.jwks_min_refetch_secs),
     ));
-    let oauth = Arc::new(crate::oauth::OAuth::new(
+    let oauth = Arc::new(crate::auth::oauth::OAuth::new(
         &config.oauth_providers,
         std::time::Duration::from_secs(config.jwks_min_refetch_secs),
     ));
@@ -77,23 +79,29 @@ pub async fn build_app(config: Config) -> anyhow::Result<(Router, AppState)> {
         realtime,
         external,
         oauth,
+        metrics: Arc::new(crate::metrics::ApiMetrics::new()),
     };
     let mut router = Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(crate::metrics::handle))
         .route("/v1/sql", post(sql_handler::handle))
-        .route("/v1/graphql", get(graphql_handler::get).post(graphql_handler::post))
-        .route("/v1/auth/login", post(crate::auth_handler::login))
-        .route("/v1/auth/refresh", post(crate::auth_handler::refresh))
-        .route("/v1/auth/logout", post(crate::auth_handler::logout))
-        .route("/v1/auth/exchange", post(crate::oauth::exchange))
-        .route("/v1/auth/providers", get(crate::oauth::providers))
-        .route("/v1/auth/oauth/{provider}/start", get(crate::oauth::start))
-        .route("/v1/auth/oauth/{provider}/callback", get(crate::oauth::callback))
+        .route("/v1/graphql", get(graphql_http::get).post(graphql_http::post))
+        .route("/v1/auth/login", post(crate::auth::login::login))
+        .route("/v1/auth/refresh", post(crate::auth::login::refresh))
+        .route("/v1/auth/logout", post(crate::auth::login::logout))
+        .route("/v1/auth/exchange", post(crate::auth::oauth::exchange))
+        .route("/v1/auth/providers", get(crate::auth::oauth::providers))
+        .route("/v1/auth/oauth/{provider}/start", get(crate::auth::oauth::start))
+        .route("/v1/auth/oauth/{provider}/callback", get(crate::auth::oauth::callback))
         .merge(kalamdb_playground::router());
     if bench_noop {
         router = router.route("/v1/bench/noop", get(bench_noop_handler));
     }
     let router = router
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::count_requests,
+        ))
         .layer(middleware::from_fn(catch_panics))
         .with_state(state.clone());
     Ok((router, state))
@@ -101,7 +109,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<(Router, AppState)> {
 
 /// The sorted, stable SDL of the schema `role` sees.
 pub async fn schema_sdl(config: Config, role: Role) -> anyhow::Result<String> {
-    let engine = Engine::open(config.engine_config()).await?;
+    let engine = Engine::open(config.engine.clone()).await?;
     if config.demo {
         crate::demo::apply(&engine).await?;
     }

@@ -1,21 +1,89 @@
 //! API errors: every failure leaves as `{"error": {"code", "message"}}` with the HTTP
-//! status of its [`ErrorCode`]. Internal detail is logged, never sent.
+//! status of its code. Codes are the engine's [`ErrorCode`]s and the few that only the
+//! transport gives ([`ApiCode`]); their HTTP statuses are decided here, nowhere else.
+//! Internal detail is logged, never sent.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kalamdb_engine::error::{EngineError, ErrorCode};
 
+/// The code of an API response: the engine's, or one that only the transport gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiCode {
+    Engine(ErrorCode),
+    /// A method the endpoint does not take (a mutation over GET).
+    MethodNotAllowed,
+    /// A request body of a media type the endpoint does not take.
+    UnsupportedMediaType,
+}
+
+impl From<ErrorCode> for ApiCode {
+    fn from(c: ErrorCode) -> Self {
+        ApiCode::Engine(c)
+    }
+}
+
+impl ApiCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiCode::Engine(c) => c.as_str(),
+            ApiCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+        }
+    }
+
+    /// The HTTP status of a response with this code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ApiCode::Engine(c) => status_of(c),
+            ApiCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        }
+    }
+}
+
+/// The HTTP status of an engine error code.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::SqlSyntax
+        | ErrorCode::Unsupported
+        | ErrorCode::InvalidInput
+        | ErrorCode::ColumnNotFound
+        | ErrorCode::TypeMismatch
+        | ErrorCode::NotNullViolation
+        | ErrorCode::FilterTooComplex
+        | ErrorCode::TooManyRows
+        | ErrorCode::GraphqlParseFailed
+        | ErrorCode::GraphqlValidationFailed
+        | ErrorCode::QueryTooDeep
+        | ErrorCode::QueryTooComplex
+        | ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthenticated | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::NamespaceNotFound | ErrorCode::TableNotFound | ErrorCode::UserNotFound | ErrorCode::JobNotFound => {
+            StatusCode::NOT_FOUND
+        }
+        ErrorCode::AlreadyExists | ErrorCode::DuplicateKey | ErrorCode::WriteConflict | ErrorCode::SchemaChanged => {
+            StatusCode::CONFLICT
+        }
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::TooManySubscriptions => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::SlowConsumer => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 #[derive(Debug)]
 pub struct ApiError {
-    pub code: ErrorCode,
+    pub code: ApiCode,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(code: impl Into<ApiCode>, message: impl Into<String>) -> Self {
         Self {
-            code,
+            code: code.into(),
             message: message.into(),
         }
     }
@@ -31,7 +99,7 @@ impl From<EngineError> for ApiError {
             tracing::error!(error = %e, "internal error");
         }
         Self {
-            code: e.code(),
+            code: e.code().into(),
             message: e.client_message(),
         }
     }
@@ -39,10 +107,10 @@ impl From<EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.code.status();
         let body = serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}});
         let mut resp = (status, Json(body)).into_response();
-        if self.code == ErrorCode::Unauthenticated {
+        if self.code == ApiCode::Engine(ErrorCode::Unauthenticated) {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"kalamdb\""),

@@ -77,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
                 .init();
             let mut cfg = Config::load(config.as_deref())?;
             if let Some(d) = data_dir {
-                cfg.data_dir = d;
+                cfg.engine.data_dir = d;
             }
             if let Some(l) = listen {
                 cfg.listen = l;
@@ -116,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
             let role: Role = role.parse().map_err(|_| anyhow::anyhow!("unknown role '{role}'"))?;
             let mut cfg = Config::load(config.as_deref())?;
             if let Some(d) = data_dir {
-                cfg.data_dir = d;
+                cfg.engine.data_dir = d;
             }
             cfg.demo |= with_demo;
             print!("{}", app::schema_sdl(cfg, role).await?);

@@ -7,14 +7,14 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
-use kalamdb_engine::error::ErrorCode;
 use kalamdb_engine::sql::result::SqlResult;
 use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::app::AppState;
+use crate::auth::request as http_auth;
+use crate::body::read_json;
 use crate::error::ApiError;
-use crate::http_auth;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,17 +22,6 @@ pub struct SqlRequest {
     pub sql: String,
     #[serde(default)]
     pub params: Vec<serde_json::Value>,
-}
-
-/// Reads a JSON body of at most `limit` bytes.
-pub async fn read_json<T: serde::de::DeserializeOwned>(body: Body, limit: usize) -> Result<T, ApiError> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("request body is larger than {limit} bytes"),
-        )
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::new(ErrorCode::InvalidInput, format!("bad JSON body: {e}")))
 }
 
 pub async fn handle(

@@ -15,9 +15,9 @@ use kalamdb_auth::identity::{Role, UserId};
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::{Engine, EngineConfig};
 use kalamdb_engine::ids::{ColumnName, NamespaceId, TableId, TableName};
-use kalamdb_engine::mutate::ConflictAction;
-use kalamdb_engine::select::{AggFn, Aggregate, AggregateRequest};
+use kalamdb_engine::read::select::{AggFn, Aggregate, AggregateRequest};
 use kalamdb_engine::types::Value;
+use kalamdb_engine::write::mutate::ConflictAction;
 use kalamdb_storage::hot_store::Durability;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {

@@ -10,8 +10,8 @@ use kalamdb_auth::identity::{Role, UserId};
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::{Engine, EngineConfig};
 use kalamdb_engine::ids::{ColumnName, NamespaceId, TableId, TableName};
-use kalamdb_engine::mutate::ConflictAction;
 use kalamdb_engine::types::Value;
+use kalamdb_engine::write::mutate::ConflictAction;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

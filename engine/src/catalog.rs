@@ -2,6 +2,9 @@
 //! system partition and loaded on start. Readers get `Arc<TableDef>` snapshots; a
 //! change builds a new definition and swaps it in.
 
+pub mod schema;
+pub mod system_tables;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,9 +13,9 @@ use kalamdb_storage::{hot_store::HotStore, hot_store::Partition, hot_store::Writ
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::schema::TableDef;
 use crate::error::{EngineError, Result};
 use crate::ids::{NamespaceId, StorageUid, TableId};
-use crate::schema::TableDef;
 
 const NS_PREFIX: &str = "catalog/ns/";
 const TABLE_PREFIX: &str = "catalog/table/";

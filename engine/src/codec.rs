@@ -9,8 +9,8 @@ use kalamdb_auth::identity::UserId;
 use kalamdb_storage::keys::{KeyBuilder, KeyReader};
 use kalamdb_storage::seq::Seq;
 
+use crate::catalog::schema::{TableDef, TableSchema};
 use crate::error::{EngineError, Result};
-use crate::schema::{TableDef, TableSchema};
 use crate::types::{ColumnType, Value};
 
 const FORMAT: u8 = 1;
@@ -264,8 +264,8 @@ pub fn key_user(key: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::schema::ColumnDef;
     use crate::ids::{ColumnId, ColumnName, NamespaceId, StorageUid, TableId, TableName};
-    use crate::schema::ColumnDef;
     use kalamdb_auth::{permissions::AccessLevel, permissions::TableType};
 
     fn col(id: u32, name: &str, ty: ColumnType) -> ColumnDef {
@@ -330,7 +330,7 @@ mod tests {
         v2.columns.remove(1);
         v2.columns[3].name = ColumnName::parse("title").unwrap();
         let mut extra = col(11, "extra", ColumnType::Int);
-        extra.default = Some(crate::schema::DefaultExpr::Literal(serde_json::json!(7)));
+        extra.default = Some(crate::catalog::schema::DefaultExpr::Literal(serde_json::json!(7)));
         v2.columns.push(extra);
         table.versions.push(v2.clone());
         let row = decode_row(&table, &bytes).unwrap();

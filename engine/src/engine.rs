@@ -3,45 +3,44 @@
 //! entry point checks the caller's permission before it touches data.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
-use kalamdb_auth::{identity::Role, identity::UserId, password, permissions, permissions::TableOp};
+use kalamdb_auth::{identity::UserId, password, permissions, permissions::TableOp};
 use kalamdb_storage::cold::{ColdStore, ColdStoreOptions};
-use kalamdb_storage::{
-    hot_store::Durability, hot_store::HotStore, hot_store::Partition, hot_store::StoreOptions, hot_store::WriteBatch,
-    seq::Seq, seq::now_millis,
-};
+use kalamdb_storage::{hot_store::Durability, hot_store::HotStore, hot_store::StoreOptions, seq::Seq, seq::now_millis};
 use parking_lot::Mutex;
-use tokio::sync::broadcast;
+use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditAction, AuditEvent, AuditLog};
+use crate::accounts::Accounts;
+use crate::accounts::audit::{AuditAction, AuditEvent};
+use crate::catalog::schema::{DefaultExpr, FlushPolicy, TableDef};
 use crate::catalog::{Catalog, NamespaceDef};
-use crate::cold::ColdTier;
-use crate::commit::{CommitPipeline, OnConflict, Sinks, WriteOp, WriteOutcome, WriteRequest};
 use crate::context::ExecContext;
 use crate::error::{EngineError, Result};
 use crate::faults::Faults;
-use crate::flush::Unflushed;
 use crate::ids::{ColumnName, NamespaceId, TableId};
 use crate::jobs::{Jobs, JobsConfig};
 use crate::live::LiveHub;
-use crate::mutate::{Changes, ConflictAction};
-use crate::row_cache::RowCache;
-use crate::row_expr::RowExpr;
-use crate::schema::{DefaultExpr, FlushPolicy, TableDef};
-use crate::select::Rows;
-use crate::sessions::{RefreshOutcome, Sessions, TokenPair};
+use crate::read::row_cache::RowCache;
+use crate::read::select::Rows;
 use crate::sql::eval::{BuiltinFn, EvalEnv};
 use crate::sql::parse::{self, Statement};
 use crate::sql::result::SqlResult;
+use crate::tiers::cold::ColdTier;
+use crate::tiers::flush::Unflushed;
 use crate::types::Value;
-use crate::users::{UserRecord, UserStore};
+use crate::write::commit::{CommitPipeline, OnConflict, Sinks, WriteOp, WriteOutcome, WriteRequest};
+use crate::write::mutate::{Changes, ConflictAction};
+use crate::write::row_expr::RowExpr;
 
-#[derive(Debug, Clone)]
+/// The engine's settings. This is the one definition of each: the server's
+/// configuration file and environment take them by these names (the server's `Config`
+/// flattens this struct), and [`EngineConfig::default`] holds their defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EngineConfig {
     pub data_dir: PathBuf,
     pub durability: Durability,
@@ -73,9 +72,11 @@ pub struct EngineConfig {
     pub cold_dir: Option<PathBuf>,
     /// An object store for the Parquet segments instead of `cold_dir`
     /// (`s3://bucket[/prefix]`), with its options.
-    pub cold_url: Option<String>,
-    pub cold_options: ColdStoreOptions,
-    /// The flush policy of tables created without `FLUSH_POLICY`.
+    pub cold_store_url: Option<String>,
+    pub cold_store_options: ColdStoreOptions,
+    /// The flush policy of tables created without `FLUSH_POLICY`, written
+    /// `rows:N,interval:S`; empty: flush on demand only.
+    #[serde(with = "flush_policy_text")]
     pub default_flush_policy: Option<FlushPolicy>,
     /// How many jobs run at once.
     pub max_concurrent_jobs: usize,
@@ -91,8 +92,34 @@ pub struct EngineConfig {
     pub retention_check_secs: u64,
     /// How long a compaction leaves the segments it replaced for readers still on them.
     pub segment_delete_grace_ms: u64,
-    /// Test-only fault injection (`KALAMDB_TEST_FAULTS`).
+    /// Test-only fault injection (`KALAMDB_TEST_FAULTS`), never from a file.
+    #[serde(skip)]
     pub faults: Faults,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self::new("./data")
+    }
+}
+
+/// A flush policy setting as text: `rows:N,interval:S`, or empty for none.
+mod flush_policy_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::catalog::schema::FlushPolicy;
+
+    pub fn serialize<S: Serializer>(p: &Option<FlushPolicy>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.map(|p| p.render()).unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FlushPolicy>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        FlushPolicy::parse(&text).map(Some).map_err(serde::de::Error::custom)
+    }
 }
 
 impl EngineConfig {
@@ -113,8 +140,8 @@ impl EngineConfig {
             login_max_failures: 5,
             login_lockout_secs: 15 * 60,
             cold_dir: None,
-            cold_url: None,
-            cold_options: ColdStoreOptions::default(),
+            cold_store_url: None,
+            cold_store_options: ColdStoreOptions::default(),
             default_flush_policy: Some(FlushPolicy {
                 rows: Some(100_000),
                 interval_secs: Some(600),
@@ -134,11 +161,10 @@ impl EngineConfig {
 pub struct Engine {
     pub(crate) store: Arc<HotStore>,
     pub(crate) catalog: Arc<Catalog>,
-    pub(crate) users: Arc<UserStore>,
+    pub(crate) accounts: Accounts,
     pub(crate) commit: CommitPipeline,
     pub(crate) df_state: SessionState,
     pub(crate) config: EngineConfig,
-    sessions: Sessions,
     pub(crate) row_cache: Arc<RowCache>,
     pub(crate) live: Arc<LiveHub>,
     pub(crate) cold: Arc<ColdTier>,
@@ -146,68 +172,6 @@ pub struct Engine {
     pub(crate) unflushed: Arc<Unflushed>,
     /// Flushes and compactions of one table run one at a time.
     pub(crate) table_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
-    dummy_hash: String,
-    pub(crate) audit: AuditLog,
-    revocations: broadcast::Sender<Revocation>,
-    failures: Mutex<HashMap<UserId, LoginFailures>>,
-    /// When each (caller, user) pair last had its acting-as audited.
-    act_as_audited: Mutex<HashMap<(UserId, UserId), u64>>,
-    /// bcrypt runs off the async executor and on at most all cores but one, so that a
-    /// burst of logins queues instead of starving every other request of CPU.
-    bcrypt_slots: tokio::sync::Semaphore,
-}
-
-/// Acting as a user is audited once per this window per caller and user, not per request.
-const ACT_AS_AUDIT_WINDOW_MS: u64 = 60_000;
-
-/// Sessions that ended before their tokens expired; open WebSockets of theirs close.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Revocation {
-    /// One session (a logout, or a reused refresh token).
-    Session(String),
-    /// Every session of a user (password or role change, deletion).
-    User(UserId),
-}
-
-/// An authenticated caller and what its credentials were.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub ctx: ExecContext,
-    /// Unix seconds at which a bearer token expires; `None` for a password.
-    pub expires_at: Option<u64>,
-    /// The session of a bearer token.
-    pub session: Option<String>,
-    /// The user's session epoch when authenticated.
-    pub epoch: u64,
-    /// Vouched for by a trusted external issuer, not by a local account.
-    pub external: bool,
-}
-
-/// Why a password login was refused: for the audit log only, never for the caller.
-enum LoginRefusal {
-    UnknownUser,
-    NoPassword,
-    Locked,
-    WrongPassword(UserId),
-    RootFromAfar,
-}
-
-impl LoginRefusal {
-    fn as_str(&self) -> &'static str {
-        match self {
-            Self::UnknownUser => "unknown or deleted user",
-            Self::NoPassword => "no password set",
-            Self::Locked => "account locked",
-            Self::WrongPassword(_) => "wrong password",
-            Self::RootFromAfar => "root from a non-loopback address",
-        }
-    }
-}
-
-#[derive(Default)]
-struct LoginFailures {
-    count: u32,
-    locked_until_ms: u64,
 }
 
 /// Checks that the caller may perform `op` on this table.
@@ -267,33 +231,30 @@ impl Engine {
             ..StoreOptions::default()
         };
         let path = config.data_dir.join("hot");
-        let cost = config.bcrypt_cost;
-        let (access_ttl, refresh_ttl) = (config.access_token_ttl_secs, config.refresh_token_ttl_secs);
         let cold_dir = config.cold_dir.clone().unwrap_or_else(|| config.data_dir.join("cold"));
-        let (cold_url, cold_options) = (config.cold_url.clone(), config.cold_options.clone());
+        let (cold_url, cold_options) = (config.cold_store_url.clone(), config.cold_store_options.clone());
         let jobs_config = JobsConfig {
             max_concurrent: config.max_concurrent_jobs,
             max_retries: config.job_max_retries,
             backoff_base_ms: config.job_backoff_ms,
             keep_finished_ms: 7 * 24 * 3600 * 1000,
         };
-        let (store, catalog, users, sessions, dummy_hash, cold, jobs) =
-            tokio::task::spawn_blocking(move || -> Result<_> {
-                let store = Arc::new(HotStore::open(&path, &store_opts)?);
-                let catalog = Arc::new(Catalog::load(&store)?);
-                let users = Arc::new(UserStore::load(&store)?);
-                let sessions = Sessions::open(&store, access_ttl, refresh_ttl)?;
-                let cold = Arc::new(ColdTier {
-                    store: Arc::new(match &cold_url {
-                        Some(url) => ColdStore::at_url(url, &cold_options)?,
-                        None => ColdStore::local(&cold_dir)?,
-                    }),
-                });
-                let jobs = Arc::new(Jobs::load(store.clone(), jobs_config, now_millis())?);
-                Ok((store, catalog, users, sessions, password::dummy_hash(cost), cold, jobs))
-            })
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))??;
+        let accounts_config = config.clone();
+        let (store, catalog, accounts, cold, jobs) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let store = Arc::new(HotStore::open(&path, &store_opts)?);
+            let catalog = Arc::new(Catalog::load(&store)?);
+            let accounts = Accounts::open(store.clone(), &accounts_config)?;
+            let cold = Arc::new(ColdTier {
+                store: Arc::new(match &cold_url {
+                    Some(url) => ColdStore::at_url(url, &cold_options)?,
+                    None => ColdStore::local(&cold_dir)?,
+                }),
+            });
+            let jobs = Arc::new(Jobs::load(store.clone(), jobs_config, now_millis())?);
+            Ok((store, catalog, accounts, cold, jobs))
+        })
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))??;
 
         let session_config = SessionConfig::new()
             .with_default_catalog_and_schema("kalam", "public")
@@ -320,25 +281,16 @@ impl Engine {
         let engine = Arc::new(Self {
             store,
             catalog,
-            users,
+            accounts,
             commit,
             df_state,
             config,
-            sessions,
             row_cache,
             live,
             cold,
             jobs,
             unflushed,
             table_locks: Mutex::new(HashMap::new()),
-            dummy_hash,
-            audit: AuditLog::default(),
-            revocations: broadcast::channel(1024).0,
-            failures: Mutex::new(HashMap::new()),
-            act_as_audited: Mutex::new(HashMap::new()),
-            bcrypt_slots: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
-            ),
         });
         engine.bootstrap().await?;
         spawn_change_log_purge(&engine);
@@ -357,28 +309,7 @@ impl Engine {
                 },
             )?;
         }
-        let root = self.users.get(&UserId::root());
-        let needs_password = root.as_ref().is_none_or(|r| r.password_hash.is_none());
-        if root.is_none() || (needs_password && self.config.root_password.is_some()) {
-            let hash = match (&self.config.root_password, needs_password) {
-                (Some(p), true) => Some(self.hash_password(p.clone()).await?),
-                _ => root.as_ref().and_then(|r| r.password_hash.clone()),
-            };
-            let now = now_millis();
-            self.users.put(
-                &self.store,
-                UserRecord {
-                    id: UserId::root(),
-                    role: Role::System,
-                    password_hash: hash,
-                    created_at_ms: root.as_ref().map_or(now, |r| r.created_at_ms),
-                    updated_at_ms: now,
-                    deleted_at_ms: None,
-                    session_epoch: root.as_ref().map_or(0, |r| r.session_epoch + 1),
-                },
-            )?;
-        }
-        Ok(())
+        self.accounts.bootstrap_root().await
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -389,349 +320,9 @@ impl Engine {
         &self.config
     }
 
-    /// Runs bcrypt work off the executor, once one of the bcrypt slots is free.
-    async fn bcrypt<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        let internal = |e: &dyn std::fmt::Display| EngineError::Internal(e.to_string());
-        let _slot = self.bcrypt_slots.acquire().await.map_err(|e| internal(&e))?;
-        tokio::task::spawn_blocking(work).await.map_err(|e| internal(&e))
-    }
-
-    pub(crate) async fn hash_password(&self, pw: String) -> Result<String> {
-        let cost = self.config.bcrypt_cost;
-        self.bcrypt(move || password::hash(&pw, cost))
-            .await?
-            .map_err(EngineError::from)
-    }
-
-    /// Checks a username and password. Every failure (unknown, deleted, wrong password,
-    /// no password, locked, root from afar) is the same [`EngineError::Unauthenticated`]
-    /// and costs one bcrypt verification, so neither message nor timing tells them
-    /// apart; the audit log records which it was. `login_max_failures` wrong passwords
-    /// in a row lock the account for `login_lockout_secs`.
-    pub async fn authenticate(&self, username: &str, pw: &str, source: IpAddr) -> Result<Principal> {
-        let user = UserId::parse(username).ok().and_then(|id| self.users.active(&id));
-        let hash = user
-            .as_ref()
-            .and_then(|u| u.password_hash.clone())
-            .unwrap_or_else(|| self.dummy_hash.clone());
-        let pw = pw.to_string();
-        let ok = self.bcrypt(move || password::verify(&pw, &hash)).await?;
-        let refusal = match &user {
-            None => Err(LoginRefusal::UnknownUser),
-            Some(u) if u.password_hash.is_none() => Err(LoginRefusal::NoPassword),
-            Some(u) if self.is_locked(&u.id) => Err(LoginRefusal::Locked),
-            Some(u) if !ok => Err(LoginRefusal::WrongPassword(u.id.clone())),
-            Some(u)
-                if u.role == Role::System
-                    && u.id.as_str() == UserId::ROOT
-                    && !source.is_loopback()
-                    && !self.config.root_remote_login =>
-            {
-                Err(LoginRefusal::RootFromAfar)
-            }
-            Some(_) => Ok(()),
-        };
-        let user = match (refusal, user) {
-            (Ok(()), Some(u)) => u,
-            (refusal, _) => {
-                let refusal = refusal.err().unwrap_or(LoginRefusal::UnknownUser);
-                if let LoginRefusal::WrongPassword(id) = &refusal {
-                    self.note_failure(id);
-                }
-                self.audit_event(AuditEvent {
-                    action: AuditAction::LoginFailed,
-                    actor: username.chars().take(128).collect(),
-                    subject: None,
-                    target: "password".into(),
-                    source: Some(source),
-                    detail: refusal.as_str().into(),
-                });
-                return Err(EngineError::Unauthenticated);
-            }
-        };
-        self.failures.lock().remove(&user.id);
-        Ok(Principal {
-            ctx: ExecContext::new(user.id, user.role).from_source(source),
-            expires_at: None,
-            session: None,
-            epoch: user.session_epoch,
-            external: false,
-        })
-    }
-
-    fn is_locked(&self, user: &UserId) -> bool {
-        self.failures
-            .lock()
-            .get(user)
-            .is_some_and(|f| f.locked_until_ms > now_millis())
-    }
-
-    fn note_failure(&self, user: &UserId) {
-        let max = self.config.login_max_failures;
-        if max == 0 {
-            return;
-        }
-        let mut failures = self.failures.lock();
-        let f = failures.entry(user.clone()).or_default();
-        f.count += 1;
-        if f.count >= max {
-            f.count = 0;
-            f.locked_until_ms = now_millis() + self.config.login_lockout_secs * 1000;
-            tracing::warn!(user = %user, "account locked after repeated failed logins");
-        }
-    }
-
-    /// The caller of a bearer access token. The token's session must not be revoked,
-    /// the user must be active at the token's session epoch, and the role is the lower
-    /// of the token's and the current one.
-    pub fn token_session(&self, token: &str) -> Result<Principal> {
-        let t = self.sessions.verify(token)?;
-        let invalid = || EngineError::InvalidToken("invalid token".into());
-        let current = self.users.active(&t.user).ok_or_else(invalid)?;
-        if current.session_epoch != t.epoch || self.sessions.is_revoked(&t.session) {
-            return Err(invalid());
-        }
-        Ok(Principal {
-            ctx: ExecContext::new(t.user, t.role.min(current.role)),
-            expires_at: Some(t.expires_at),
-            session: Some(t.session),
-            epoch: t.epoch,
-            external: false,
-        })
-    }
-
-    /// Whether a principal's credentials still hold: its user active at the same
-    /// session epoch, and its session (if any) not revoked.
-    pub fn still_valid(&self, p: &Principal) -> bool {
-        if p.external {
-            // the issuer, not a local account, vouches until the token expires
-            return true;
-        }
-        let user_ok = self
-            .users
-            .active(&p.ctx.user)
-            .is_some_and(|u| u.session_epoch == p.epoch);
-        let session_ok = match &p.session {
-            Some(s) => !self.sessions.is_revoked(s),
-            None => true,
-        };
-        user_ok && session_ok
-    }
-
-    /// The context for an already verified identity (a token), if the user is active.
-    pub fn context_for(&self, user: &UserId) -> Option<ExecContext> {
-        self.users.active(user).map(|u| ExecContext::new(u.id, u.role))
-    }
-
-    /// Password login: an access token and a refresh token.
-    pub async fn login(&self, username: &str, pw: &str, source: IpAddr) -> Result<TokenPair> {
-        let p = self.authenticate(username, pw, source).await?;
-        let pair = self.sessions.issue(&self.store, &p.ctx.user, p.ctx.role, p.epoch)?;
-        self.audit_event(AuditEvent {
-            action: AuditAction::Login,
-            actor: p.ctx.user.to_string(),
-            subject: None,
-            target: "password".into(),
-            source: Some(source),
-            detail: String::new(),
-        });
-        Ok(pair)
-    }
-
-    /// Signs in a user vouched for by an OAuth/OIDC provider: the local user linked to
-    /// (`provider`, `subject`), or, when `create_as` is set and none is linked yet, a new
-    /// user without a password, named after `suggested` (made unique; never a name used
-    /// before, deleted users included). Returns the user and a new session's tokens.
-    pub fn oauth_login(
-        &self,
-        provider: &str,
-        subject: &str,
-        suggested: &str,
-        create_as: Option<Role>,
-        source: IpAddr,
-    ) -> Result<(UserId, TokenPair)> {
-        let sys = Partition::system();
-        let link_key = format!("oauth_link/{provider}/{subject}").into_bytes();
-        let linked = self
-            .store
-            .get(&sys, &link_key)?
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|s| UserId::parse(&s).ok());
-        let user = match linked {
-            Some(id) => self.users.active(&id).ok_or(EngineError::Unauthenticated)?,
-            None => {
-                let role = create_as.ok_or(EngineError::Unauthenticated)?;
-                let id = self.unused_user_id(suggested)?;
-                let now = now_millis();
-                let rec = UserRecord {
-                    id: id.clone(),
-                    role,
-                    password_hash: None,
-                    created_at_ms: now,
-                    updated_at_ms: now,
-                    deleted_at_ms: None,
-                    session_epoch: 0,
-                };
-                // the user and its link land together, or neither does
-                let mut link = WriteBatch::new();
-                link.put(&sys, link_key, id.as_str().as_bytes().to_vec());
-                self.users.put_with(&self.store, rec.clone(), link)?;
-                self.audit_event(AuditEvent {
-                    action: AuditAction::CreateUser,
-                    actor: format!("oauth:{provider}"),
-                    subject: None,
-                    target: id.to_string(),
-                    source: Some(source),
-                    detail: format!("role {role}, signed in with {provider}"),
-                });
-                rec
-            }
-        };
-        let pair = self
-            .sessions
-            .issue(&self.store, &user.id, user.role, user.session_epoch)?;
-        self.audit_event(AuditEvent {
-            action: AuditAction::Login,
-            actor: user.id.to_string(),
-            subject: None,
-            target: format!("oauth:{provider}"),
-            source: Some(source),
-            detail: String::new(),
-        });
-        Ok((user.id, pair))
-    }
-
-    /// A user id made of `suggested`'s allowed characters that no user, active or
-    /// deleted, has had.
-    fn unused_user_id(&self, suggested: &str) -> Result<UserId> {
-        let base: String = suggested
-            .chars()
-            .map(|c| c.to_ascii_lowercase())
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            .take(48)
-            .collect();
-        let base = if base.is_empty() { "user".to_string() } else { base };
-        for i in 1..10_000 {
-            let candidate = if i == 1 { base.clone() } else { format!("{base}-{i}") };
-            if let Ok(id) = UserId::parse(&candidate)
-                && self.users.get(&id).is_none()
-            {
-                return Ok(id);
-            }
-        }
-        Err(EngineError::Internal("no unused user name".into()))
-    }
-
-    /// Rotates a refresh token (used once). A used token presented again revokes its
-    /// session, which is audited and closes the session's open subscriptions.
-    pub fn refresh(&self, refresh_token: &str, source: IpAddr) -> Result<TokenPair> {
-        let outcome = self.sessions.refresh(&self.store, refresh_token, |u| {
-            self.users.active(u).map(|r| (r.role, r.session_epoch))
-        })?;
-        match outcome {
-            RefreshOutcome::Issued(pair) => Ok(pair),
-            RefreshOutcome::Reused { user, session } => {
-                self.audit_event(AuditEvent {
-                    action: AuditAction::RefreshReuse,
-                    actor: user.to_string(),
-                    subject: None,
-                    target: "session".into(),
-                    source: Some(source),
-                    detail: "a used refresh token was presented again; the session is revoked".into(),
-                });
-                let _ = self.revocations.send(Revocation::Session(session));
-                Err(EngineError::InvalidToken("invalid refresh token".into()))
-            }
-        }
-    }
-
-    /// Ends the session of an access token and/or a refresh token. Unknown or already
-    /// ended sessions are not an error; a token that is not ours is.
-    pub fn logout(&self, access_token: Option<&str>, refresh_token: Option<&str>, source: IpAddr) -> Result<()> {
-        let mut ended = Vec::new();
-        if let Some(t) = access_token {
-            // an expired access token still names its session
-            let t = self.sessions.verify_allow_expired(t)?;
-            ended.push((t.user, t.session));
-        }
-        if let Some(r) = refresh_token
-            && let Some(found) = self.sessions.session_of_refresh(&self.store, r)?
-        {
-            ended.push(found);
-        }
-        if ended.is_empty() {
-            return Err(EngineError::InvalidToken("invalid token".into()));
-        }
-        for (user, session) in ended {
-            self.sessions.revoke(&self.store, &session)?;
-            self.audit_event(AuditEvent {
-                action: AuditAction::Logout,
-                actor: user.to_string(),
-                subject: None,
-                target: "session".into(),
-                source: Some(source),
-                detail: String::new(),
-            });
-            let _ = self.revocations.send(Revocation::Session(session));
-        }
-        Ok(())
-    }
-
-    /// Revoked sessions and users, as they happen.
-    pub fn revocations(&self) -> broadcast::Receiver<Revocation> {
-        self.revocations.subscribe()
-    }
-
-    /// Ends every session of `user` (its epoch was raised), closing its subscriptions.
-    pub(crate) fn revoke_user_sessions(&self, user: &UserId) {
-        let _ = self.revocations.send(Revocation::User(user.clone()));
-    }
-
-    /// Records an audit event. A failure to write it is logged, never shown to the caller.
-    pub fn audit_event(&self, e: AuditEvent) {
-        if let Err(err) = self.audit.record(&self.store, e) {
-            tracing::error!(error = %err, "cannot write the audit log");
-        }
-    }
-
-    /// Records that `ctx` acts as another user: once per caller, user and minute.
-    pub fn audit_act_as(&self, ctx: &ExecContext) {
-        let Some(subject) = ctx.impersonating() else { return };
-        let now = now_millis();
-        {
-            let mut seen = self.act_as_audited.lock();
-            let key = (ctx.user.clone(), subject.clone());
-            if seen
-                .get(&key)
-                .is_some_and(|&at| now.saturating_sub(at) < ACT_AS_AUDIT_WINDOW_MS)
-            {
-                return;
-            }
-            if seen.len() >= 10_000 {
-                seen.retain(|_, at| now.saturating_sub(*at) < ACT_AS_AUDIT_WINDOW_MS);
-            }
-            seen.insert(key, now);
-        }
-        self.audit_event(AuditEvent {
-            action: AuditAction::ActAs,
-            actor: ctx.user.to_string(),
-            subject: Some(subject.to_string()),
-            target: subject.to_string(),
-            source: ctx.source,
-            detail: format!("role {}", ctx.role),
-        });
-    }
-
-    /// Records that `ctx` was refused `what`.
-    pub fn audit_forbidden(&self, ctx: &ExecContext, what: &str) {
-        self.audit_event(AuditEvent {
-            action: AuditAction::Forbidden,
-            actor: ctx.user.to_string(),
-            subject: ctx.impersonating().map(ToString::to_string),
-            target: what.chars().take(256).collect(),
-            source: ctx.source,
-            detail: String::new(),
-        });
+    /// Users, sessions, logins and the audit log.
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
     }
 
     /// Resolves a table and checks that the caller may perform `op` on it.
@@ -909,10 +500,10 @@ impl Engine {
         if let Err(e) = &result
             && e.code() == crate::error::ErrorCode::Forbidden
         {
-            self.audit_forbidden(ctx, &e.to_string());
+            self.accounts.audit_forbidden(ctx, &e.to_string());
         }
         if let (Ok(_), Some((action, target, detail))) = (&result, audited) {
-            self.audit_event(AuditEvent {
+            self.accounts.audit_event(AuditEvent {
                 action,
                 actor: ctx.user.to_string(),
                 subject: ctx.impersonating().map(ToString::to_string),

@@ -5,7 +5,7 @@ use kalamdb_storage::error::StorageError;
 use thiserror::Error;
 
 /// Stable error codes. They reach clients as GraphQL `extensions.code` and in the SQL
-/// API's `error.code`, and each has one HTTP status.
+/// API's `error.code`; the API gives each its HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     SqlSyntax,
@@ -37,8 +37,6 @@ pub enum ErrorCode {
     QueryTooComplex,
     /// A GraphQL-over-HTTP request whose parameters are malformed.
     BadRequest,
-    MethodNotAllowed,
-    UnsupportedMediaType,
     /// More subscriptions than a connection or user may hold.
     TooManySubscriptions,
     /// A subscriber that fell too far behind the changes it was sent.
@@ -75,44 +73,10 @@ impl ErrorCode {
             ErrorCode::QueryTooDeep => "QUERY_TOO_DEEP",
             ErrorCode::QueryTooComplex => "QUERY_TOO_COMPLEX",
             ErrorCode::BadRequest => "BAD_REQUEST",
-            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
             ErrorCode::SchemaChanged => "SCHEMA_CHANGED",
             ErrorCode::Internal => "INTERNAL_ERROR",
-        }
-    }
-
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorCode::SqlSyntax
-            | ErrorCode::Unsupported
-            | ErrorCode::InvalidInput
-            | ErrorCode::ColumnNotFound
-            | ErrorCode::TypeMismatch
-            | ErrorCode::NotNullViolation
-            | ErrorCode::FilterTooComplex
-            | ErrorCode::TooManyRows
-            | ErrorCode::GraphqlParseFailed
-            | ErrorCode::GraphqlValidationFailed
-            | ErrorCode::QueryTooDeep
-            | ErrorCode::QueryTooComplex
-            | ErrorCode::BadRequest => 400,
-            ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::Unauthenticated | ErrorCode::TokenExpired => 401,
-            ErrorCode::Forbidden => 403,
-            ErrorCode::NamespaceNotFound
-            | ErrorCode::TableNotFound
-            | ErrorCode::UserNotFound
-            | ErrorCode::JobNotFound => 404,
-            ErrorCode::AlreadyExists | ErrorCode::DuplicateKey | ErrorCode::WriteConflict => 409,
-            ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::TooManySubscriptions => 429,
-            ErrorCode::SchemaChanged => 409,
-            ErrorCode::SlowConsumer => 503,
-            ErrorCode::Internal => 500,
         }
     }
 }
@@ -169,6 +133,10 @@ pub enum EngineError {
     SchemaChanged(String),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    /// An engine error that came back out of DataFusion, which carries errors as trait
+    /// objects: the original's code and message.
+    #[error("{message}")]
+    Returned { code: ErrorCode, message: String },
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -199,6 +167,7 @@ impl EngineError {
             EngineError::SlowConsumer => ErrorCode::SlowConsumer,
             EngineError::SchemaChanged(_) => ErrorCode::SchemaChanged,
             EngineError::Storage(_) | EngineError::Internal(_) => ErrorCode::Internal,
+            EngineError::Returned { code, .. } => *code,
         }
     }
 
@@ -232,7 +201,7 @@ impl From<datafusion::error::DataFusionError> for EngineError {
         if let D::External(inner) = root
             && let Some(ours) = inner.downcast_ref::<SharedEngineError>()
         {
-            return ours.0.to_engine_error();
+            return ours.to_engine_error();
         }
         match root {
             D::SQL(err, _) => EngineError::Syntax(err.to_string()),
@@ -252,32 +221,26 @@ impl From<datafusion::error::DataFusionError> for EngineError {
     }
 }
 
-/// An [`EngineError`] carried inside a `DataFusionError::External`.
+/// An [`EngineError`] carried inside a `DataFusionError::External`: its code and its
+/// message, so that every code survives the trip.
 #[derive(Debug)]
-pub(crate) struct SharedEngineError(pub(crate) ErrorSnapshot);
-
-#[derive(Debug, Clone)]
-pub(crate) struct ErrorSnapshot {
+pub(crate) struct SharedEngineError {
     code: ErrorCode,
     message: String,
 }
 
-impl ErrorSnapshot {
+impl SharedEngineError {
     fn to_engine_error(&self) -> EngineError {
-        let m = self.message.clone();
-        match self.code {
-            ErrorCode::Forbidden => EngineError::Forbidden(m),
-            ErrorCode::TableNotFound => EngineError::TableNotFound(m),
-            ErrorCode::NamespaceNotFound => EngineError::NamespaceNotFound(m),
-            ErrorCode::InvalidInput => EngineError::InvalidInput(m),
-            _ => EngineError::Internal(m),
+        EngineError::Returned {
+            code: self.code,
+            message: self.message.clone(),
         }
     }
 }
 
 impl std::fmt::Display for SharedEngineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.message)
+        f.write_str(&self.message)
     }
 }
 
@@ -286,15 +249,43 @@ impl std::error::Error for SharedEngineError {}
 impl EngineError {
     /// Wraps this error so it survives a trip through DataFusion.
     pub(crate) fn into_datafusion(self) -> datafusion::error::DataFusionError {
-        let message = match &self {
-            EngineError::TableNotFound(t) | EngineError::NamespaceNotFound(t) => t.clone(),
-            other => other.to_string(),
-        };
-        datafusion::error::DataFusionError::External(Box::new(SharedEngineError(ErrorSnapshot {
+        datafusion::error::DataFusionError::External(Box::new(SharedEngineError {
             code: self.code(),
-            message,
-        })))
+            message: self.to_string(),
+        }))
     }
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code, and the message a client sees, come back out of DataFusion as they
+    /// went in, however deep DataFusion wrapped the error.
+    #[test]
+    fn every_code_survives_datafusion() {
+        for e in [
+            EngineError::Forbidden("role user may not read table a.b".into()),
+            EngineError::TableNotFound("a.b".into()),
+            EngineError::ColumnNotFound {
+                table: "a.b".into(),
+                column: "c".into(),
+            },
+            EngineError::TypeMismatch("not a number".into()),
+            EngineError::NotNull("title".into()),
+            EngineError::DuplicateKey("7".into()),
+            EngineError::FilterTooComplex("too deep".into()),
+            EngineError::TooManyRows("too many".into()),
+            EngineError::SchemaChanged("a.b".into()),
+            EngineError::PayloadTooLarge("big".into()),
+            EngineError::Internal("secret detail".into()),
+        ] {
+            let (code, message) = (e.code(), e.client_message());
+            let wrapped = datafusion::error::DataFusionError::Context("scan".into(), Box::new(e.into_datafusion()));
+            let back = EngineError::from(wrapped);
+            assert_eq!((back.code(), back.client_message()), (code, message));
+        }
+    }
+}

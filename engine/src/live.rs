@@ -20,6 +20,8 @@
 //! changes up to the highest `_seq` of any of its keys, tombstones included, because
 //! seqs are allocated in commit order and each commit group is one atomic batch.
 
+pub mod changelog;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -30,18 +32,18 @@ use kalamdb_storage::seq::{Seq, now_millis};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
-use crate::changelog::{ChangeEntry, entry_key};
+use crate::catalog::schema::TableDef;
 use crate::codec::{decode_row, partition_prefix};
-use crate::commit::AppliedChange;
 use crate::context::ExecContext;
 use crate::engine::{Engine, Row};
 use crate::error::{EngineError, Result};
-use crate::filter::{BoundFilter, Filter};
 use crate::ids::{StorageUid, TableId};
-use crate::reader::KeyPlan;
-use crate::row_cache::PartitionKey;
-use crate::schema::TableDef;
-use crate::select::{Rows, SelectRequest};
+use crate::live::changelog::{ChangeEntry, entry_key};
+use crate::read::filter::{BoundFilter, Filter};
+use crate::read::reader::KeyPlan;
+use crate::read::row_cache::PartitionKey;
+use crate::read::select::{Rows, SelectRequest};
+use crate::write::commit::AppliedChange;
 
 /// The id of one subscription, unique in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

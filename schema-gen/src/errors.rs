@@ -3,8 +3,12 @@
 
 use std::sync::Arc;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo};
-use async_graphql::{ErrorExtensions, PathSegment, QueryPathSegment, ServerResult, Value};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextResolve, NextValidation, ResolveInfo,
+};
+use async_graphql::{
+    ErrorExtensions, PathSegment, QueryPathSegment, ServerError, ServerResult, ValidationResult, Value,
+};
 use kalamdb_engine::error::{EngineError, ErrorCode};
 
 /// A GraphQL error with a code.
@@ -57,5 +61,43 @@ impl Extension for ErrorPathExtension {
             }
             e
         })
+    }
+}
+
+/// Refuses a document whose complexity (one per field) is over the limit, with the code
+/// `QUERY_TOO_COMPLEX`. async-graphql's own limit reports a bare message, which the
+/// transport could classify only by its text.
+pub struct ComplexityLimit(pub usize);
+
+impl ExtensionFactory for ComplexityLimit {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ComplexityLimitExtension(self.0))
+    }
+}
+
+struct ComplexityLimitExtension(usize);
+
+#[async_trait::async_trait]
+impl Extension for ComplexityLimitExtension {
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let result = next.run(ctx).await?;
+        if result.complexity > self.0 {
+            let mut e = ServerError::new(
+                format!(
+                    "the query has {} fields, more than the limit of {}",
+                    result.complexity, self.0
+                ),
+                None,
+            );
+            e.extensions
+                .get_or_insert_with(Default::default)
+                .set("code", ErrorCode::QueryTooComplex.as_str());
+            return Err(vec![e]);
+        }
+        Ok(result)
     }
 }

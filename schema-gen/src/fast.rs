@@ -3,64 +3,61 @@
 //! mutations that are one `insert_<t>_one` without `on_conflict`, selecting plain
 //! columns. Such a document is answered without async-graphql's validation and
 //! field-by-field execution: its arguments are checked here as the validator would
-//! check them and turned into the same engine requests the resolvers make (one
-//! `Engine::get_by_pk`, `Engine::select` or `Engine::insert` per field), and the
-//! response body is written straight from the rows, byte for byte as the general
-//! executor's (the same output conversions, keys in query order).
+//! check them (against the same [`crate::spec`]) and turned into the same engine
+//! requests the resolvers make (one `Engine::get_by_pk`, `Engine::select` or
+//! `Engine::insert` per field), and the response body is written straight from the
+//! rows, byte for byte as the general executor's (the same output conversions, keys in
+//! query order).
 //!
-//! An insert that the engine refuses wrote nothing (a write is all or nothing), so it
-//! too can go on to the general path, which makes the same request and reports the
-//! error. That is why a mutation takes this path only as a document's one root field.
+//! Once a document is planned here, this path answers it, errors included: an engine
+//! error (a refused insert, a result over the row limit) or a null in a non-null field
+//! is reported as the general executor reports it (message, location, path, code, and
+//! the nulls it propagates), so no engine call is ever made twice. Several failed
+//! fields are reported in field order (the general executor reports them in the order
+//! its concurrent resolvers fail, which no client can rely on).
 //!
-//! The path answers successful requests, and one failure: an insert it made whose row
-//! it cannot render (a non-null column dropped meanwhile) is answered here with the
-//! field's error, since the general path would insert the row again. Anything else
-//! (another shape, a fragment or directive, a variable missing, nullable or of the
-//! wrong type, a null literal, a single value where a list is due, an enum or JSON
-//! value given by variable, a null in a non-null column of a read, the rows-per-result
-//! limit, any engine error) returns `None`, and the request takes the general path,
-//! which produces the proper errors.
+//! A document of another shape, or one the validator might refuse (a fragment or
+//! directive, a variable missing, nullable or of the wrong type, a null literal, a
+//! single value where a list is due, an enum or JSON value given by variable), returns
+//! `None` before any engine call, and the request takes the general path, which
+//! produces the proper errors.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_graphql::indexmap::IndexMap;
 use async_graphql::parser::types::{BaseType, ExecutableDocument, Field, OperationType, Selection, VariableDefinition};
-use async_graphql::{Name, Value as Gql};
+use async_graphql::{Name, PathSegment, Pos, ServerError, Value as Gql};
 use async_graphql_value::Value as Ast;
+use kalamdb_engine::catalog::schema::TableDef;
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::Engine;
-use kalamdb_engine::error::ErrorCode;
-use kalamdb_engine::filter::FilterLimits;
-use kalamdb_engine::schema::TableDef;
-use kalamdb_engine::select::SelectRequest;
+use kalamdb_engine::error::{EngineError, ErrorCode};
+use kalamdb_engine::read::filter::FilterLimits;
+use kalamdb_engine::read::select::SelectRequest;
 use kalamdb_engine::types::{ColumnType, Value};
 use kalamdb_storage::seq::Seq;
 use serde_json::{Map, Value as Json};
 
 use crate::documents::operation;
-use crate::meta::{DELETED, SEQ, TableMeta};
+use crate::errors::engine_error;
+use crate::meta::TableMeta;
 use crate::objects::ORDER_DIRECTIONS;
-use crate::resolvers::{RowField, insert_one, list_request_of};
+use crate::resolvers::mutation::insert_one;
+use crate::resolvers::{RowField, check_row_count, list_request_of};
 use crate::schema::GraphqlLimits;
+use crate::spec::{Arg, FilterOp, Operand, RootField};
 use crate::values::{accepts, from_gql, scalar_name};
 
 const TYPENAME: &str = "__typename";
 /// `where` literals nested deeper than this go to the general path.
 const MAX_LITERAL_DEPTH: usize = 16;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum RootKind {
-    ByPk,
-    List,
-    InsertOne,
-}
-
 /// The `_by_pk`, list and (for tables the role may write) `insert_<t>_one` root fields
 /// of one role's schema.
 #[derive(Default)]
 pub struct FastPaths {
-    roots: HashMap<String, (RootKind, Arc<TableMeta>)>,
+    roots: HashMap<String, (RootField, Arc<TableMeta>)>,
     limits: GraphqlLimits,
 }
 
@@ -73,12 +70,33 @@ enum Fetch {
 /// One root field of a planned document.
 struct Planned {
     key: Name,
+    /// Where the field is in the document, for its errors.
+    pos: Pos,
     meta: Arc<TableMeta>,
     fetch: Fetch,
-    /// Response keys and the field each reads (a column, `_seq`, `_deleted` or
-    /// `__typename`), in query order.
-    fields: Vec<(Name, Name)>,
+    /// The selected fields, in query order.
+    fields: Vec<Selected>,
 }
+
+/// A field of a row object: its response key, what it reads (a column, `_seq`,
+/// `_deleted` or `__typename`) and where it is in the document.
+struct Selected {
+    key: Name,
+    name: Name,
+    pos: Pos,
+}
+
+/// Why a root field has no value.
+enum Failure {
+    /// The resolver's error (an engine error, the row limit).
+    Resolver(async_graphql::Error),
+    /// A null in a non-null field: the row at this list index (none for a single
+    /// row), the selected field.
+    NullField(Option<usize>, usize),
+}
+
+/// The message async-graphql gives a non-null field that has no value.
+const NON_NULL_MESSAGE: &str = "internal: non-null types require a return value";
 
 /// What an input position of the schema takes.
 #[derive(Clone, Copy)]
@@ -141,16 +159,13 @@ fn literal(v: &Ast, want: Want, meta: &TableMeta, vars: &mut Vars<'_>, depth: us
             .map(Gql::List),
         (Want::Comparison(ty), Ast::Object(ops)) => {
             let mut out = IndexMap::with_capacity(ops.len());
-            for (op, value) in ops {
-                let want = match op.as_str() {
-                    "_eq" | "_neq" => Want::Scalar(ty),
-                    "_gt" | "_gte" | "_lt" | "_lte" if ty != ColumnType::Json => Want::Scalar(ty),
-                    "_in" | "_nin" => Want::ScalarList(ty),
-                    "_is_null" => Want::Scalar(ColumnType::Boolean),
-                    "_like" | "_ilike" | "_nlike" | "_nilike" if ty == ColumnType::Text => Want::Scalar(ty),
-                    _ => return None,
+            for (name, value) in ops {
+                let op = FilterOp::from_name(name.as_str()).filter(|op| op.applies_to(ty))?;
+                let want = match op.operand() {
+                    Operand::List => Want::ScalarList(ty),
+                    operand => Want::Scalar(operand.value_type(ty)),
                 };
-                out.insert(op.clone(), literal(value, want, meta, vars, depth + 1)?);
+                out.insert(name.clone(), literal(value, want, meta, vars, depth + 1)?);
             }
             Some(Gql::Object(out))
         }
@@ -211,18 +226,18 @@ impl FastPaths {
     pub fn new(tables: impl IntoIterator<Item = (Arc<TableMeta>, bool)>, limits: GraphqlLimits) -> Self {
         let mut roots = HashMap::new();
         for (m, writable) in tables {
-            roots.insert(m.names.by_pk(), (RootKind::ByPk, m.clone()));
+            roots.insert(m.names.by_pk(), (RootField::ByPk, m.clone()));
             if writable {
-                roots.insert(m.names.insert_one(), (RootKind::InsertOne, m.clone()));
+                roots.insert(m.names.insert_one(), (RootField::InsertOne, m.clone()));
             }
-            roots.insert(m.names.base.clone(), (RootKind::List, m));
+            roots.insert(m.names.base.clone(), (RootField::List, m));
         }
         Self { roots, limits }
     }
 
     /// Answers the document if it has the shape this path serves, with the response
-    /// body (`{"data":...}`) written as the general executor's would be; `None` sends
-    /// it to the general executor.
+    /// body (`{"data":...}`, and `"errors"` when a field failed) written as the general
+    /// executor's would be; `None` sends it to the general executor.
     pub async fn run(
         &self,
         engine: &Engine,
@@ -233,65 +248,83 @@ impl FastPaths {
     ) -> Option<Vec<u8>> {
         let planned = self.plan(doc, operation_name, variables, engine.filter_limits())?;
         let mut out = Vec::with_capacity(512);
-        // an inserted row that cannot be rendered (a column dropped meanwhile)
-        let mut failed = None;
+        // the failed fields' errors, in field order, and whether a null takes `data` with it
+        let mut errors: Vec<ServerError> = Vec::new();
+        let mut nulls_data = false;
         out.extend_from_slice(b"{\"data\":{");
         for (i, p) in planned.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             write_key(&mut out, &p.key);
-            match &p.fetch {
-                Fetch::ByPk(pk) => {
-                    let rows = engine.get_by_pk(ctx, &p.meta.id, pk).await.ok()?;
-                    match rows.rows.first() {
-                        None => out.extend_from_slice(b"null"),
-                        Some((seq, values)) => p
-                            .write_object(&mut out, &p.resolve(&rows.table), *seq, values, false)
-                            .ok()?,
-                    }
-                }
-                Fetch::List(req) => {
-                    let rows = engine.select(ctx, &p.meta.id, req).await.ok()?;
-                    // over the limit: the general path reports it
-                    if rows.rows.len() > self.limits.max_rows {
-                        return None;
-                    }
-                    let fields = p.resolve(&rows.table);
-                    out.push(b'[');
-                    for (n, (seq, values)) in rows.rows.iter().enumerate() {
-                        if n > 0 {
-                            out.push(b',');
-                        }
-                        p.write_object(&mut out, &fields, *seq, values, false).ok()?;
-                    }
-                    out.push(b']');
-                }
-                Fetch::InsertOne(obj) => match insert_one(engine, ctx, &p.meta, Some(obj), None).await.ok()? {
-                    None => out.extend_from_slice(b"null"),
-                    Some(row) => {
-                        // the row is written: whatever happens now, this request must
-                        // not go on to the general path, which would insert it again
-                        let start = out.len();
-                        let written =
-                            p.write_object(&mut out, &p.resolve(&row.table), row.seq, &row.values, row.deleted);
-                        if let Err(field) = written {
-                            out.truncate(start);
-                            out.extend_from_slice(b"null");
-                            failed = Some(null_field_error(&p.key, &field));
-                        }
-                    }
-                },
+            let start = out.len();
+            let Err(failure) = self.answer(engine, ctx, p, &mut out).await else {
+                continue;
+            };
+            out.truncate(start);
+            out.extend_from_slice(b"null");
+            let error = p.error(failure);
+            if error.extensions.as_ref().and_then(|x| x.get("code")) == Some(&Gql::from(ErrorCode::Forbidden.as_str()))
+            {
+                engine.accounts().audit_forbidden(ctx, &error.message);
             }
+            // a list field is non-null, so its error nulls `data`; so does any error of a
+            // mutation's field, which the general executor resolves serially with `?`
+            nulls_data |= matches!(p.fetch, Fetch::List(_) | Fetch::InsertOne(_));
+            errors.push(error);
         }
         out.extend_from_slice(b"}");
-        if let Some(error) = failed {
-            out.extend_from_slice(b",\"errors\":[");
-            out.extend_from_slice(error.to_string().as_bytes());
-            out.push(b']');
+        if !errors.is_empty() {
+            if nulls_data {
+                out.clear();
+                out.extend_from_slice(b"{\"data\":null");
+            }
+            out.extend_from_slice(b",\"errors\":");
+            // ServerErrors of plain strings and numbers always serialize
+            let _ = serde_json::to_writer(&mut out, &errors);
         }
         out.push(b'}');
         Some(out)
+    }
+
+    /// Makes one root field's engine call and writes its value.
+    async fn answer(&self, engine: &Engine, ctx: &ExecContext, p: &Planned, out: &mut Vec<u8>) -> Result<(), Failure> {
+        let engine_failure = |e: EngineError| Failure::Resolver(engine_error(e));
+        match &p.fetch {
+            Fetch::ByPk(pk) => {
+                let rows = engine.get_by_pk(ctx, &p.meta.id, pk).await.map_err(engine_failure)?;
+                match rows.rows.first() {
+                    None => out.extend_from_slice(b"null"),
+                    Some((seq, values)) => p
+                        .write_object(out, &p.resolve(&rows.table), *seq, values, false)
+                        .map_err(|f| Failure::NullField(None, f))?,
+                }
+            }
+            Fetch::List(req) => {
+                let rows = engine.select(ctx, &p.meta.id, req).await.map_err(engine_failure)?;
+                check_row_count(&self.limits, rows.rows.len()).map_err(Failure::Resolver)?;
+                let fields = p.resolve(&rows.table);
+                out.push(b'[');
+                for (n, (seq, values)) in rows.rows.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    p.write_object(out, &fields, *seq, values, false)
+                        .map_err(|f| Failure::NullField(Some(n), f))?;
+                }
+                out.push(b']');
+            }
+            Fetch::InsertOne(obj) => match insert_one(engine, ctx, &p.meta, Some(obj), None)
+                .await
+                .map_err(Failure::Resolver)?
+            {
+                None => out.extend_from_slice(b"null"),
+                Some(row) => p
+                    .write_object(out, &p.resolve(&row.table), row.seq, &row.values, row.deleted)
+                    .map_err(|f| Failure::NullField(None, f))?,
+            },
+        }
+        Ok(())
     }
 
     fn plan(
@@ -332,24 +365,25 @@ impl FastPaths {
         let mut complexity = 0usize;
         let mut out = Vec::new();
         for sel in &op.selection_set.node.items {
-            let Selection::Field(f) = &sel.node else {
+            let Selection::Field(field) = &sel.node else {
                 return None;
             };
-            let f = &f.node;
+            let f = &field.node;
             let (kind, meta) = self.roots.get(f.name.node.as_str())?;
             if !f.directives.is_empty() || !keys.insert(f.response_key().node.as_str()) {
                 return None;
             }
             let fetch = match (kind, mutation) {
-                (RootKind::ByPk, false) => Fetch::ByPk(by_pk_argument(f, meta, &mut vars)?),
-                (RootKind::List, false) => Fetch::List(self.list_arguments(f, meta, &mut vars, filter_limits)?),
-                (RootKind::InsertOne, true) => Fetch::InsertOne(insert_argument(f, meta, &mut vars)?),
+                (RootField::ByPk, false) => Fetch::ByPk(by_pk_argument(f, meta, &mut vars)?),
+                (RootField::List, false) => Fetch::List(self.list_arguments(f, meta, &mut vars, filter_limits)?),
+                (RootField::InsertOne, true) => Fetch::InsertOne(insert_argument(f, meta, &mut vars)?),
                 _ => return None,
             };
             let fields = plain_fields(f, meta)?;
             complexity += 1 + fields.len();
             out.push(Planned {
                 key: f.response_key().node.clone(),
+                pos: field.pos,
                 meta: meta.clone(),
                 fetch,
                 fields,
@@ -372,10 +406,10 @@ impl FastPaths {
     ) -> Option<SelectRequest> {
         let mut args: HashMap<&str, Gql> = HashMap::with_capacity(f.arguments.len());
         for (name, value) in &f.arguments {
-            let want = match name.node.as_str() {
-                "where" => Want::BoolExp,
-                "order_by" => Want::OrderBy,
-                "limit" | "offset" => Want::Scalar(ColumnType::Int),
+            let want = match RootField::List.arg(meta, name.node.as_str())? {
+                Arg::Where => Want::BoolExp,
+                Arg::OrderBy => Want::OrderBy,
+                Arg::Limit | Arg::Offset => Want::Scalar(ColumnType::Int),
                 _ => return None,
             };
             let checked = literal(&value.node, want, meta, vars, 0)?;
@@ -383,7 +417,7 @@ impl FastPaths {
                 return None;
             }
         }
-        list_request_of(&|name| args.get(name), filter_limits, &self.limits, meta).ok()
+        list_request_of(&|a| args.get(a.name()), filter_limits, &self.limits, meta).ok()
     }
 }
 
@@ -405,23 +439,23 @@ fn insert_argument(f: &Field, meta: &TableMeta, vars: &mut Vars<'_>) -> Option<G
     let [(arg_name, arg)] = f.arguments.as_slice() else {
         return None;
     };
-    if arg_name.node.as_str() != "object" {
+    if RootField::InsertOne.arg(meta, arg_name.node.as_str()) != Some(Arg::Object) {
         return None;
     }
     literal(&arg.node, Want::InsertObject, meta, vars, 0)
 }
 
 /// The selection of a row object, when it is plain fields only.
-fn plain_fields(f: &Field, meta: &TableMeta) -> Option<Vec<(Name, Name)>> {
+fn plain_fields(f: &Field, meta: &TableMeta) -> Option<Vec<Selected>> {
     let mut fields = Vec::new();
     let mut keys: HashSet<&str> = HashSet::new();
     for s in &f.selection_set.node.items {
-        let Selection::Field(c) = &s.node else {
+        let Selection::Field(field) = &s.node else {
             return None;
         };
-        let c = &c.node;
+        let c = &field.node;
         let name = c.name.node.as_str();
-        let known = name == TYPENAME || name == SEQ || name == DELETED || meta.column(name).is_some();
+        let known = name == TYPENAME || meta.has_row_field(name);
         if !known
             || !c.arguments.is_empty()
             || !c.directives.is_empty()
@@ -430,7 +464,11 @@ fn plain_fields(f: &Field, meta: &TableMeta) -> Option<Vec<(Name, Name)>> {
         {
             return None;
         }
-        fields.push((c.response_key().node.clone(), c.name.node.clone()));
+        fields.push(Selected {
+            key: c.response_key().node.clone(),
+            name: c.name.node.clone(),
+            pos: field.pos,
+        });
     }
     (!fields.is_empty()).then_some(fields)
 }
@@ -441,12 +479,12 @@ impl Planned {
     fn resolve(&self, table: &TableDef) -> Vec<Option<RowField>> {
         self.fields
             .iter()
-            .map(|(_, name)| (name.as_str() != TYPENAME).then(|| RowField::resolve(table, name.as_str())))
+            .map(|f| (f.name.as_str() != TYPENAME).then(|| RowField::resolve(table, f.name.as_str())))
             .collect()
     }
 
     /// Writes one row object, keys in query order; a null in a non-null column (the
-    /// general executor's error) stops it with that field's response key.
+    /// general executor's error) stops it with that field's index.
     fn write_object(
         &self,
         out: &mut Vec<u8>,
@@ -454,13 +492,13 @@ impl Planned {
         seq: Seq,
         values: &[Value],
         deleted: bool,
-    ) -> Result<(), Name> {
+    ) -> Result<(), usize> {
         out.push(b'{');
-        for (i, ((key, name), field)) in self.fields.iter().zip(fields).enumerate() {
+        for (i, (selected, field)) in self.fields.iter().zip(fields).enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            write_key(out, key);
+            write_key(out, &selected.key);
             let start = out.len();
             match field {
                 None => {
@@ -469,23 +507,39 @@ impl Planned {
                 }
                 Some(f) => f.write_json(out, seq, values, deleted),
             }
-            if out[start..] == *b"null" && !self.meta.column(name.as_str()).is_some_and(|c| c.nullable) {
-                return Err(key.clone());
+            if out[start..] == *b"null" && !self.meta.column(selected.name.as_str()).is_some_and(|c| c.nullable) {
+                return Err(i);
             }
         }
         out.push(b'}');
         Ok(())
     }
-}
 
-/// The error of a non-null field that has no value, at `root.field`, as the general
-/// executor reports it: the nullable root field becomes null.
-fn null_field_error(root: &Name, field: &Name) -> Json {
-    serde_json::json!({
-        "message": format!("the row has no value for the non-null field '{field}'"),
-        "path": [root.as_str(), field.as_str()],
-        "extensions": { "code": ErrorCode::Internal.as_str() },
-    })
+    /// A failure of this field as the general executor reports it: the message and
+    /// extensions, where in the document, and the path to the field that has no value.
+    fn error(&self, failure: Failure) -> ServerError {
+        let root = PathSegment::Field(self.key.to_string());
+        match failure {
+            Failure::Resolver(e) => {
+                let mut error = e.into_server_error(self.pos);
+                error.path = vec![root];
+                error
+            }
+            Failure::NullField(index, field) => {
+                let selected = &self.fields[field];
+                let mut error = ServerError::new(NON_NULL_MESSAGE, Some(selected.pos));
+                error.path = std::iter::once(root)
+                    .chain(index.map(PathSegment::Index))
+                    .chain([PathSegment::Field(selected.key.to_string())])
+                    .collect();
+                error
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .set("code", ErrorCode::Internal.as_str());
+                error
+            }
+        }
+    }
 }
 
 /// A response key and its colon. Keys are GraphQL names, which JSON never escapes.
@@ -498,8 +552,8 @@ fn write_key(out: &mut Vec<u8>, key: &Name) {
 #[cfg(test)]
 mod tests {
     use async_graphql::parser::parse_query;
-    use kalamdb_engine::filter::FilterLimits;
     use kalamdb_engine::ids::{ColumnName, NamespaceId, TableId, TableName};
+    use kalamdb_engine::read::filter::FilterLimits;
     use kalamdb_engine::types::ColumnType;
     use serde_json::json;
 
@@ -550,20 +604,89 @@ mod tests {
 
     /// A row without a value for a non-null column (one dropped after the document
     /// was planned: the field resolves to nothing) stops the object at that field, and
-    /// the error names it.
+    /// the error is the general executor's: its message, the field's location, the
+    /// path through the list index, and the code.
     #[test]
     fn a_null_in_a_non_null_field_is_reported_with_its_path() {
-        let doc = parse_query("mutation { insert_shop_items_one(object: {id: 1, name: \"x\"}) { id label: name } }")
-            .expect("parses");
+        let doc = parse_query("{ shop_items(limit: 2) { id\n label: name } }").expect("parses");
         let planned = paths().plan(&doc, None, &Map::new(), limits()).expect("served");
         let p = &planned[0];
         let fields = [Some(RowField::Column(0)), Some(RowField::Missing)];
         let mut out = Vec::new();
         let failed = p.write_object(&mut out, &fields, Seq(1), &[Value::Int(1)], false);
-        assert_eq!(failed.as_ref().map_err(Name::as_str), Err("label"));
-        let error = null_field_error(&p.key, &failed.unwrap_err());
-        assert_eq!(error["path"], json!(["insert_shop_items_one", "label"]));
-        assert_eq!(error["extensions"]["code"], json!("INTERNAL_ERROR"));
+        assert_eq!(failed, Err(1));
+        let error = serde_json::to_value(p.error(Failure::NullField(Some(3), 1))).unwrap();
+        assert_eq!(
+            error,
+            json!({
+                "message": NON_NULL_MESSAGE,
+                "locations": [{"line": 2, "column": 2}],
+                "path": ["shop_items", 3, "label"],
+                "extensions": {"code": "INTERNAL_ERROR"},
+            })
+        );
+    }
+
+    /// Errors of a planned document are answered here, so its engine calls are made
+    /// once: a refused insert, a result over the row limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn engine_errors_are_answered_here() {
+        use kalamdb_auth::identity::Role;
+        use kalamdb_engine::engine::EngineConfig;
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = EngineConfig::new(dir.path());
+        cfg.bcrypt_cost = 4;
+        let engine = Engine::open(cfg).await.unwrap();
+        let root = ExecContext::system();
+        for sql in [
+            "CREATE NAMESPACE shop",
+            "CREATE TABLE shop.items (id INT PRIMARY KEY, name TEXT NOT NULL, qty INT) \
+             WITH (TYPE = 'SHARED', ACCESS_LEVEL = 'PUBLIC')",
+            "INSERT INTO shop.items (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+        ] {
+            engine.execute_sql(&root, sql, &[]).await.unwrap();
+        }
+        let limits = GraphqlLimits {
+            max_rows: 2,
+            ..GraphqlLimits::default()
+        };
+        let (_, fast) = crate::schema::build_role_schema(&engine, Role::System, &limits).unwrap();
+        let answer = |query: &'static str| {
+            let doc = parse_query(query).expect("parses");
+            let (engine, fast, root) = (&engine, &fast, &root);
+            async move {
+                let body = fast
+                    .run(engine, root, &doc, None, &Map::new())
+                    .await
+                    .expect("answered here");
+                serde_json::from_slice::<Json>(&body).unwrap()
+            }
+        };
+        let dup = answer("mutation { insert_shop_items_one(object: {id: 1, name: \"x\"}) { id } }").await;
+        assert_eq!(dup["data"], Json::Null, "{dup}");
+        assert_eq!(dup["errors"][0]["extensions"]["code"], "DUPLICATE_KEY", "{dup}");
+        assert_eq!(dup["errors"][0]["path"], json!(["insert_shop_items_one"]), "{dup}");
+        let many = answer("{ one: shop_items_by_pk(id: 2) { name } shop_items { id } }").await;
+        assert_eq!(many["data"], Json::Null, "{many}");
+        assert_eq!(many["errors"][0]["extensions"]["code"], "TOO_MANY_ROWS", "{many}");
+        assert_eq!(
+            many["errors"][0]["locations"],
+            json!([{"line": 1, "column": 41}]),
+            "{many}"
+        );
+        // several failures are all answered here, in field order
+        let two = answer("{ a: shop_items { id } b: shop_items_by_pk(id: 1) { qty } c: shop_items { name } }").await;
+        assert_eq!(two["data"], Json::Null, "{two}");
+        let paths: Vec<&Json> = two["errors"].as_array().unwrap().iter().map(|e| &e["path"]).collect();
+        assert_eq!(paths, [&json!(["a"]), &json!(["c"])], "{two}");
+        // nothing was written twice: the first row is as it was
+        let id = TableId {
+            namespace: NamespaceId::parse("shop").unwrap(),
+            table: TableName::parse("items").unwrap(),
+        };
+        let rows = engine.get_by_pk(&root, &id, &Value::Int(1)).await.unwrap();
+        assert_eq!(rows.rows[0].1[1], Value::Text("a".into()));
     }
 
     #[test]
@@ -609,6 +732,32 @@ mod tests {
             None,
             json!({})
         ));
+    }
+
+    /// Every operator the spec gives a TEXT or INT column is served here, as a literal
+    /// and as a variable: none falls to the general path unnoticed.
+    #[test]
+    fn every_operator_of_the_spec_is_served() {
+        use crate::spec::{FilterOp, Operand, sample_operand};
+        for (col, ty) in [("name", ColumnType::Text), ("qty", ColumnType::Int)] {
+            for op in FilterOp::of_type(ty) {
+                let sample = sample_operand(op, ty);
+                let literal = format!(
+                    "{{ shop_items(where: {{{col}: {{{}: {sample}}}}}) {{ id }} }}",
+                    op.name()
+                );
+                assert!(served(&literal, None, json!({})), "{literal}");
+                let (var_ty, value) = match op.operand() {
+                    Operand::List => continue,
+                    operand => (scalar_name(operand.value_type(ty)), sample.into_json().unwrap()),
+                };
+                let query = format!(
+                    "query($v: {var_ty}!) {{ shop_items(where: {{{col}: {{{}: $v}}}}) {{ id }} }}",
+                    op.name()
+                );
+                assert!(served(&query, None, json!({ "v": value })), "{query}");
+            }
+        }
     }
 
     #[test]
@@ -694,6 +843,7 @@ mod tests {
             ("{ shop_items(where: {qty: {_in: 3}}) { id } }", None, json!({})),
             ("{ shop_items(where: {_and: {qty: {_eq: 1}}}) { id } }", None, json!({})),
             ("{ shop_items(where: {qty: {_like: \"a%\"}}) { id } }", None, json!({})),
+            ("{ shop_items(where: {qty: {_regex: \"a\"}}) { id } }", None, json!({})),
             ("{ shop_items(where: {name: {_eq: 1}}) { id } }", None, json!({})),
             ("{ shop_items(where: {nope: {_eq: 1}}) { id } }", None, json!({})),
             ("{ shop_items(where: {qty: {_between: 1}}) { id } }", None, json!({})),

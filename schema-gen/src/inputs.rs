@@ -3,12 +3,13 @@
 
 use async_graphql::{Name, Value as Gql};
 use kalamdb_engine::error::{EngineError, Result};
-use kalamdb_engine::filter::{CmpOp, Filter, FilterLimits, OrderKey};
 use kalamdb_engine::ids::ColumnName;
-use kalamdb_engine::mutate::Assign;
+use kalamdb_engine::read::filter::{Filter, FilterLimits, OrderKey};
 use kalamdb_engine::types::{ColumnType, Value};
+use kalamdb_engine::write::mutate::Assign;
 
 use crate::meta::TableMeta;
+use crate::spec::FilterOp;
 use crate::values::from_gql;
 
 fn object<'a>(v: &'a Gql, what: &str) -> Result<&'a async_graphql::indexmap::IndexMap<Name, Gql>> {
@@ -78,57 +79,10 @@ fn bool_exp_at(meta: &TableMeta, v: &Gql, limits: FilterLimits, depth: usize) ->
 }
 
 fn comparison(column: &ColumnName, ty: ColumnType, v: &Gql, out: &mut Vec<Filter>) -> Result<()> {
-    for (op, value) in object(v, "a comparison")? {
-        let one = |value: &Gql| from_gql(ty, value);
-        let text = |value: &Gql| match value {
-            Gql::String(s) => Ok(s.clone()),
-            _ => Err(EngineError::TypeMismatch(format!("{op} needs a string pattern"))),
-        };
-        let cmp = |op: CmpOp| -> Result<Filter> {
-            Ok(Filter::Compare {
-                column: column.clone(),
-                op,
-                value: one(value)?,
-            })
-        };
-        let like = |ci: bool, negated: bool| -> Result<Filter> {
-            Ok(Filter::Like {
-                column: column.clone(),
-                pattern: text(value)?,
-                case_insensitive: ci,
-                negated,
-            })
-        };
-        let set = |negated: bool| -> Result<Filter> {
-            Ok(Filter::In {
-                column: column.clone(),
-                values: list(value).into_iter().map(one).collect::<Result<_>>()?,
-                negated,
-            })
-        };
-        out.push(match op.as_str() {
-            "_eq" => cmp(CmpOp::Eq)?,
-            "_neq" => cmp(CmpOp::Neq)?,
-            "_gt" => cmp(CmpOp::Gt)?,
-            "_gte" => cmp(CmpOp::Gte)?,
-            "_lt" => cmp(CmpOp::Lt)?,
-            "_lte" => cmp(CmpOp::Lte)?,
-            "_in" => set(false)?,
-            "_nin" => set(true)?,
-            "_is_null" => match value {
-                Gql::Boolean(b) => Filter::IsNull {
-                    column: column.clone(),
-                    is_null: *b,
-                },
-                Gql::Null => continue,
-                _ => return Err(EngineError::TypeMismatch("_is_null needs a boolean".into())),
-            },
-            "_like" => like(false, false)?,
-            "_ilike" => like(true, false)?,
-            "_nlike" => like(false, true)?,
-            "_nilike" => like(true, true)?,
-            other => return Err(EngineError::InvalidInput(format!("unknown operator {other}"))),
-        });
+    for (name, value) in object(v, "a comparison")? {
+        let op = FilterOp::from_name(name.as_str())
+            .ok_or_else(|| EngineError::InvalidInput(format!("unknown operator {name}")))?;
+        out.extend(op.to_filter(column, ty, value)?);
     }
     Ok(())
 }

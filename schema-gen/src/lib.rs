@@ -13,4 +13,5 @@ pub mod objects;
 pub mod registry;
 pub mod resolvers;
 pub mod schema;
+pub mod spec;
 pub mod values;

@@ -1,8 +1,8 @@
 //! The shape of one table as a generated schema sees it: a snapshot of the catalog
 //! taken when the schema was built.
 
+use kalamdb_engine::catalog::schema::TableDef;
 use kalamdb_engine::ids::{ColumnName, TableId};
-use kalamdb_engine::schema::TableDef;
 use kalamdb_engine::types::ColumnType;
 
 use crate::names::TableNames;
@@ -51,6 +51,12 @@ impl TableMeta {
     /// A user column by name.
     pub fn column(&self, name: &str) -> Option<&ColumnMeta> {
         self.columns.iter().find(|c| c.name.as_str() == name)
+    }
+
+    /// Whether a row object of the table has a field of this name: a column, `_seq`
+    /// or `_deleted`.
+    pub fn has_row_field(&self, name: &str) -> bool {
+        name == SEQ || name == DELETED || self.column(name).is_some()
     }
 
     /// A column that filters and sort keys may name: user columns and `_seq`.

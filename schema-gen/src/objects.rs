@@ -7,7 +7,9 @@ use async_graphql::dynamic::{Enum, EnumItem, Field, FieldFuture, InputObject, In
 use kalamdb_engine::types::ColumnType;
 
 use crate::meta::{DELETED, SEQ, TableMeta};
-use crate::resolvers::{self, AggKind, RowObj, scalar};
+use crate::resolvers::aggregate::{self, AggKind};
+use crate::resolvers::{RowObj, mutation, query, scalar, subscription};
+use crate::spec::FilterOp;
 use crate::values::{ALL_TYPES, custom_scalars, scalar_name};
 
 pub const ORDER_BY: &str = "order_by";
@@ -39,22 +41,8 @@ pub fn shared_types() -> Vec<Type> {
         let mut input = InputObject::new(comparison_exp(ty)).description(format!(
             "Conditions on a {s} column. Several conditions in one object must all hold."
         ));
-        let ops: &[&str] = if ty == ColumnType::Json {
-            &["_eq", "_neq"]
-        } else {
-            &["_eq", "_neq", "_gt", "_gte", "_lt", "_lte"]
-        };
-        for op in ops {
-            input = input.field(InputValue::new(*op, TypeRef::named(s)));
-        }
-        input = input
-            .field(InputValue::new("_in", TypeRef::named_nn_list(s)))
-            .field(InputValue::new("_nin", TypeRef::named_nn_list(s)))
-            .field(InputValue::new("_is_null", TypeRef::named(TypeRef::BOOLEAN)));
-        if ty == ColumnType::Text {
-            for op in ["_like", "_ilike", "_nlike", "_nilike"] {
-                input = input.field(InputValue::new(op, TypeRef::named(TypeRef::STRING)));
-            }
+        for op in FilterOp::of_type(ty) {
+            input = input.field(InputValue::new(op.name(), op.operand().type_ref(ty)));
         }
         out.push(input.into());
     }
@@ -77,10 +65,10 @@ pub fn shared_types() -> Vec<Type> {
         Object::new(IDENTITY)
             .description("Who the request runs as.")
             .field(Field::new("user_id", TypeRef::named_nn(TypeRef::STRING), |ctx| {
-                FieldFuture::Value(resolvers::identity(&ctx, false))
+                FieldFuture::Value(query::identity(&ctx, false))
             }))
             .field(Field::new("role", TypeRef::named_nn(TypeRef::STRING), |ctx| {
-                FieldFuture::Value(resolvers::identity(&ctx, true))
+                FieldFuture::Value(query::identity(&ctx, true))
             }))
             .into(),
     );
@@ -155,11 +143,11 @@ pub fn table_types(meta: &Arc<TableMeta>, writable: bool) -> Vec<Type> {
     out.push(
         Object::new(n.change())
             .description(format!("A change to a row of {}.", meta.id))
-            .field(resolvers::change_op_field())
-            .field(resolvers::change_seq_field())
-            .field(resolvers::change_row_field(meta, false))
-            .field(resolvers::change_row_field(meta, true))
-            .field(resolvers::change_reset_field())
+            .field(subscription::change_op_field())
+            .field(subscription::change_seq_field())
+            .field(subscription::change_row_field(meta, false))
+            .field(subscription::change_row_field(meta, true))
+            .field(subscription::change_reset_field())
             .into(),
     );
 
@@ -188,7 +176,7 @@ pub fn table_types(meta: &Arc<TableMeta>, writable: bool) -> Vec<Type> {
     out.push(Enum::new(n.select_column()).items(column_names.clone()).into());
 
     // aggregates
-    let mut fields = Object::new(n.aggregate_fields()).field(resolvers::count_field(meta));
+    let mut fields = Object::new(n.aggregate_fields()).field(aggregate::count_field(meta));
     for kind in AggKind::ALL {
         let cols = agg_columns(meta, kind);
         if cols.is_empty() {
@@ -197,28 +185,28 @@ pub fn table_types(meta: &Arc<TableMeta>, writable: bool) -> Vec<Type> {
         let type_name = n.agg_fn_fields(kind.as_str());
         let mut obj = Object::new(&type_name);
         for (col, ty) in cols {
-            obj = obj.field(resolvers::agg_value_field(&col, agg_output(kind, ty)));
+            obj = obj.field(aggregate::agg_value_field(&col, agg_output(kind, ty)));
         }
         out.push(obj.into());
-        fields = fields.field(resolvers::agg_fn_field(kind, &type_name));
+        fields = fields.field(aggregate::agg_fn_field(kind, &type_name));
     }
     out.push(fields.into());
     let mut key = Object::new(n.group_key()).description("The values a group shares.");
     for c in &meta.columns {
-        key = key.field(resolvers::group_key_field(c.name.as_str(), column_type_ref(c.ty, true)));
+        key = key.field(aggregate::group_key_field(c.name.as_str(), column_type_ref(c.ty, true)));
     }
     out.push(key.into());
     out.push(
         Object::new(n.group())
-            .field(resolvers::group_keys_field(meta))
-            .field(resolvers::group_aggregate_field(meta))
+            .field(aggregate::group_keys_field(meta))
+            .field(aggregate::group_aggregate_field(meta))
             .into(),
     );
     out.push(
         Object::new(n.aggregate())
-            .field(resolvers::aggregate_overall_field(meta))
-            .field(resolvers::aggregate_nodes_field(meta))
-            .field(resolvers::aggregate_groups_field(meta))
+            .field(aggregate::aggregate_overall_field(meta))
+            .field(aggregate::aggregate_nodes_field(meta))
+            .field(aggregate::aggregate_groups_field(meta))
             .into(),
     );
 
@@ -263,8 +251,8 @@ pub fn table_types(meta: &Arc<TableMeta>, writable: bool) -> Vec<Type> {
         }
         out.push(
             Object::new(n.mutation_response())
-                .field(resolvers::affected_rows_field())
-                .field(resolvers::returning_field(meta))
+                .field(mutation::affected_rows_field())
+                .field(mutation::returning_field(meta))
                 .into(),
         );
     }

@@ -8,15 +8,16 @@ use std::sync::Arc;
 use async_graphql::dynamic::{Object, Schema, SchemaError, Subscription, Type};
 use kalamdb_auth::identity::Role;
 use kalamdb_auth::permissions::{TableOp, can_access_table};
+use kalamdb_engine::catalog::schema::TableDef;
 use kalamdb_engine::engine::Engine;
 use kalamdb_engine::ids::NamespaceId;
-use kalamdb_engine::schema::TableDef;
 
-use crate::errors::ErrorPath;
+use crate::errors::{ComplexityLimit, ErrorPath};
 use crate::fast::FastPaths;
 use crate::meta::TableMeta;
 use crate::objects::{shared_types, table_types};
 use crate::resolvers;
+use crate::spec::RootField;
 
 pub const QUERY_ROOT: &str = "query_root";
 pub const MUTATION_ROOT: &str = "mutation_root";
@@ -51,15 +52,9 @@ struct Visible {
 
 /// Root-field names a table contributes.
 fn root_fields(meta: &TableMeta, writable: bool) -> Vec<String> {
-    let n = &meta.names;
-    let mut out = vec![n.base.clone(), n.by_pk(), n.aggregate(), n.changes()];
-    if writable {
-        out.extend([n.insert(), n.insert_one(), n.delete(), n.delete_by_pk()]);
-        if meta.settable().next().is_some() {
-            out.extend([n.update(), n.update_by_pk()]);
-        }
-    }
-    out
+    RootField::of_table(meta, writable)
+        .map(|r| r.name(&meta.names))
+        .collect()
 }
 
 /// The tables `role` may read, in name order, minus any whose generated names would
@@ -150,7 +145,7 @@ pub fn build_role_schema(
     for t in shared_types() {
         builder = builder.register(t);
     }
-    let mut query = Object::new(QUERY_ROOT).field(resolvers::me_field());
+    let mut query = Object::new(QUERY_ROOT).field(resolvers::query::me_field());
     let mut mutation = Object::new(MUTATION_ROOT);
     let mut subscription = Subscription::new(SUBSCRIPTION_ROOT);
     for (v, types) in tables {
@@ -158,23 +153,23 @@ pub fn build_role_schema(
             builder = builder.register(t);
         }
         let m = &v.meta;
-        query = query
-            .field(resolvers::list_field(m))
-            .field(resolvers::by_pk_field(m))
-            .field(resolvers::aggregate_field(m));
-        subscription = subscription
-            .field(resolvers::live_subscription_field(m))
-            .field(resolvers::changes_subscription_field(m));
-        if v.writable {
-            mutation = mutation
-                .field(resolvers::insert_field(m))
-                .field(resolvers::insert_one_field(m))
-                .field(resolvers::delete_field(m))
-                .field(resolvers::delete_by_pk_field(m));
-            if m.settable().next().is_some() {
-                mutation = mutation
-                    .field(resolvers::update_field(m))
-                    .field(resolvers::update_by_pk_field(m));
+        for root in RootField::of_table(m, v.writable) {
+            match root {
+                RootField::List => {
+                    query = query.field(resolvers::query::list_field(m));
+                    subscription = subscription.field(resolvers::subscription::live_subscription_field(m));
+                }
+                RootField::ByPk => query = query.field(resolvers::query::by_pk_field(m)),
+                RootField::Aggregate => query = query.field(resolvers::aggregate::aggregate_field(m)),
+                RootField::Changes => {
+                    subscription = subscription.field(resolvers::subscription::changes_subscription_field(m))
+                }
+                RootField::Insert => mutation = mutation.field(resolvers::mutation::insert_field(m)),
+                RootField::InsertOne => mutation = mutation.field(resolvers::mutation::insert_one_field(m)),
+                RootField::Update => mutation = mutation.field(resolvers::mutation::update_field(m)),
+                RootField::UpdateByPk => mutation = mutation.field(resolvers::mutation::update_by_pk_field(m)),
+                RootField::Delete => mutation = mutation.field(resolvers::mutation::delete_field(m)),
+                RootField::DeleteByPk => mutation = mutation.field(resolvers::mutation::delete_by_pk_field(m)),
             }
         }
     }
@@ -189,7 +184,7 @@ pub fn build_role_schema(
         .data(engine.clone())
         .data(limits.clone())
         .extension(ErrorPath)
-        .limit_complexity(limits.max_complexity)
+        .extension(ComplexityLimit(limits.max_complexity))
         .finish()?;
     Ok((schema, fast))
 }

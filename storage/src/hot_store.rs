@@ -39,7 +39,8 @@ impl Partition {
 }
 
 /// When an acknowledged write is on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// fsync before acknowledging; concurrent writers share one fsync (group commit).
     #[default]

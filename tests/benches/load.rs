@@ -249,7 +249,7 @@ async fn run(secs: u64, conns: usize) {
         c.max_body_bytes = 1 << 20;
         c.trusted_issuers = vec![trusted];
         // the hot workloads stay hot; the cold one is flushed by hand
-        c.default_flush_policy = String::new();
+        c.engine.default_flush_policy = None;
     })
     .await;
     let external_token = idp.sign(

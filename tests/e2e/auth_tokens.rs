@@ -1,18 +1,7 @@
 //! Password login to tokens, bearer access, refresh rotation and reuse detection.
 
 use kalamdb_tests::{TestServer, pw, rows};
-use serde_json::{Value, json};
-
-async fn post(s: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    let resp = s
-        .client
-        .post(format!("{}{path}", s.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_bearer_refresh_and_reuse_detection() {
@@ -21,7 +10,14 @@ async fn login_bearer_refresh_and_reuse_detection() {
     s.root("CREATE TABLE notes (id INT PRIMARY KEY, body TEXT) WITH (TYPE = 'USER')")
         .await;
 
-    let (st, pair) = post(&s, "/v1/auth/login", json!({"username": "ann", "password": pw("ann")})).await;
+    let (st, pair) = s
+        .post(
+            "/v1/auth/login",
+            None,
+            &[],
+            json!({"username": "ann", "password": pw("ann")}),
+        )
+        .await;
     assert_eq!(st, 200, "{pair}");
     assert_eq!(pair["token_type"], "Bearer");
     assert_eq!(pair["expires_in"], 900);
@@ -54,36 +50,60 @@ async fn login_bearer_refresh_and_reuse_detection() {
     }
 
     // rotation: a refresh token works once
-    let (st, pair2) = post(&s, "/v1/auth/refresh", json!({"refresh_token": refresh1})).await;
+    let (st, pair2) = s
+        .post("/v1/auth/refresh", None, &[], json!({"refresh_token": refresh1}))
+        .await;
     assert_eq!(st, 200, "{pair2}");
     let refresh2 = pair2["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(refresh1, refresh2);
     let (st, _) = s.sql_bearer(pair2["access_token"].as_str().unwrap(), "SELECT 1").await;
     assert_eq!(st, 200);
     // reusing the old one fails and revokes the family: the new one dies too
-    let (st, _) = post(&s, "/v1/auth/refresh", json!({"refresh_token": refresh1})).await;
+    let (st, _) = s
+        .post("/v1/auth/refresh", None, &[], json!({"refresh_token": refresh1}))
+        .await;
     assert_eq!(st, 401);
-    let (st, _) = post(&s, "/v1/auth/refresh", json!({"refresh_token": refresh2})).await;
+    let (st, _) = s
+        .post("/v1/auth/refresh", None, &[], json!({"refresh_token": refresh2}))
+        .await;
     assert_eq!(st, 401, "reuse must revoke the whole session family");
 
     // a fresh login is a new family and works
-    let (_, pair3) = post(&s, "/v1/auth/login", json!({"username": "ann", "password": pw("ann")})).await;
-    let (st, _) = post(&s, "/v1/auth/refresh", json!({"refresh_token": pair3["refresh_token"]})).await;
+    let (_, pair3) = s
+        .post(
+            "/v1/auth/login",
+            None,
+            &[],
+            json!({"username": "ann", "password": pw("ann")}),
+        )
+        .await;
+    let (st, _) = s
+        .post(
+            "/v1/auth/refresh",
+            None,
+            &[],
+            json!({"refresh_token": pair3["refresh_token"]}),
+        )
+        .await;
     assert_eq!(st, 200);
 
     // failed logins all look the same
-    let (st1, b1) = post(
-        &s,
-        "/v1/auth/login",
-        json!({"username": "ann", "password": "wrong-password"}),
-    )
-    .await;
-    let (st2, b2) = post(
-        &s,
-        "/v1/auth/login",
-        json!({"username": "ghost", "password": "wrong-password"}),
-    )
-    .await;
+    let (st1, b1) = s
+        .post(
+            "/v1/auth/login",
+            None,
+            &[],
+            json!({"username": "ann", "password": "wrong-password"}),
+        )
+        .await;
+    let (st2, b2) = s
+        .post(
+            "/v1/auth/login",
+            None,
+            &[],
+            json!({"username": "ghost", "password": "wrong-password"}),
+        )
+        .await;
     assert_eq!((st1, &b1), (st2, &b2));
     assert_eq!(st1, 401);
 
@@ -96,9 +116,16 @@ async fn login_bearer_refresh_and_reuse_detection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_access_tokens_say_so() {
-    let s = TestServer::start_with(|c| c.access_token_ttl_secs = 1).await;
+    let s = TestServer::start_with(|c| c.engine.access_token_ttl_secs = 1).await;
     s.user("bo", "user").await;
-    let (_, pair) = post(&s, "/v1/auth/login", json!({"username": "bo", "password": pw("bo")})).await;
+    let (_, pair) = s
+        .post(
+            "/v1/auth/login",
+            None,
+            &[],
+            json!({"username": "bo", "password": pw("bo")}),
+        )
+        .await;
     let token = pair["access_token"].as_str().unwrap().to_string();
     let (st, _) = s.sql_bearer(&token, "SELECT 1").await;
     assert_eq!(st, 200);

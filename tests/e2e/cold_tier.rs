@@ -509,9 +509,9 @@ async fn wait_for_job_message(s: &TestServer, kind: &str, message: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_tombstones_are_purged_and_dropped_tables_lose_their_files() {
     let s = TestServer::start_with(|c| {
-        c.deleted_retention_secs = 1;
-        c.retention_check_secs = 1;
-        c.segment_delete_grace_ms = 0;
+        c.engine.deleted_retention_secs = 1;
+        c.engine.retention_check_secs = 1;
+        c.engine.segment_delete_grace_ms = 0;
     })
     .await;
     s.root("CREATE TABLE gone (id BIGINT PRIMARY KEY, v TEXT) WITH (TYPE = 'SHARED')")
@@ -545,7 +545,7 @@ async fn old_tombstones_are_purged_and_dropped_tables_lose_their_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_rows_expire_on_time() {
-    let s = TestServer::start_with(|c| c.ttl_check_secs = 1).await;
+    let s = TestServer::start_with(|c| c.engine.ttl_check_secs = 1).await;
     s.user("sam", "user").await;
     s.root("CREATE TABLE pings (id BIGINT PRIMARY KEY, v TEXT) WITH (TYPE = 'STREAM', TTL_SECONDS = 2)")
         .await;
@@ -582,9 +582,9 @@ async fn an_s3_compatible_store_holds_the_segments() {
     let s3 = kalamdb_tests::FakeS3::start().await;
     let options = s3.options();
     let s = TestServer::start_with(move |c| {
-        c.cold_store_url = Some("s3://kalam-bucket/segments".into());
-        c.cold_store_options = options;
-        c.default_flush_policy = String::new();
+        c.engine.cold_store_url = Some("s3://kalam-bucket/segments".into());
+        c.engine.cold_store_options = options;
+        c.engine.default_flush_policy = None;
     })
     .await;
     create_twins(&s).await;

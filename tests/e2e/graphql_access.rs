@@ -250,18 +250,10 @@ async fn ddl_reshapes_the_schema_without_a_restart() {
     }
 }
 
+/// A raw body to `/v1/graphql`; the status and the JSON answer (null when not JSON).
 async fn raw(s: &TestServer, auth: &str, body: &str) -> (u16, Value) {
-    let resp = s
-        .client
-        .post(format!("{}/v1/graphql", s.url))
-        .header("authorization", auth)
-        .header("content-type", "application/json")
-        .header("accept", "application/graphql-response+json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    let (status, text) = s.post_graphql(auth, body).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +262,7 @@ async fn bad_input_gets_codes_and_the_server_keeps_serving() {
         c.max_query_depth = 3;
         c.max_query_complexity = 40;
         c.max_result_rows = 5;
-        c.access_token_ttl_secs = 1;
+        c.engine.access_token_ttl_secs = 1;
     })
     .await;
     s.root("CREATE NAMESPACE app").await;

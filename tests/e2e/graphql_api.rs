@@ -80,6 +80,10 @@ async fn queries_match_sql() {
             "NOT (qty = 3 OR tag = 'x')",
         ),
         (r#"{id: {_in: []}}"#, "FALSE"),
+        (r#"{name: {_regex: "^b.*(d|l)$"}}"#, "name ~ '^b.*(d|l)$'"),
+        (r#"{name: {_iregex: "^AP"}}"#, "name ~* '^AP'"),
+        (r#"{tag: {_nregex: "^f"}}"#, "tag !~ '^f'"),
+        (r#"{name: {_niregex: "E"}, qty: {_gt: 1}}"#, "name !~* 'E' AND qty > 1"),
     ];
     for (gql_where, sql_where) in cases {
         let q = format!("{{ shop_items(where: {gql_where}) {{ id }} }}");
@@ -174,13 +178,13 @@ async fn queries_match_sql() {
     assert_eq!(d["shop_items_aggregate"]["aggregate"]["count"], 10);
 
     // response keys keep the query's order
-    let (_, text) = raw_gql(
-        &s,
-        "{ zeta: shop_items_by_pk(id: 1) { name id } alpha: _me { role } }",
-        None,
-        json!({}),
-    )
-    .await;
+    let (_, text) = s
+        .gql_text(
+            "{ zeta: shop_items_by_pk(id: 1) { name id } alpha: _me { role } }",
+            None,
+            json!({}),
+        )
+        .await;
     let at = |k: &str| text.find(k).unwrap_or_else(|| panic!("{k} in {text}"));
     assert!(
         at("\"zeta\"") < at("\"alpha\"") && at("\"name\"") < at("\"id\""),
@@ -332,25 +336,69 @@ async fn mutations_match_sql() {
     s.stop().await;
 }
 
-/// The raw body of a GraphQL request, with an operation name when given.
-async fn raw_gql(s: &TestServer, query: &str, operation: Option<&str>, variables: Value) -> (u16, String) {
-    let mut body = json!({ "query": query, "variables": variables });
-    if let Some(op) = operation {
-        body["operationName"] = json!(op);
-    }
-    let resp = s
-        .client
-        .post(format!("{}/v1/graphql", s.url))
-        .header(
-            "authorization",
-            kalamdb_tests::basic("root", kalamdb_tests::ROOT_PASSWORD),
+/// Hasura's regular-expression operators on text columns: in every kind of root field,
+/// the same rows as SQL's `~` family, errors with codes for bad patterns, and linear time
+/// on a pattern that backtracking engines take exponential time on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regular_expression_filters() {
+    let s = TestServer::start().await;
+    setup(&s).await;
+    let count = |d: &Value| d["shop_items_aggregate"]["aggregate"]["count"].clone();
+    let d = s
+        .gql_ok(
+            "root",
+            r#"{ shop_items_aggregate(where: {name: {_iregex: "^b|^a"}}) { aggregate { count } } }"#,
+            json!({}),
         )
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("request");
-    (resp.status().as_u16(), resp.text().await.expect("body"))
+        .await;
+    let want = rows(&s.root("SELECT COUNT(*) FROM shop.items WHERE name ~* '^b|^a'").await);
+    assert_eq!(count(&d), want[0][0]);
+    assert_eq!(count(&d), json!(6));
+
+    // a write by pattern changes exactly the rows SQL's pattern finds
+    let d = s
+        .gql_ok(
+            "root",
+            r#"mutation { update_shop_items(where: {name: {_regex: "^b"}, qty: {_is_null: false}}, _inc: {qty: 100}) { affected_rows } }"#,
+            json!({}),
+        )
+        .await;
+    let want = rows(&s.root("SELECT COUNT(*) FROM shop.items WHERE qty >= 100").await);
+    assert_eq!(d["update_shop_items"]["affected_rows"], want[0][0]);
+    assert_eq!(want[0][0], json!(2));
+
+    // errors: malformed, too long, too large once compiled
+    for (pattern, code) in [
+        ("(", "INVALID_INPUT"),
+        (&"a".repeat(2000)[..], "FILTER_TOO_COMPLEX"),
+        (r"\w{1000}\w{1000}", "FILTER_TOO_COMPLEX"),
+    ] {
+        let (_, body) = s
+            .gql(
+                "root",
+                "query($r: String!) { shop_items(where: {name: {_regex: $r}}) { id } }",
+                json!({ "r": pattern }),
+            )
+            .await;
+        assert_eq!(body["errors"][0]["extensions"]["code"], code, "{pattern}: {body}");
+    }
+
+    // (a+)+$ over 50,000 a's and a b: linear time, so it simply answers
+    s.gql_ok(
+        "root",
+        "mutation($n: String!) { insert_shop_items_one(object: {id: 100, name: $n}) { id } }",
+        json!({ "n": format!("{}b", "a".repeat(50_000)) }),
+    )
+    .await;
+    let d = s
+        .gql_ok(
+            "root",
+            r#"{ shop_items(where: {name: {_regex: "^(a+)+$"}}) { id } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(ids(&d["shop_items"]), Vec::<i64>::new());
+    s.stop().await;
 }
 
 /// Queries made only of `_by_pk` lookups and list fields, and single `insert_<t>_one`
@@ -358,8 +406,13 @@ async fn raw_gql(s: &TestServer, query: &str, operation: Option<&str>, variables
 /// those of the general executor (a server with the path off).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_direct_path_answers_as_the_general_executor() {
-    let fast = TestServer::start().await;
-    let general = TestServer::start_with(|c| c.graphql_fast_path = false).await;
+    // a row limit below the table's size, so that both answer TOO_MANY_ROWS too
+    let fast = TestServer::start_with(|c| c.max_result_rows = 8).await;
+    let general = TestServer::start_with(|c| {
+        c.graphql_fast_path = false;
+        c.max_result_rows = 8;
+    })
+    .await;
     for s in [&fast, &general] {
         setup(s).await;
         // every other output type, and text that JSON must escape
@@ -438,6 +491,18 @@ async fn the_direct_path_answers_as_the_general_executor() {
         ),
         ("{ shop_items(order_by: [{price: asc_nulls_first}], limit: 3) { id price } }", None, json!({})),
         ("{ shop_items(where: {qty: {_gt: 1000}}) { id } }", None, json!({})),
+        // over the row limit: the list is non-null, so data is null
+        ("{ one: shop_items_by_pk(id: 2) { name } shop_items { id name } }", None, json!({})),
+        (
+            "query($r: String!) { shop_items(where: {_or: [{name: {_iregex: $r}}, {tag: {_nregex: \"^(f|x)\"}}]}, \
+             order_by: {id: asc}) { id name tag } }",
+            None,
+            json!({"r": "^b[aeiou]"}),
+        ),
+        // a malformed and an over-long regular expression, and one on a number
+        ("{ shop_items(where: {name: {_regex: \"(\"}}) { id } }", None, json!({})),
+        ("query($r: String!) { shop_items(where: {name: {_regex: $r}}) { id } }", None, json!({"r": "a".repeat(2000)})),
+        ("{ shop_items(where: {qty: {_regex: \"1\"}}) { id } }", None, json!({})),
         (
             "{ shop_kinds(order_by: {id: desc}) { id ok at u j b s _deleted __typename } \
              one: shop_kinds_by_pk(id: 1) { s j } }",
@@ -472,15 +537,17 @@ async fn the_direct_path_answers_as_the_general_executor() {
         ("{ shop_items(where: {id: {_gte: 50}}) { id name qty tag } }", None, json!({})),
     ]);
     for (query, op, vars) in cases {
-        let a = raw_gql(&fast, query, op, vars.clone()).await;
-        let b = raw_gql(&general, query, op, vars.clone()).await;
+        let a = fast.gql_text(query, op, vars.clone()).await;
+        let b = general.gql_text(query, op, vars.clone()).await;
         assert_eq!(
             a, b,
             "{query} {vars}: the direct path differs from the general executor"
         );
     }
     // the other output types were answered, not refused alike by both
-    let (status, body) = raw_gql(&fast, "{ shop_kinds(order_by: {id: asc}) { s j b } }", None, json!({})).await;
+    let (status, body) = fast
+        .gql_text("{ shop_kinds(order_by: {id: asc}) { s j b } }", None, json!({}))
+        .await;
     let body: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["shop_kinds"][0]["j"]["a"]["b"], json!(false), "{body}");
@@ -496,4 +563,33 @@ async fn the_direct_path_answers_as_the_general_executor() {
         Some(sql[0][0].to_string()),
         "{data} vs {sql:?}"
     );
+}
+
+/// `GET /metrics` answers in Prometheus' text format and counts this server's requests
+/// by kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_kind() {
+    let s = TestServer::start().await;
+    s.root("CREATE NAMESPACE m").await;
+    for _ in 0..3 {
+        s.gql_ok("root", "{ _me { role } }", json!({})).await;
+    }
+    let resp = s
+        .client
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    let ty = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ty.starts_with("text/plain; version=0.0.4"), "{ty}");
+    let text = resp.text().await.expect("body");
+    for line in [
+        "kalamdb_http_requests_total{kind=\"graphql\"} 3",
+        "kalamdb_http_requests_total{kind=\"sql\"} 1",
+        "kalamdb_http_requests_total{kind=\"metrics\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    s.stop().await;
 }

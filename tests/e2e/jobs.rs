@@ -34,10 +34,11 @@ fn queued(r: &Value) -> (String, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_retry_deduplicate_queue_and_die_on_request() {
     let s = TestServer::start_with(|c| {
-        c.faults = kalamdb_engine::faults::Faults::parse("fail@flush:1,sleep@compact:1500,fail@cleanup:99").unwrap();
-        c.job_backoff_ms = 1500;
-        c.job_max_retries = 1;
-        c.max_concurrent_jobs = 1;
+        c.engine.faults =
+            kalamdb_engine::faults::Faults::parse("fail@flush:1,sleep@compact:1500,fail@cleanup:99").unwrap();
+        c.engine.job_backoff_ms = 1500;
+        c.engine.job_max_retries = 1;
+        c.engine.max_concurrent_jobs = 1;
     })
     .await;
     for t in ["t1", "t2", "t3"] {

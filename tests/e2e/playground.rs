@@ -14,7 +14,7 @@ async fn playground_in_headless_chromium() {
     idp.next_user("subject-olga", "olga");
     let s = TestServer::start_at(|c, url| {
         c.demo = true;
-        c.access_token_ttl_secs = ACCESS_TOKEN_TTL_SECS;
+        c.engine.access_token_ttl_secs = ACCESS_TOKEN_TTL_SECS;
         let mut provider = idp.provider("fake-oidc", url, true);
         provider.app_redirects.push(format!("{url}/"));
         c.oauth_providers = vec![provider];

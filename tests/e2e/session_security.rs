@@ -7,27 +7,15 @@ use std::time::Duration;
 use kalamdb_tests::{ROOT_PASSWORD, TestServer, WsClient, WsEnd, basic, pw, rows};
 use serde_json::{Value, json};
 
-async fn post(s: &TestServer, path: &str, auth: Option<&str>, headers: &[(&str, &str)], body: Value) -> (u16, Value) {
-    let mut req = s.client.post(format!("{}{path}", s.url)).json(&body);
-    if let Some(a) = auth {
-        req = req.header("authorization", a);
-    }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
-}
-
 async fn login(s: &TestServer, user: &str, password: &str) -> (String, String) {
-    let (st, pair) = post(
-        s,
-        "/v1/auth/login",
-        None,
-        &[],
-        json!({"username": user, "password": password}),
-    )
-    .await;
+    let (st, pair) = s
+        .post(
+            "/v1/auth/login",
+            None,
+            &[],
+            json!({"username": user, "password": password}),
+        )
+        .await;
     assert_eq!(st, 200, "{pair}");
     (
         pair["access_token"].as_str().unwrap().to_string(),
@@ -36,7 +24,7 @@ async fn login(s: &TestServer, user: &str, password: &str) -> (String, String) {
 }
 
 async fn sql_status(s: &TestServer, auth: &str, sql: &str) -> u16 {
-    post(s, "/v1/sql", Some(auth), &[], json!({ "sql": sql })).await.0
+    s.post("/v1/sql", Some(auth), &[], json!({ "sql": sql })).await.0
 }
 
 /// A socket initialised with `authorization` and one live query running on it.
@@ -58,8 +46,7 @@ async fn closed_as_forbidden(c: &mut WsClient) {
 }
 
 async fn try_login(s: &TestServer, user: &str, password: &str) -> (u16, Value) {
-    post(
-        s,
+    s.post(
         "/v1/auth/login",
         None,
         &[],
@@ -69,8 +56,7 @@ async fn try_login(s: &TestServer, user: &str, password: &str) -> (u16, Value) {
 }
 
 async fn gql_acting_as(s: &TestServer, auth: &str, act_as: &str) -> (u16, Value) {
-    post(
-        s,
+    s.post(
         "/v1/graphql",
         Some(auth),
         &[("x-kalamdb-user-id", act_as)],
@@ -98,19 +84,21 @@ async fn logout_and_credential_changes_revoke_sessions_and_close_subscriptions()
     let mut wc = watching(&s, &basic("ann", &pw("ann"))).await;
 
     // logout ends session a only: its socket closes, its tokens stop working
-    let (st, body) = post(&s, "/v1/auth/logout", Some(&bearer(&a)), &[], json!({})).await;
+    let (st, body) = s.post("/v1/auth/logout", Some(&bearer(&a)), &[], json!({})).await;
     assert_eq!(st, 204, "{body}");
     closed_as_forbidden(&mut wa).await;
     assert_eq!(sql_status(&s, &bearer(&a), "SELECT 1").await, 401);
-    let (st, _) = post(&s, "/v1/auth/refresh", None, &[], json!({"refresh_token": a_refresh})).await;
+    let (st, _) = s
+        .post("/v1/auth/refresh", None, &[], json!({"refresh_token": a_refresh}))
+        .await;
     assert_eq!(st, 401);
     wb.silent_for(300).await;
     wc.silent_for(10).await;
     assert_eq!(sql_status(&s, &bearer(&b), "SELECT 1").await, 200);
     // logout needs a token of ours
-    let (st, _) = post(&s, "/v1/auth/logout", Some("Bearer garbage"), &[], json!({})).await;
+    let (st, _) = s.post("/v1/auth/logout", Some("Bearer garbage"), &[], json!({})).await;
     assert_eq!(st, 401);
-    let (st, _) = post(&s, "/v1/auth/logout", None, &[], json!({})).await;
+    let (st, _) = s.post("/v1/auth/logout", None, &[], json!({})).await;
     assert_eq!(st, 401);
 
     // ann changes her password: every session and socket of hers ends
@@ -122,7 +110,9 @@ async fn logout_and_credential_changes_revoke_sessions_and_close_subscriptions()
     closed_as_forbidden(&mut wb).await;
     closed_as_forbidden(&mut wc).await;
     assert_eq!(sql_status(&s, &bearer(&b), "SELECT 1").await, 401);
-    let (st, _) = post(&s, "/v1/auth/refresh", None, &[], json!({"refresh_token": b_refresh})).await;
+    let (st, _) = s
+        .post("/v1/auth/refresh", None, &[], json!({"refresh_token": b_refresh}))
+        .await;
     assert_eq!(st, 401);
     assert_eq!(sql_status(&s, &basic("ann", &pw("ann")), "SELECT 1").await, 401);
 
@@ -131,7 +121,9 @@ async fn logout_and_credential_changes_revoke_sessions_and_close_subscriptions()
     let mut w = watching(&s, &bearer(&c)).await;
     s.root("ALTER USER ann SET ROLE service").await;
     closed_as_forbidden(&mut w).await;
-    let (st, _) = post(&s, "/v1/auth/refresh", None, &[], json!({"refresh_token": c_refresh})).await;
+    let (st, _) = s
+        .post("/v1/auth/refresh", None, &[], json!({"refresh_token": c_refresh}))
+        .await;
     assert_eq!(st, 401);
 
     // and so does deletion
@@ -153,11 +145,15 @@ async fn reused_refresh_token_closes_the_sessions_subscriptions() {
     s.root("CREATE TABLE notes (id INT PRIMARY KEY, body TEXT) WITH (TYPE = 'USER')")
         .await;
     let (_, r1) = login(&s, "bo", &pw("bo")).await;
-    let (st, pair) = post(&s, "/v1/auth/refresh", None, &[], json!({"refresh_token": r1})).await;
+    let (st, pair) = s
+        .post("/v1/auth/refresh", None, &[], json!({"refresh_token": r1}))
+        .await;
     assert_eq!(st, 200);
     let mut w = watching(&s, &bearer(pair["access_token"].as_str().unwrap())).await;
     // the old refresh token comes back: the thief and the owner both lose the session
-    let (st, _) = post(&s, "/v1/auth/refresh", None, &[], json!({"refresh_token": r1})).await;
+    let (st, _) = s
+        .post("/v1/auth/refresh", None, &[], json!({"refresh_token": r1}))
+        .await;
     assert_eq!(st, 401);
     closed_as_forbidden(&mut w).await;
     s.stop().await;
@@ -166,8 +162,8 @@ async fn reused_refresh_token_closes_the_sessions_subscriptions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lockout_after_repeated_failures_looks_like_any_failure() {
     let s = TestServer::start_with(|c| {
-        c.login_max_failures = 3;
-        c.login_lockout_secs = 2;
+        c.engine.login_max_failures = 3;
+        c.engine.login_lockout_secs = 2;
     })
     .await;
     s.user("cy", "user").await;
@@ -194,49 +190,49 @@ async fn root_is_refused_from_a_forwarded_remote_address() {
     // behind a trusted proxy on loopback, the client's address is the forwarded one
     let s = TestServer::start_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await;
     let root_login = json!({"username": "root", "password": ROOT_PASSWORD});
-    let (st, body) = post(
-        &s,
-        "/v1/auth/login",
-        None,
-        &[("x-forwarded-for", "203.0.113.7")],
-        root_login.clone(),
-    )
-    .await;
+    let (st, body) = s
+        .post(
+            "/v1/auth/login",
+            None,
+            &[("x-forwarded-for", "203.0.113.7")],
+            root_login.clone(),
+        )
+        .await;
     assert_eq!(
         (st, body["error"]["message"].as_str()),
         (401, Some("invalid username or password"))
     );
-    let (st, _) = post(
-        &s,
-        "/v1/sql",
-        Some(&basic("root", ROOT_PASSWORD)),
-        &[("x-forwarded-for", "203.0.113.7")],
-        json!({"sql": "SELECT 1"}),
-    )
-    .await;
+    let (st, _) = s
+        .post(
+            "/v1/sql",
+            Some(&basic("root", ROOT_PASSWORD)),
+            &[("x-forwarded-for", "203.0.113.7")],
+            json!({"sql": "SELECT 1"}),
+        )
+        .await;
     assert_eq!(st, 401);
     // a local client through the proxy is still local
-    let (st, _) = post(
-        &s,
-        "/v1/auth/login",
-        None,
-        &[("x-forwarded-for", "127.0.0.1")],
-        root_login.clone(),
-    )
-    .await;
+    let (st, _) = s
+        .post(
+            "/v1/auth/login",
+            None,
+            &[("x-forwarded-for", "127.0.0.1")],
+            root_login.clone(),
+        )
+        .await;
     assert_eq!(st, 200);
     s.stop().await;
 
     // without a trusted proxy, X-Forwarded-For is ignored: the peer is loopback
     let s = TestServer::start().await;
-    let (st, _) = post(
-        &s,
-        "/v1/auth/login",
-        None,
-        &[("x-forwarded-for", "203.0.113.7")],
-        root_login,
-    )
-    .await;
+    let (st, _) = s
+        .post(
+            "/v1/auth/login",
+            None,
+            &[("x-forwarded-for", "203.0.113.7")],
+            root_login,
+        )
+        .await;
     assert_eq!(st, 200);
     s.stop().await;
 }
@@ -252,20 +248,23 @@ async fn audit_log_records_security_events() {
     s.root("ALTER USER eve SET PASSWORD 'eve-password-2'").await;
 
     let (_, refresh) = login(&s, "eve", "eve-password-2").await;
-    let (_, body) = post(
-        &s,
-        "/v1/auth/login",
-        None,
-        &[("x-forwarded-for", "198.51.100.4")],
-        json!({"username": "eve", "password": "not-it-at-all"}),
-    )
-    .await;
+    let (_, body) = s
+        .post(
+            "/v1/auth/login",
+            None,
+            &[("x-forwarded-for", "198.51.100.4")],
+            json!({"username": "eve", "password": "not-it-at-all"}),
+        )
+        .await;
     assert_eq!(body["error"]["code"], "UNAUTHENTICATED");
-    let (st, pair) = post(&s, "/v1/auth/refresh", None, &[], json!({"refresh_token": refresh})).await;
+    let (st, pair) = s
+        .post("/v1/auth/refresh", None, &[], json!({"refresh_token": refresh}))
+        .await;
     assert_eq!(st, 200);
-    post(&s, "/v1/auth/refresh", None, &[], json!({"refresh_token": refresh})).await;
+    s.post("/v1/auth/refresh", None, &[], json!({"refresh_token": refresh}))
+        .await;
     let (access, _) = login(&s, "eve", "eve-password-2").await;
-    post(&s, "/v1/auth/logout", Some(&bearer(&access)), &[], json!({})).await;
+    s.post("/v1/auth/logout", Some(&bearer(&access)), &[], json!({})).await;
     drop(pair);
     // forbidden: DDL as a user, over SQL and GraphQL's act-as
     assert_eq!(

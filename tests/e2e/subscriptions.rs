@@ -291,7 +291,7 @@ async fn resume_with_since_seq_has_no_gap_and_no_duplicate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_older_than_the_log_gets_a_flagged_snapshot() {
-    let s = TestServer::start_with(|c| c.change_log_retention_secs = 1).await;
+    let s = TestServer::start_with(|c| c.engine.change_log_retention_secs = 1).await;
     setup(&s).await;
     insert(&s, "alice", 1, "old", false).await;
     let mut c = s.ws_as("alice").await;
@@ -458,7 +458,7 @@ async fn protocol_errors_close_with_the_right_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_tokens_close_4403_and_shutdown_closes_1001() {
-    let s = TestServer::start_with(|c| c.access_token_ttl_secs = 2).await;
+    let s = TestServer::start_with(|c| c.engine.access_token_ttl_secs = 2).await;
     setup(&s).await;
     let token = s.token("alice", &kalamdb_tests::pw("alice")).await;
     let mut c = s.ws("graphql-transport-ws").await;
@@ -673,5 +673,40 @@ async fn stream_tables_are_routed_per_user() {
         json!({ "app_typing_changes": [{ "op": "INSERT", "row": { "id": "2", "who": "alice" } }] })
     );
     a.silent_for(300).await;
+    s.stop().await;
+}
+
+/// A change feed filtered by a regular expression gets the changes whose old or new
+/// row matches, and a live query the rows that match, as they change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regular_expressions_filter_subscriptions() {
+    let s = TestServer::start().await;
+    setup(&s).await;
+    let mut c = s.ws_as("alice").await;
+    c.subscribe("f", CHANGES, json!({ "w": { "title": { "_iregex": "^urgent:" } } }))
+        .await;
+    c.subscribe(
+        "q",
+        "subscription { app_items(where: {title: {_niregex: \"^urgent:\"}}, order_by: {id: asc}) { id } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(c.next_data("q").await, json!({ "app_items": [] }));
+    insert(&s, "alice", 1, "routine", false).await;
+    assert_eq!(c.next_data("q").await, json!({ "app_items": [{ "id": "1" }] }));
+    insert(&s, "alice", 2, "URGENT: call back", false).await;
+    let ev = c.events("f", "app_items_changes", 1).await;
+    assert_eq!(ids(&ev, "row"), ["2"]);
+    // routine becomes urgent: it leaves the live query and enters the feed
+    s.gql_ok(
+        "alice",
+        "mutation { update_app_items_by_pk(pk_columns: {id: 1}, _set: {title: \"urgent: now\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(c.next_data("q").await, json!({ "app_items": [] }));
+    let ev = c.events("f", "app_items_changes", 1).await;
+    assert_eq!(ev[0]["op"], "UPDATE");
+    assert_eq!(ids(&ev, "row"), ["1"]);
     s.stop().await;
 }

@@ -12,18 +12,18 @@ use kalamdb_auth::{identity::Role, identity::UserId, permissions, permissions::A
 use kalamdb_storage::{hot_store::Partition, seq::now_millis};
 use serde_json::json;
 
+use crate::accounts::users::UserRecord;
 use crate::catalog::NamespaceDef;
+use crate::catalog::schema::{ColumnDef, DefaultExpr, FlushPolicy, TableDef, TableSchema};
 use crate::context::ExecContext;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::ids::{ColumnId, ColumnName, NamespaceId, TableId};
 use crate::jobs::{JobKind, JobTarget};
-use crate::schema::{ColumnDef, DefaultExpr, FlushPolicy, TableDef, TableSchema};
 use crate::sql::eval::builtin_call;
 use crate::sql::parse::{Statement, UserChange, ident_name, table_id};
 use crate::sql::result::SqlResult;
 use crate::types::ColumnType;
-use crate::users::UserRecord;
 
 const RESERVED_COLUMNS: [&str; 2] = ["_seq", "_deleted"];
 
@@ -241,21 +241,21 @@ impl Engine {
             } => {
                 self.require_user_admin(ctx, role)?;
                 let id = UserId::parse(&name)?;
-                if self.users.active(&id).is_some() {
+                if self.accounts.users.active(&id).is_some() {
                     if if_not_exists {
                         return Ok(SqlResult::message(format!("user {id} already exists")));
                     }
                     return Err(EngineError::AlreadyExists(format!("user '{id}'")));
                 }
                 let hash = match password {
-                    Some(p) => Some(self.hash_password(p).await?),
+                    Some(p) => Some(self.accounts.hash_password(p).await?),
                     None => None,
                 };
                 let now = now_millis();
                 // a name used before starts above the old account's epoch, so that
                 // the old account's tokens never work for the new one
-                let session_epoch = self.users.get(&id).map_or(0, |old| old.session_epoch + 1);
-                self.users.put(
+                let session_epoch = self.accounts.users.get(&id).map_or(0, |old| old.session_epoch + 1);
+                self.accounts.users.put(
                     &self.store,
                     UserRecord {
                         id: id.clone(),
@@ -272,6 +272,7 @@ impl Engine {
             Statement::AlterUser { name, change } => {
                 let id = UserId::parse(&name)?;
                 let mut user = self
+                    .accounts
                     .users
                     .active(&id)
                     .ok_or_else(|| EngineError::UserNotFound(id.to_string()))?;
@@ -280,7 +281,7 @@ impl Engine {
                     self.require_user_admin(ctx, user.role)?;
                 }
                 match change {
-                    UserChange::Password(p) => user.password_hash = Some(self.hash_password(p).await?),
+                    UserChange::Password(p) => user.password_hash = Some(self.accounts.hash_password(p).await?),
                     UserChange::Role(r) => {
                         self.require_user_admin(ctx, r)?;
                         if id.as_str() == UserId::ROOT {
@@ -291,13 +292,13 @@ impl Engine {
                 }
                 user.updated_at_ms = now_millis();
                 user.session_epoch += 1;
-                self.users.put(&self.store, user)?;
-                self.revoke_user_sessions(&id);
+                self.accounts.users.put(&self.store, user)?;
+                self.accounts.revoke_user_sessions(&id);
                 Ok(SqlResult::message(format!("user {id} altered")))
             }
             Statement::DropUser { name, if_exists } => {
                 let id = UserId::parse(&name)?;
-                let Some(mut user) = self.users.active(&id) else {
+                let Some(mut user) = self.accounts.users.active(&id) else {
                     if if_exists {
                         return Ok(SqlResult::message(format!("user {id} does not exist")));
                     }
@@ -313,8 +314,8 @@ impl Engine {
                 user.deleted_at_ms = Some(now);
                 user.updated_at_ms = now;
                 user.session_epoch += 1;
-                self.users.put(&self.store, user)?;
-                self.revoke_user_sessions(&id);
+                self.accounts.users.put(&self.store, user)?;
+                self.accounts.revoke_user_sessions(&id);
                 Ok(SqlResult::message(format!("user {id} dropped")))
             }
             Statement::ShowNamespaces => {

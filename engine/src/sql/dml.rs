@@ -14,17 +14,17 @@ use kalamdb_auth::permissions::TableOp;
 use kalamdb_storage::seq::Seq;
 use std::sync::Arc;
 
-use crate::arrow_convert::array_value;
-use crate::commit::{OnConflict, WriteOp};
+use crate::catalog::schema::TableDef;
 use crate::context::ExecContext;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
-use crate::row_expr::RowExpr;
-use crate::schema::TableDef;
+use crate::read::arrow_convert::array_value;
 use crate::sql::eval::{compile_row_expr, eval_const};
 use crate::sql::parse::{ident_name, table_id};
 use crate::sql::result::SqlResult;
 use crate::types::Value;
+use crate::write::commit::{OnConflict, WriteOp};
+use crate::write::row_expr::RowExpr;
 
 fn column_name(n: &ObjectName) -> Result<String> {
     match n.0.last() {
@@ -60,7 +60,7 @@ impl Engine {
         match stmt {
             ast::Statement::Query(_) | ast::Statement::Explain { .. } => {
                 let batches = self.run_query(ctx, stmt, params).await?;
-                let (columns, rows) = crate::arrow_convert::batches_to_json(&batches)?;
+                let (columns, rows) = crate::read::arrow_convert::batches_to_json(&batches)?;
                 Ok(SqlResult {
                     columns,
                     rows,

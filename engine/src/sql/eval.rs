@@ -5,11 +5,11 @@ use datafusion::sql::sqlparser::ast::{self, BinaryOperator, Expr, FunctionArgume
 use kalamdb_auth::identity::UserId;
 use kalamdb_storage::{seq::SeqAllocator, seq::now_micros};
 
+use crate::catalog::schema::{DefaultExpr, TableSchema};
 use crate::error::{EngineError, Result};
-use crate::row_expr::{BinOp, RowExpr};
-use crate::schema::{DefaultExpr, TableSchema};
 use crate::sql::parse::ident_name;
 use crate::types::{ColumnType, Value};
+use crate::write::row_expr::{BinOp, RowExpr};
 
 /// What constant expressions may refer to.
 pub struct EvalEnv<'a> {

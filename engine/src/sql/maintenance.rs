@@ -5,11 +5,11 @@ use kalamdb_auth::permissions::{self, TableType};
 use kalamdb_storage::seq::now_millis;
 use serde_json::json;
 
+use crate::catalog::schema::TableDef;
 use crate::context::ExecContext;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::jobs::{JobId, JobKind, JobTarget, Submitted};
-use crate::schema::TableDef;
 use crate::sql::parse::Statement;
 use crate::sql::result::SqlResult;
 

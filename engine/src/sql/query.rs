@@ -18,17 +18,17 @@ use datafusion::sql::sqlparser::ast;
 use kalamdb_auth::permissions::TableOp;
 use kalamdb_storage::hot_store::HotStore;
 
+use crate::accounts::users::UserStore;
 use crate::catalog::Catalog;
-use crate::cold::ColdTier;
+use crate::catalog::system_tables;
 use crate::context::ExecContext;
 use crate::engine::{Engine, resolve_table};
 use crate::error::{EngineError, Result};
 use crate::ids::{NamespaceId, TableId, TableName};
 use crate::jobs::Jobs;
 use crate::live::LiveHub;
-use crate::provider::TieredTableProvider;
-use crate::system_tables;
-use crate::users::UserStore;
+use crate::read::provider::TieredTableProvider;
+use crate::tiers::cold::ColdTier;
 
 /// What one statement may read, bound to its caller.
 #[derive(Clone)]
@@ -184,7 +184,7 @@ impl Engine {
         let scope = Scope {
             store: self.store.clone(),
             catalog: self.catalog.clone(),
-            users: self.users.clone(),
+            users: self.accounts.users.clone(),
             live: self.live.clone(),
             cold: self.cold.clone(),
             jobs: self.jobs.clone(),

@@ -1,0 +1,297 @@
+//! Login sessions: our HS256 access tokens and rotating refresh tokens. A session is
+//! the chain of tokens from one login (its *family*, which access tokens carry as
+//! `sid`). Refresh tokens are random, stored only as SHA-256 hashes, used once each;
+//! presenting a used one again revokes the whole session, as logout does. Tokens also
+//! carry the user's session epoch, which a password change, role change or deletion
+//! raises: that revokes every session of the user at once.
+
+use std::collections::HashSet;
+
+use kalamdb_auth::error::AuthError;
+use kalamdb_auth::identity::{Role, UserId};
+use kalamdb_auth::jwt::{Claims, Grant, TokenKeys};
+use kalamdb_auth::memory::TokenMemory;
+use kalamdb_storage::hot_store::{HotStore, Partition, WriteBatch};
+use kalamdb_storage::keys::prefix_successor;
+use kalamdb_storage::seq::now_millis;
+use parking_lot::{Mutex, RwLock};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{EngineError, Result};
+
+const SECRET_KEY: &[u8] = b"meta/jwt_secret";
+/// A refresh token's record, keyed by the SHA-256 of the token (never the token).
+const REFRESH_PREFIX: &str = "refresh/";
+const REVOKED_PREFIX: &str = "refresh_family_revoked/";
+/// How many verified access tokens are remembered (skipping their signature check).
+const MAX_REMEMBERED: usize = 10_000;
+const ISSUER: &str = "kalamdb";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RefreshRecord {
+    user: UserId,
+    family: String,
+    expires_at_ms: u64,
+    used: bool,
+    /// The user's session epoch when the session began.
+    #[serde(default)]
+    epoch: u64,
+}
+
+/// A verified access token.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub user: UserId,
+    pub role: Role,
+    /// Unix seconds.
+    pub expires_at: u64,
+    pub session: String,
+    pub epoch: u64,
+}
+
+/// Why a refresh failed, beyond a plain bad token: the engine audits reuse.
+#[derive(Debug)]
+pub enum RefreshOutcome {
+    Issued(TokenPair),
+    /// A used token came back; its session is now revoked.
+    Reused {
+        user: UserId,
+        session: String,
+    },
+}
+
+pub struct Sessions {
+    keys: TokenKeys,
+    refresh_ttl_ms: u64,
+    /// Serializes refresh so that one token cannot be exchanged twice concurrently.
+    refresh_lock: Mutex<()>,
+    /// Access tokens whose signature, issuer and expiry were checked.
+    verified: TokenMemory<AccessToken>,
+    /// Revoked sessions, as stored (loaded at open, added to by [`Self::revoke`]), so
+    /// that checking a request's session reads no storage.
+    revoked: RwLock<HashSet<String>>,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn refresh_key(token: &str) -> Vec<u8> {
+    let digest = Sha256::digest(token.as_bytes());
+    let hex: String = digest.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{REFRESH_PREFIX}{hex}").into_bytes()
+}
+
+fn family_key(family: &str) -> Vec<u8> {
+    format!("{REVOKED_PREFIX}{family}").into_bytes()
+}
+
+fn internal(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(e.to_string())
+}
+
+impl Sessions {
+    /// Loads the signing secret, creating it at first start.
+    pub fn open(store: &HotStore, access_ttl_secs: u64, refresh_ttl_secs: u64) -> Result<Self> {
+        let sys = Partition::system();
+        let secret = match store.get(&sys, SECRET_KEY)? {
+            Some(s) => s,
+            None => {
+                let mut s = vec![0u8; 32];
+                rand::rng().fill_bytes(&mut s);
+                let mut b = WriteBatch::new();
+                b.put(&sys, SECRET_KEY.to_vec(), s.clone());
+                store.write(b)?;
+                s
+            }
+        };
+        let mut revoked = HashSet::new();
+        let upper = prefix_successor(REVOKED_PREFIX.as_bytes());
+        let mut it = store.scan(&sys, REVOKED_PREFIX.as_bytes(), upper.as_deref())?;
+        while let Some((k, _)) = it.next_entry()? {
+            let family = std::str::from_utf8(&k[REVOKED_PREFIX.len()..]).map_err(internal)?;
+            revoked.insert(family.to_string());
+        }
+        drop(it);
+        Ok(Self {
+            keys: TokenKeys::new(&secret, ISSUER, access_ttl_secs),
+            refresh_ttl_ms: refresh_ttl_secs * 1000,
+            refresh_lock: Mutex::new(()),
+            verified: TokenMemory::new(MAX_REMEMBERED),
+            revoked: RwLock::new(revoked),
+        })
+    }
+
+    fn put_refresh(&self, b: &mut WriteBatch, token: &str, rec: &RefreshRecord) -> Result<()> {
+        b.put(
+            &Partition::system(),
+            refresh_key(token),
+            serde_json::to_vec(rec).map_err(internal)?,
+        );
+        Ok(())
+    }
+
+    /// Issues an access token and a refresh token of session `family` (a new one when
+    /// `None`), at the user's session `epoch`.
+    fn issue_in(
+        &self,
+        store: &HotStore,
+        user: &UserId,
+        role: Role,
+        epoch: u64,
+        family: Option<String>,
+        mut batch: WriteBatch,
+    ) -> Result<TokenPair> {
+        let family = family.unwrap_or_else(|| random_hex(16));
+        let grant = Grant {
+            user,
+            role,
+            session: &family,
+            epoch,
+        };
+        let access_token = self.keys.issue(&grant, now_millis() / 1000).map_err(internal)?;
+        let refresh_token = random_hex(32);
+        let rec = RefreshRecord {
+            user: user.clone(),
+            family,
+            expires_at_ms: now_millis() + self.refresh_ttl_ms,
+            used: false,
+            epoch,
+        };
+        self.put_refresh(&mut batch, &refresh_token, &rec)?;
+        store.write(batch)?;
+        Ok(TokenPair {
+            access_token,
+            token_type: "Bearer",
+            expires_in: self.keys.ttl_secs(),
+            refresh_token,
+        })
+    }
+
+    /// A new session for `user` at session `epoch`.
+    pub fn issue(&self, store: &HotStore, user: &UserId, role: Role, epoch: u64) -> Result<TokenPair> {
+        self.issue_in(store, user, role, epoch, None, WriteBatch::new())
+    }
+
+    /// Exchanges a refresh token for a new pair. `current` gives the user's role and
+    /// session epoch if the user is still active.
+    pub fn refresh(
+        &self,
+        store: &HotStore,
+        token: &str,
+        current: impl Fn(&UserId) -> Option<(Role, u64)>,
+    ) -> Result<RefreshOutcome> {
+        let invalid = || EngineError::InvalidToken("invalid refresh token".into());
+        let _guard = self.refresh_lock.lock();
+        let sys = Partition::system();
+        let key = refresh_key(token);
+        let rec: RefreshRecord = match store.get(&sys, &key)? {
+            Some(v) => serde_json::from_slice(&v).map_err(internal)?,
+            None => return Err(invalid()),
+        };
+        if self.is_revoked(&rec.family) {
+            return Err(invalid());
+        }
+        if rec.used {
+            // a used token came back: someone holds a copy. End the whole session.
+            self.revoke(store, &rec.family)?;
+            tracing::warn!(user = %rec.user, "refresh token reuse; session revoked");
+            return Ok(RefreshOutcome::Reused {
+                user: rec.user,
+                session: rec.family,
+            });
+        }
+        if rec.expires_at_ms < now_millis() {
+            return Err(EngineError::TokenExpired);
+        }
+        let (role, epoch) = current(&rec.user).ok_or_else(invalid)?;
+        if epoch != rec.epoch {
+            return Err(invalid());
+        }
+        let mut batch = WriteBatch::new();
+        self.put_refresh(
+            &mut batch,
+            token,
+            &RefreshRecord {
+                used: true,
+                ..rec.clone()
+            },
+        )?;
+        self.issue_in(store, &rec.user, role, epoch, Some(rec.family), batch)
+            .map(RefreshOutcome::Issued)
+    }
+
+    /// Ends a session: its refresh tokens and access tokens stop working.
+    pub fn revoke(&self, store: &HotStore, session: &str) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.put(
+            &Partition::system(),
+            family_key(session),
+            now_millis().to_be_bytes().to_vec(),
+        );
+        store.write(b)?;
+        self.revoked.write().insert(session.to_string());
+        Ok(())
+    }
+
+    pub fn is_revoked(&self, session: &str) -> bool {
+        self.revoked.read().contains(session)
+    }
+
+    /// The session of a refresh token, if the token is ours.
+    pub fn session_of_refresh(&self, store: &HotStore, token: &str) -> Result<Option<(UserId, String)>> {
+        Ok(match store.get(&Partition::system(), &refresh_key(token))? {
+            Some(v) => {
+                let rec: RefreshRecord = serde_json::from_slice(&v).map_err(internal)?;
+                Some((rec.user, rec.family))
+            }
+            None => None,
+        })
+    }
+
+    /// Verifies an access token's signature, issuer and expiry (not revocation: the
+    /// engine checks that against the session and the user).
+    pub fn verify(&self, token: &str) -> Result<AccessToken> {
+        let digest = TokenMemory::<AccessToken>::digest(token);
+        let now_secs = now_millis() / 1000;
+        if let Some(hit) = self.verified.recall(&digest, now_secs) {
+            return Ok(hit);
+        }
+        let t = Self::access(self.keys.verify(token))?;
+        // the verification takes a token up to and including its `exp` second
+        self.verified.remember(digest, t.clone(), t.expires_at, now_secs);
+        Ok(t)
+    }
+
+    /// As [`Self::verify`], but an expired token passes (for logout).
+    pub fn verify_allow_expired(&self, token: &str) -> Result<AccessToken> {
+        Self::access(self.keys.verify_any_age(token))
+    }
+
+    fn access(verified: std::result::Result<Claims, AuthError>) -> Result<AccessToken> {
+        let claims = verified.map_err(|e| match e {
+            AuthError::ExpiredToken => EngineError::TokenExpired,
+            _ => EngineError::InvalidToken("invalid token".into()),
+        })?;
+        let user = UserId::parse(&claims.sub).map_err(|_| EngineError::InvalidToken("invalid token".into()))?;
+        Ok(AccessToken {
+            user,
+            role: claims.role,
+            expires_at: claims.exp,
+            session: claims.sid,
+            epoch: claims.sep,
+        })
+    }
+}

@@ -1,0 +1,6 @@
+//! The cold tier as the engine sees it (`cold`: partition directories, rows to
+//! segments, segments back to the current schema, pruning), and the jobs that move and
+//! tidy rows (`flush`: flush, compaction, TTL eviction, retention purge, cleanup).
+
+pub mod cold;
+pub mod flush;

@@ -1,0 +1,403 @@
+//! The commit pipeline: one writer thread takes every pending write request, checks
+//! each against the rows as they are at that moment (primary-key uniqueness,
+//! compare-and-set on `_seq`, `ON CONFLICT`), allocates `_seq`s in commit order and
+//! writes all of them as one RocksDB batch with one fsync (group commit). A request is
+//! all-or-nothing: if any of its rows fails, none of them is written.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+
+use kalamdb_auth::identity::UserId;
+use kalamdb_auth::permissions::TableType;
+use kalamdb_storage::{hot_store::HotStore, hot_store::Partition, hot_store::WriteBatch, seq::Seq};
+use tokio::sync::oneshot;
+
+use crate::catalog::Catalog;
+use crate::catalog::schema::TableDef;
+use crate::codec::{decode_header, decode_row, encode_row, encode_tombstone, row_key};
+use crate::error::{EngineError, Result};
+use crate::live::LiveHub;
+use crate::live::changelog::{ChangeKind, encode_entry, entry_key};
+use crate::read::row_cache::{PartitionKey, RowCache};
+use crate::tiers::cold::{ColdTier, partition_dir};
+use crate::tiers::flush::Unflushed;
+use crate::types::Value;
+use crate::write::row_expr::RowExpr;
+
+/// What an insert does when its primary key exists.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnConflict {
+    Error,
+    DoNothing,
+    /// Assign these columns (current schema indexes) on the existing row.
+    DoUpdate(Vec<(usize, RowExpr)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// A full row in the current schema's column order, defaults already applied.
+    Insert {
+        values: Vec<Value>,
+        on_conflict: OnConflict,
+    },
+    /// Assigns columns of the row with this key. With `expected_seq`, fails with a
+    /// write conflict unless the row is still at that version.
+    Update {
+        pk: Value,
+        expected_seq: Option<Seq>,
+        set: Vec<(usize, RowExpr)>,
+    },
+    Delete {
+        pk: Value,
+        expected_seq: Option<Seq>,
+    },
+}
+
+pub struct WriteRequest {
+    pub table: Arc<TableDef>,
+    /// The owner of the rows, for per-user tables.
+    pub user: Option<UserId>,
+    pub ops: Vec<WriteOp>,
+}
+
+/// One row change that was committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedChange {
+    pub kind: ChangeKind,
+    pub seq: Seq,
+    /// The row after the change (none for deletes).
+    pub new: Option<Vec<Value>>,
+    /// The row before the change (none for inserts).
+    pub old: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Default)]
+pub struct WriteOutcome {
+    pub changes: Vec<AppliedChange>,
+}
+
+type Exclusive = Box<dyn FnOnce(&HotStore) + Send>;
+
+enum Job {
+    Write(WriteRequest, oneshot::Sender<Result<WriteOutcome>>),
+    Exclusive(Exclusive),
+}
+
+pub struct CommitPipeline {
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// Closing the pipeline lets the writer finish what is queued and waits for it, so the
+/// store is closed before whoever dropped the engine goes on (a process that exits
+/// with RocksDB still open may abort).
+impl Drop for CommitPipeline {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The largest number of requests grouped into one batch.
+const MAX_GROUP: usize = 512;
+
+impl CommitPipeline {
+    /// Starts the writer thread. It reads cold rows (for key checks on flushed rows)
+    /// through the runtime it is started from.
+    pub fn start(store: Arc<HotStore>, catalog: Arc<Catalog>, sinks: Sinks, cold: Arc<ColdTier>) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let cold = ColdLookup {
+            cold,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let thread = thread::Builder::new()
+            .name("kalamdb-commit".into())
+            .spawn(move || writer_loop(&store, &catalog, &sinks, &cold, rx))
+            .expect("spawn the commit thread");
+        Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn sender(&self) -> Result<&mpsc::Sender<Job>> {
+        self.tx
+            .as_ref()
+            .ok_or_else(|| EngineError::Internal("commit pipeline stopped".into()))
+    }
+
+    pub async fn write(&self, req: WriteRequest) -> Result<WriteOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.sender()?
+            .send(Job::Write(req, tx))
+            .map_err(|_| EngineError::Internal("commit pipeline stopped".into()))?;
+        rx.await
+            .map_err(|_| EngineError::Internal("commit pipeline dropped a request".into()))?
+    }
+
+    /// Runs `f` on the writer thread between two batches, so it never interleaves with a
+    /// write (DDL that creates or drops partitions).
+    pub async fn exclusive<R: Send + 'static>(&self, f: impl FnOnce(&HotStore) -> R + Send + 'static) -> Result<R> {
+        let (tx, rx) = oneshot::channel();
+        let job: Exclusive = Box::new(move |store| {
+            let _ = tx.send(f(store));
+        });
+        self.sender()?
+            .send(Job::Exclusive(job))
+            .map_err(|_| EngineError::Internal("commit pipeline stopped".into()))?;
+        rx.await
+            .map_err(|_| EngineError::Internal("commit pipeline dropped a request".into()))
+    }
+}
+
+/// The newest state of keys written by the group being built, per table: the row's
+/// seq and encoded bytes, or `None` once deleted.
+type Pending = HashMap<u64, HashMap<Vec<u8>, Option<(Seq, Vec<u8>)>>>;
+
+fn merge(into: &mut Pending, from: Pending) {
+    for (uid, keys) in from {
+        into.entry(uid).or_default().extend(keys);
+    }
+}
+
+/// Who hears of a committed batch before its writers are acknowledged.
+pub struct Sinks {
+    pub cache: Arc<RowCache>,
+    pub live: Arc<LiveHub>,
+    pub unflushed: Arc<Unflushed>,
+}
+
+/// Reads of flushed rows from the writer thread.
+struct ColdLookup {
+    cold: Arc<ColdTier>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ColdLookup {
+    /// The newest cold version of a key, encoded as a hot row would be.
+    fn get(&self, table: &TableDef, user: Option<&UserId>, pk: &Value) -> Result<Option<(Seq, Vec<u8>)>> {
+        let dir = partition_dir(table, user);
+        if self.cold.store.cached_manifest(&dir).is_some_and(|m| m.is_empty()) {
+            return Ok(None);
+        }
+        let found = self.runtime.block_on(self.cold.get(table, user, pk))?;
+        Ok(found.map(|(seq, values)| (seq, encode_row(table.current(), seq, &values))))
+    }
+}
+
+fn writer_loop(store: &HotStore, catalog: &Catalog, sinks: &Sinks, cold: &ColdLookup, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut writes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match job {
+                Job::Write(req, reply) => writes.push((req, reply)),
+                Job::Exclusive(f) => {
+                    // keep order: commit what came before, then run the exclusive job
+                    commit_group(store, catalog, sinks, cold, std::mem::take(&mut writes));
+                    f(store);
+                    sinks.cache.clear();
+                }
+            }
+        }
+        commit_group(store, catalog, sinks, cold, writes);
+    }
+}
+
+fn commit_group(
+    store: &HotStore,
+    catalog: &Catalog,
+    sinks: &Sinks,
+    cold: &ColdLookup,
+    writes: Vec<(WriteRequest, oneshot::Sender<Result<WriteOutcome>>)>,
+) {
+    if writes.is_empty() {
+        return;
+    }
+    let mut batch = WriteBatch::new();
+    let mut pending: Pending = HashMap::new();
+    let mut results = Vec::with_capacity(writes.len());
+    let mut touched: Vec<PartitionKey> = Vec::new();
+    let mut committed: Vec<(Arc<TableDef>, Option<UserId>)> = Vec::new();
+    for (req, reply) in writes {
+        let mut local = WriteBatch::new();
+        let mut local_pending: Pending = HashMap::new();
+        let res = apply_request(store, catalog, cold, &req, &pending, &mut local_pending, &mut local);
+        if res.is_ok() {
+            batch.append(local);
+            merge(&mut pending, local_pending);
+            touched.push((req.table.uid.0, req.user.clone()));
+        }
+        committed.push((req.table, req.user));
+        results.push((reply, res));
+    }
+    let written = if batch.is_empty() { Ok(()) } else { store.write(batch) };
+    match written {
+        Ok(()) => {
+            // durable now; readers must not be served the old rows once this is acknowledged
+            sinks.cache.invalidate(&touched);
+            for ((table, user), (reply, res)) in committed.iter().zip(results) {
+                if let Ok(out) = &res {
+                    sinks.live.publish(table, user.as_ref(), &out.changes);
+                    sinks.unflushed.add(table.uid.0, out.changes.len() as u64);
+                }
+                let _ = reply.send(res);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "commit failed");
+            for (reply, res) in results {
+                let _ = reply.send(res.and(Err(EngineError::Internal("commit failed".into()))));
+            }
+        }
+    }
+}
+
+fn apply_request(
+    store: &HotStore,
+    catalog: &Catalog,
+    cold: &ColdLookup,
+    req: &WriteRequest,
+    group: &Pending,
+    local: &mut Pending,
+    batch: &mut WriteBatch,
+) -> Result<WriteOutcome> {
+    let table = catalog
+        .table_by_uid(req.table.uid)
+        .ok_or_else(|| EngineError::TableNotFound(req.table.id.to_string()))?;
+    if table.current().version != req.table.current().version {
+        // the schema changed after the statement was planned
+        return Err(EngineError::WriteConflict);
+    }
+    let schema = table.current();
+    let part = Partition::table(table.uid.0);
+    let user = req.user.as_ref();
+    let mut out = WriteOutcome::default();
+
+    // the live version of a key: what this group wrote last, else what is stored hot,
+    // else the newest cold version
+    let lookup = |local: &Pending, key: &[u8], pk: &Value| -> Result<Option<(Seq, Vec<u8>)>> {
+        let uid = table.uid.0;
+        let pending = local
+            .get(&uid)
+            .and_then(|m| m.get(key))
+            .or_else(|| group.get(&uid).and_then(|m| m.get(key)));
+        if let Some(v) = pending {
+            return Ok(v.clone());
+        }
+        let found = store.get_with(&part, key, |bytes| -> Result<Option<(Seq, Vec<u8>)>> {
+            let (_, seq, deleted) = decode_header(bytes)?;
+            Ok((!deleted).then(|| (seq, bytes.to_vec())))
+        })?;
+        match found.transpose()? {
+            Some(hot) => Ok(hot),
+            None if table.table_type == TableType::Stream => Ok(None),
+            None => cold.get(&table, user, pk),
+        }
+    };
+    let values_of = |bytes: &[u8]| -> Result<Vec<Value>> { Ok(decode_row(&table, bytes)?.values) };
+
+    for op in &req.ops {
+        let (pk, key) = match op {
+            WriteOp::Insert { values, .. } => {
+                let pk = values.get(schema.pk).cloned().unwrap_or(Value::Null);
+                let key = row_key(user, &pk)?;
+                (pk, key)
+            }
+            WriteOp::Update { pk, .. } | WriteOp::Delete { pk, .. } => (pk.clone(), row_key(user, pk)?),
+        };
+        let existing = lookup(local, &key, &pk)?;
+        let check_version = |existing: &Option<(Seq, Vec<u8>)>, expected: &Option<Seq>| -> Result<()> {
+            match (existing, expected) {
+                (Some((seq, _)), Some(exp)) if seq != exp => Err(EngineError::WriteConflict),
+                (None, Some(_)) => Err(EngineError::WriteConflict),
+                _ => Ok(()),
+            }
+        };
+        // (kind, new values, old values, old encoded row)
+        let change = match (op, existing) {
+            (WriteOp::Insert { values, .. }, None) => (ChangeKind::Insert, Some(values.clone()), None, None),
+            (WriteOp::Insert { on_conflict, .. }, Some(_)) if *on_conflict == OnConflict::Error => {
+                return Err(EngineError::DuplicateKey(pk.to_string()));
+            }
+            (
+                WriteOp::Insert {
+                    on_conflict: OnConflict::DoUpdate(set),
+                    values,
+                },
+                Some((_, old_bytes)),
+            ) => {
+                let old = values_of(&old_bytes)?;
+                let new = assign(&table, &old, set, Some(values))?;
+                (ChangeKind::Update, Some(new), Some(old), Some(old_bytes))
+            }
+            (WriteOp::Insert { .. }, Some(_)) => continue,
+            (WriteOp::Update { expected_seq, set, .. }, existing) => {
+                check_version(&existing, expected_seq)?;
+                let Some((_, old_bytes)) = existing else { continue };
+                let old = values_of(&old_bytes)?;
+                let new = assign(&table, &old, set, None)?;
+                (ChangeKind::Update, Some(new), Some(old), Some(old_bytes))
+            }
+            (WriteOp::Delete { expected_seq, .. }, existing) => {
+                check_version(&existing, expected_seq)?;
+                let Some((_, old_bytes)) = existing else { continue };
+                (ChangeKind::Delete, None, Some(values_of(&old_bytes)?), Some(old_bytes))
+            }
+        };
+        let (kind, new, old, old_bytes) = change;
+        let seq = store.seq().next();
+        let new_bytes = match &new {
+            Some(v) => encode_row(schema, seq, v),
+            None => encode_tombstone(schema, seq),
+        };
+        let entry = encode_entry(
+            table.uid,
+            kind,
+            &key,
+            new.is_some().then_some(&new_bytes[..]),
+            old_bytes.as_deref(),
+        );
+        batch.put(&Partition::change_log(), entry_key(seq), entry);
+        local
+            .entry(table.uid.0)
+            .or_default()
+            .insert(key.clone(), new.is_some().then(|| (seq, new_bytes.clone())));
+        batch.put(&part, key, new_bytes);
+        batch.note_seq(seq);
+        out.changes.push(AppliedChange { kind, seq, new, old });
+    }
+    Ok(out)
+}
+
+/// Applies assignments to a copy of `old`, enforcing types, NOT NULL and a fixed key.
+fn assign(table: &TableDef, old: &[Value], set: &[(usize, RowExpr)], excluded: Option<&[Value]>) -> Result<Vec<Value>> {
+    let schema = table.current();
+    let mut new = old.to_vec();
+    for (idx, expr) in set {
+        let col = schema
+            .columns
+            .get(*idx)
+            .ok_or_else(|| EngineError::Internal("assignment to a column out of range".into()))?;
+        // every expression sees the row as it was before this statement
+        let v = expr.eval_as(col.ty, old, excluded)?;
+        if *idx == schema.pk && v != old[*idx] {
+            return Err(EngineError::InvalidInput("the primary key cannot be changed".into()));
+        }
+        if v.is_null() && !col.nullable {
+            return Err(EngineError::NotNull(col.name.to_string()));
+        }
+        new[*idx] = v;
+    }
+    Ok(new)
+}

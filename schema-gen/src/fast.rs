@@ -16,6 +16,10 @@
 //! fields are reported in field order (the general executor reports them in the order
 //! its concurrent resolvers fail, which no client can rely on).
 //!
+//! A document is planned once per role schema (so per role and catalog generation)
+//! and operation, and the plan is kept by the document's text: a request only binds
+//! its variables' values, each checked against the scalar it stands for.
+//!
 //! A document of another shape, or one the validator might refuse (a fragment or
 //! directive, a variable missing, nullable or of the wrong type, a null literal, a
 //! single value where a list is due, an enum or JSON value given by variable), returns
@@ -25,8 +29,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use async_graphql::indexmap::IndexMap;
-use async_graphql::parser::types::{BaseType, ExecutableDocument, Field, OperationType, Selection, VariableDefinition};
+use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection};
 use async_graphql::{Name, PathSegment, Pos, ServerError, Value as Gql};
 use async_graphql_value::Value as Ast;
 use kalamdb_engine::catalog::schema::TableDef;
@@ -37,21 +40,22 @@ use kalamdb_engine::read::filter::FilterLimits;
 use kalamdb_engine::read::select::SelectRequest;
 use kalamdb_engine::types::{ColumnType, Value};
 use kalamdb_storage::seq::Seq;
+use parking_lot::RwLock;
 use serde_json::{Map, Value as Json};
 
-use crate::documents::operation;
+mod check;
+
+use self::check::{Vars, by_pk_argument, insert_argument, list_arguments, plain_fields};
+use crate::documents::{Document, operation};
 use crate::errors::engine_error;
 use crate::meta::TableMeta;
-use crate::objects::ORDER_DIRECTIONS;
 use crate::resolvers::mutation::insert_one;
 use crate::resolvers::{RowField, check_row_count, list_request_of};
 use crate::schema::GraphqlLimits;
-use crate::spec::{Arg, FilterOp, Operand, RootField};
-use crate::values::{accepts, from_gql, scalar_name};
+use crate::spec::RootField;
+use crate::values::{accepts, from_gql};
 
 const TYPENAME: &str = "__typename";
-/// `where` literals nested deeper than this go to the general path.
-const MAX_LITERAL_DEPTH: usize = 16;
 
 /// The `_by_pk`, list and (for tables the role may write) `insert_<t>_one` root fields
 /// of one role's schema.
@@ -59,6 +63,27 @@ const MAX_LITERAL_DEPTH: usize = 16;
 pub struct FastPaths {
     roots: HashMap<String, (RootField, Arc<TableMeta>)>,
     limits: GraphqlLimits,
+    /// Each document's plan per operation name (`None`: the general path serves it),
+    /// by the document's text. The paths are built per role and catalog generation,
+    /// so this holds a plan per (role, generation, document, operation).
+    plans: RwLock<HashMap<Arc<str>, Vec<OperationPlan>>>,
+}
+
+/// An operation's name and its plan (`None`: the general path serves it).
+type OperationPlan = (Option<String>, Option<Arc<DocPlan>>);
+
+/// The most documents whose plans are kept; past it the memory starts again.
+const MAX_PLANNED_DOCUMENTS: usize = 1024;
+/// Longer documents are planned on every request (the document cache does not keep
+/// them either).
+const MAX_PLANNED_LEN: usize = 16 * 1024;
+
+/// A document planned once: each root field checked, with its arguments still holding
+/// the variables, and each use of a variable with the scalar it must be. A request
+/// only binds its variables' values to it.
+struct DocPlan {
+    fields: Vec<Planned>,
+    uses: Vec<(Name, ColumnType)>,
 }
 
 enum Fetch {
@@ -73,7 +98,9 @@ struct Planned {
     /// Where the field is in the document, for its errors.
     pos: Pos,
     meta: Arc<TableMeta>,
-    fetch: Fetch,
+    kind: RootField,
+    /// The arguments, checked, with their variables.
+    args: Vec<(Name, Ast)>,
     /// The selected fields, in query order.
     fields: Vec<Selected>,
 }
@@ -98,129 +125,6 @@ enum Failure {
 /// The message async-graphql gives a non-null field that has no value.
 const NON_NULL_MESSAGE: &str = "internal: non-null types require a return value";
 
-/// What an input position of the schema takes.
-#[derive(Clone, Copy)]
-enum Want {
-    BoolExp,
-    Comparison(ColumnType),
-    Scalar(ColumnType),
-    /// `[T!]`, given as a list literal.
-    ScalarList(ColumnType),
-    OrderBy,
-    /// `<t>_insert_input`: columns, each of its scalar.
-    InsertObject,
-}
-
-/// The operation's variables, as the validator would check them.
-struct Vars<'a> {
-    defs: HashMap<&'a str, &'a VariableDefinition>,
-    values: &'a Map<String, Json>,
-    used: HashSet<&'a str>,
-}
-
-impl<'a> Vars<'a> {
-    /// A variable in a scalar position: declared exactly as that scalar, non-null, and
-    /// given a value the scalar accepts.
-    fn scalar(&mut self, name: &Name, ty: ColumnType) -> Option<Gql> {
-        let (&key, def) = self.defs.get_key_value(name.as_str())?;
-        let declared = !def.var_type.node.nullable
-            && matches!(&def.var_type.node.base, BaseType::Named(n) if n.as_str() == scalar_name(ty));
-        if !declared || !def.directives.is_empty() || ty == ColumnType::Json {
-            return None;
-        }
-        let value = Gql::from_json(self.values.get(key)?.clone()).ok()?;
-        if value == Gql::Null || !accepts(ty, &value) {
-            return None;
-        }
-        self.used.insert(key);
-        Some(value)
-    }
-}
-
-/// Checks an argument's value against what its position takes and returns it with the
-/// variables substituted; `None` for anything the validator might refuse or that this
-/// path leaves to the general one.
-fn literal(v: &Ast, want: Want, meta: &TableMeta, vars: &mut Vars<'_>, depth: usize) -> Option<Gql> {
-    if depth > MAX_LITERAL_DEPTH {
-        return None;
-    }
-    match (want, v) {
-        (Want::Scalar(ColumnType::Json), _) => None,
-        (Want::Scalar(ty), Ast::Variable(name)) => vars.scalar(name, ty),
-        (_, Ast::Variable(_) | Ast::Null) => None,
-        (Want::Scalar(ty), v) => {
-            let c = v.clone().into_const()?;
-            accepts(ty, &c).then_some(c)
-        }
-        (Want::ScalarList(ty), Ast::List(items)) => items
-            .iter()
-            .map(|i| literal(i, Want::Scalar(ty), meta, vars, depth + 1))
-            .collect::<Option<Vec<_>>>()
-            .map(Gql::List),
-        (Want::Comparison(ty), Ast::Object(ops)) => {
-            let mut out = IndexMap::with_capacity(ops.len());
-            for (name, value) in ops {
-                let op = FilterOp::from_name(name.as_str()).filter(|op| op.applies_to(ty))?;
-                let want = match op.operand() {
-                    Operand::List => Want::ScalarList(ty),
-                    operand => Want::Scalar(operand.value_type(ty)),
-                };
-                out.insert(name.clone(), literal(value, want, meta, vars, depth + 1)?);
-            }
-            Some(Gql::Object(out))
-        }
-        (Want::BoolExp, Ast::Object(fields)) => {
-            let mut out = IndexMap::with_capacity(fields.len());
-            for (key, value) in fields {
-                let checked = match (key.as_str(), value) {
-                    ("_and" | "_or", Ast::List(items)) => Gql::List(
-                        items
-                            .iter()
-                            .map(|i| literal(i, Want::BoolExp, meta, vars, depth + 1))
-                            .collect::<Option<Vec<_>>>()?,
-                    ),
-                    ("_and" | "_or", _) => return None,
-                    ("_not", v) => literal(v, Want::BoolExp, meta, vars, depth + 1)?,
-                    (col, v) => {
-                        let (_, ty) = meta.filterable(col)?;
-                        literal(v, Want::Comparison(ty), meta, vars, depth + 1)?
-                    }
-                };
-                out.insert(key.clone(), checked);
-            }
-            Some(Gql::Object(out))
-        }
-        (Want::InsertObject, Ast::Object(fields)) => {
-            let mut out = IndexMap::with_capacity(fields.len());
-            for (col, value) in fields {
-                let ty = meta.column(col.as_str())?.ty;
-                out.insert(col.clone(), literal(value, Want::Scalar(ty), meta, vars, depth + 1)?);
-            }
-            Some(Gql::Object(out))
-        }
-        (Want::OrderBy, Ast::List(items)) => items
-            .iter()
-            .map(|i| literal(i, Want::OrderBy, meta, vars, depth + 1))
-            .collect::<Option<Vec<_>>>()
-            .map(Gql::List),
-        (Want::OrderBy, Ast::Object(keys)) => {
-            let mut out = IndexMap::with_capacity(keys.len());
-            for (col, dir) in keys {
-                let (_, ty) = meta.filterable(col.as_str())?;
-                let Ast::Enum(d) = dir else {
-                    return None;
-                };
-                if ty == ColumnType::Json || !ORDER_DIRECTIONS.contains(&d.as_str()) {
-                    return None;
-                }
-                out.insert(col.clone(), Gql::Enum(d.clone()));
-            }
-            Some(Gql::Object(out))
-        }
-        _ => None,
-    }
-}
-
 impl FastPaths {
     /// The paths of the tables a role sees, each with whether the role may write it.
     pub fn new(tables: impl IntoIterator<Item = (Arc<TableMeta>, bool)>, limits: GraphqlLimits) -> Self {
@@ -232,7 +136,11 @@ impl FastPaths {
             }
             roots.insert(m.names.base.clone(), (RootField::List, m));
         }
-        Self { roots, limits }
+        Self {
+            roots,
+            limits,
+            plans: RwLock::default(),
+        }
     }
 
     /// Answers the document if it has the shape this path serves, with the response
@@ -242,23 +150,24 @@ impl FastPaths {
         &self,
         engine: &Engine,
         ctx: &ExecContext,
-        doc: &ExecutableDocument,
+        doc: &Document,
         operation_name: Option<&str>,
         variables: &Map<String, Json>,
     ) -> Option<Vec<u8>> {
-        let planned = self.plan(doc, operation_name, variables, engine.filter_limits())?;
+        let plan = self.plan_of(doc, operation_name)?;
+        let fetches = self.bind(&plan, variables, engine.filter_limits())?;
         let mut out = Vec::with_capacity(512);
         // the failed fields' errors, in field order, and whether a null takes `data` with it
         let mut errors: Vec<ServerError> = Vec::new();
         let mut nulls_data = false;
         out.extend_from_slice(b"{\"data\":{");
-        for (i, p) in planned.iter().enumerate() {
+        for (i, (p, fetch)) in plan.fields.iter().zip(&fetches).enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             write_key(&mut out, &p.key);
             let start = out.len();
-            let Err(failure) = self.answer(engine, ctx, p, &mut out).await else {
+            let Err(failure) = self.answer(engine, ctx, p, fetch, &mut out).await else {
                 continue;
             };
             out.truncate(start);
@@ -270,7 +179,7 @@ impl FastPaths {
             }
             // a list field is non-null, so its error nulls `data`; so does any error of a
             // mutation's field, which the general executor resolves serially with `?`
-            nulls_data |= matches!(p.fetch, Fetch::List(_) | Fetch::InsertOne(_));
+            nulls_data |= matches!(fetch, Fetch::List(_) | Fetch::InsertOne(_));
             errors.push(error);
         }
         out.extend_from_slice(b"}");
@@ -288,9 +197,16 @@ impl FastPaths {
     }
 
     /// Makes one root field's engine call and writes its value.
-    async fn answer(&self, engine: &Engine, ctx: &ExecContext, p: &Planned, out: &mut Vec<u8>) -> Result<(), Failure> {
+    async fn answer(
+        &self,
+        engine: &Engine,
+        ctx: &ExecContext,
+        p: &Planned,
+        fetch: &Fetch,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
         let engine_failure = |e: EngineError| Failure::Resolver(engine_error(e));
-        match &p.fetch {
+        match fetch {
             Fetch::ByPk(pk) => {
                 let rows = engine.get_by_pk(ctx, &p.meta.id, pk).await.map_err(engine_failure)?;
                 match rows.rows.first() {
@@ -327,13 +243,33 @@ impl FastPaths {
         Ok(())
     }
 
-    fn plan(
-        &self,
-        doc: &ExecutableDocument,
-        operation_name: Option<&str>,
-        variables: &Map<String, Json>,
-        filter_limits: FilterLimits,
-    ) -> Option<Vec<Planned>> {
+    /// The document's plan, made on its first request and kept.
+    fn plan_of(&self, doc: &Document, operation_name: Option<&str>) -> Option<Arc<DocPlan>> {
+        let found = self.plans.read().get(&*doc.text).and_then(|ops| {
+            ops.iter()
+                .find(|(name, _)| name.as_deref() == operation_name)
+                .map(|(_, plan)| plan.clone())
+        });
+        if let Some(plan) = found {
+            return plan;
+        }
+        let plan = self.prepare(&doc.doc, operation_name).map(Arc::new);
+        if doc.text.len() <= MAX_PLANNED_LEN {
+            let mut plans = self.plans.write();
+            if plans.len() >= MAX_PLANNED_DOCUMENTS {
+                plans.clear();
+            }
+            plans
+                .entry(doc.text.clone())
+                .or_default()
+                .push((operation_name.map(str::to_owned), plan.clone()));
+        }
+        plan
+    }
+
+    /// Plans a document of the shape this path serves: every check that does not
+    /// depend on the variables' values.
+    fn prepare(&self, doc: &ExecutableDocument, operation_name: Option<&str>) -> Option<DocPlan> {
         if !doc.fragments.is_empty() {
             return None;
         }
@@ -341,8 +277,6 @@ impl FastPaths {
         let op = &op.node;
         let mutation = match op.ty {
             OperationType::Query => false,
-            // one root field: a refused insert then wrote nothing, and the general path
-            // may make it again
             OperationType::Mutation if op.selection_set.node.items.len() == 1 => true,
             _ => return None,
         };
@@ -355,15 +289,14 @@ impl FastPaths {
                 .iter()
                 .map(|d| (d.node.name.node.as_str(), &d.node))
                 .collect(),
-            values: variables,
-            used: HashSet::new(),
+            uses: Vec::new(),
         };
         if vars.defs.len() != op.variable_definitions.len() {
             return None;
         }
         let mut keys: HashSet<&str> = HashSet::new();
         let mut complexity = 0usize;
-        let mut out = Vec::new();
+        let mut fields = Vec::new();
         for sel in &op.selection_set.node.items {
             let Selection::Field(field) = &sel.node else {
                 return None;
@@ -373,104 +306,76 @@ impl FastPaths {
             if !f.directives.is_empty() || !keys.insert(f.response_key().node.as_str()) {
                 return None;
             }
-            let fetch = match (kind, mutation) {
-                (RootField::ByPk, false) => Fetch::ByPk(by_pk_argument(f, meta, &mut vars)?),
-                (RootField::List, false) => Fetch::List(self.list_arguments(f, meta, &mut vars, filter_limits)?),
-                (RootField::InsertOne, true) => Fetch::InsertOne(insert_argument(f, meta, &mut vars)?),
+            match (kind, mutation) {
+                (RootField::ByPk, false) => by_pk_argument(f, meta, &mut vars)?,
+                (RootField::List, false) => list_arguments(f, meta, &mut vars)?,
+                (RootField::InsertOne, true) => insert_argument(f, meta, &mut vars)?,
                 _ => return None,
-            };
-            let fields = plain_fields(f, meta)?;
-            complexity += 1 + fields.len();
-            out.push(Planned {
+            }
+            let selected = plain_fields(f, meta)?;
+            complexity += 1 + selected.len();
+            fields.push(Planned {
                 key: f.response_key().node.clone(),
                 pos: field.pos,
                 meta: meta.clone(),
-                fetch,
-                fields,
+                kind: *kind,
+                args: f
+                    .arguments
+                    .iter()
+                    .map(|(n, v)| (n.node.clone(), v.node.clone()))
+                    .collect(),
+                fields: selected,
             });
         }
         // every declared variable used, within the complexity limit
-        if out.is_empty() || vars.used.len() != vars.defs.len() || complexity > self.limits.max_complexity {
+        let used: HashSet<&str> = vars.uses.iter().map(|(n, _)| n.as_str()).collect();
+        if fields.is_empty() || used.len() != vars.defs.len() || complexity > self.limits.max_complexity {
             return None;
         }
-        Some(out)
+        Some(DocPlan {
+            fields,
+            uses: vars.uses,
+        })
     }
 
-    /// A list field's arguments, checked, as the select the resolver would make.
-    fn list_arguments(
-        &self,
-        f: &Field,
-        meta: &TableMeta,
-        vars: &mut Vars<'_>,
-        filter_limits: FilterLimits,
-    ) -> Option<SelectRequest> {
-        let mut args: HashMap<&str, Gql> = HashMap::with_capacity(f.arguments.len());
-        for (name, value) in &f.arguments {
-            let want = match RootField::List.arg(meta, name.node.as_str())? {
-                Arg::Where => Want::BoolExp,
-                Arg::OrderBy => Want::OrderBy,
-                Arg::Limit | Arg::Offset => Want::Scalar(ColumnType::Int),
-                _ => return None,
-            };
-            let checked = literal(&value.node, want, meta, vars, 0)?;
-            if args.insert(name.node.as_str(), checked).is_some() {
+    /// A request's engine calls: the plan with the variables' values, each checked
+    /// against the scalar it stands for; `None` sends the request to the general path
+    /// (before any engine call).
+    fn bind(&self, plan: &DocPlan, variables: &Map<String, Json>, filter_limits: FilterLimits) -> Option<Vec<Fetch>> {
+        let mut values: HashMap<&str, Gql> = HashMap::with_capacity(plan.uses.len());
+        for (name, ty) in &plan.uses {
+            let value = Gql::from_json(variables.get(name.as_str())?.clone()).ok()?;
+            if value == Gql::Null || !accepts(*ty, &value) {
                 return None;
             }
+            values.insert(name.as_str(), value);
         }
-        list_request_of(&|a| args.get(a.name()), filter_limits, &self.limits, meta).ok()
-    }
-}
-
-/// The key argument of a `_by_pk` field, checked and typed.
-fn by_pk_argument(f: &Field, meta: &TableMeta, vars: &mut Vars<'_>) -> Option<Value> {
-    let pk_col = meta.pk_column();
-    let [(arg_name, arg)] = f.arguments.as_slice() else {
-        return None;
-    };
-    if arg_name.node.as_str() != pk_col.name.as_str() {
-        return None;
-    }
-    let input = literal(&arg.node, Want::Scalar(pk_col.ty), meta, vars, 0)?;
-    from_gql(pk_col.ty, &input).ok()
-}
-
-/// The `object` argument of `insert_<t>_one` (without `on_conflict`), checked.
-fn insert_argument(f: &Field, meta: &TableMeta, vars: &mut Vars<'_>) -> Option<Gql> {
-    let [(arg_name, arg)] = f.arguments.as_slice() else {
-        return None;
-    };
-    if RootField::InsertOne.arg(meta, arg_name.node.as_str()) != Some(Arg::Object) {
-        return None;
-    }
-    literal(&arg.node, Want::InsertObject, meta, vars, 0)
-}
-
-/// The selection of a row object, when it is plain fields only.
-fn plain_fields(f: &Field, meta: &TableMeta) -> Option<Vec<Selected>> {
-    let mut fields = Vec::new();
-    let mut keys: HashSet<&str> = HashSet::new();
-    for s in &f.selection_set.node.items {
-        let Selection::Field(field) = &s.node else {
-            return None;
+        let bound = |ast: &Ast| {
+            ast.clone()
+                .into_const_with(|n| values.get(n.as_str()).cloned().ok_or(()))
+                .ok()
         };
-        let c = &field.node;
-        let name = c.name.node.as_str();
-        let known = name == TYPENAME || meta.has_row_field(name);
-        if !known
-            || !c.arguments.is_empty()
-            || !c.directives.is_empty()
-            || !c.selection_set.node.items.is_empty()
-            || !keys.insert(c.response_key().node.as_str())
-        {
-            return None;
-        }
-        fields.push(Selected {
-            key: c.response_key().node.clone(),
-            name: c.name.node.clone(),
-            pos: field.pos,
-        });
+        plan.fields
+            .iter()
+            .map(|p| {
+                Some(match p.kind {
+                    RootField::ByPk => Fetch::ByPk(from_gql(p.meta.pk_column().ty, &bound(&p.args.first()?.1)?).ok()?),
+                    RootField::InsertOne => Fetch::InsertOne(bound(&p.args.first()?.1)?),
+                    RootField::List => {
+                        let args = p
+                            .args
+                            .iter()
+                            .map(|(n, a)| Some((n.as_str(), bound(a)?)))
+                            .collect::<Option<HashMap<&str, Gql>>>()?;
+                        Fetch::List(
+                            list_request_of(&|a| args.get(a.name()), filter_limits, &self.limits, &p.meta).ok()?,
+                        )
+                    }
+                    _ => return None,
+                })
+            })
+            .collect()
     }
-    (!fields.is_empty()).then_some(fields)
 }
 
 impl Planned {
@@ -560,6 +465,7 @@ mod tests {
     use super::*;
     use crate::meta::ColumnMeta;
     use crate::names::TableNames;
+    use crate::values::scalar_name;
 
     fn paths() -> FastPaths {
         let id = TableId {
@@ -592,7 +498,10 @@ mod tests {
     fn served(query: &str, op: Option<&str>, vars: Json) -> bool {
         let doc = parse_query(query).expect("parses");
         let Json::Object(vars) = vars else { panic!() };
-        paths().plan(&doc, op, &vars, limits()).is_some()
+        let p = paths();
+        p.prepare(&doc, op)
+            .and_then(|plan| p.bind(&plan, &vars, limits()))
+            .is_some()
     }
 
     fn limits() -> FilterLimits {
@@ -609,8 +518,8 @@ mod tests {
     #[test]
     fn a_null_in_a_non_null_field_is_reported_with_its_path() {
         let doc = parse_query("{ shop_items(limit: 2) { id\n label: name } }").expect("parses");
-        let planned = paths().plan(&doc, None, &Map::new(), limits()).expect("served");
-        let p = &planned[0];
+        let plan = paths().prepare(&doc, None).expect("served");
+        let p = &plan.fields[0];
         let fields = [Some(RowField::Column(0)), Some(RowField::Missing)];
         let mut out = Vec::new();
         let failed = p.write_object(&mut out, &fields, Seq(1), &[Value::Int(1)], false);
@@ -653,7 +562,10 @@ mod tests {
         };
         let (_, fast) = crate::schema::build_role_schema(&engine, Role::System, &limits).unwrap();
         let answer = |query: &'static str| {
-            let doc = parse_query(query).expect("parses");
+            let doc = Document {
+                text: query.into(),
+                doc: Arc::new(parse_query(query).expect("parses")),
+            };
             let (engine, fast, root) = (&engine, &fast, &root);
             async move {
                 let body = fast
@@ -680,6 +592,27 @@ mod tests {
         assert_eq!(two["data"], Json::Null, "{two}");
         let paths: Vec<&Json> = two["errors"].as_array().unwrap().iter().map(|e| &e["path"]).collect();
         assert_eq!(paths, [&json!(["a"]), &json!(["c"])], "{two}");
+        // a document is planned once and bound per request
+        let by_id = Document {
+            text: "query($id: Int!) { shop_items_by_pk(id: $id) { name } }".into(),
+            doc: Arc::new(parse_query("query($id: Int!) { shop_items_by_pk(id: $id) { name } }").unwrap()),
+        };
+        let name_of = |id: Json| {
+            let (engine, fast, root, by_id) = (&engine, &fast, &root, &by_id);
+            async move {
+                let Json::Object(vars) = json!({ "id": id }) else {
+                    unreachable!()
+                };
+                let body = fast.run(engine, root, by_id, None, &vars).await?;
+                let v: Json = serde_json::from_slice(&body).unwrap();
+                Some(v["data"]["shop_items_by_pk"]["name"].clone())
+            }
+        };
+        assert_eq!(name_of(json!(2)).await, Some(json!("b")));
+        assert_eq!(name_of(json!(3)).await, Some(json!("c")));
+        assert_eq!(fast.plans.read().get(&*by_id.text).map(Vec::len), Some(1));
+        // a value the scalar does not take goes to the general path, which reports it
+        assert_eq!(name_of(json!("two")).await, None);
         // nothing was written twice: the first row is as it was
         let id = TableId {
             namespace: NamespaceId::parse("shop").unwrap(),

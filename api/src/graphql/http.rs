@@ -307,14 +307,14 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
                 return RequestError::new(ErrorCode::Internal, "internal error").into_response(media);
             }
         };
-        let doc = match state.schemas.parse(&params.query) {
-            Ok(d) => d.doc,
+        let document = match state.schemas.parse(&params.query) {
+            Ok(d) => d,
             Err(e) => return RequestError::new(ErrorCode::GraphqlParseFailed, e.message).into_response(media),
         };
-        if let Err(message) = check_depth(&doc, state.schemas.limits().max_depth) {
+        if let Err(message) = check_depth(&document.doc, state.schemas.limits().max_depth) {
             return RequestError::new(ErrorCode::QueryTooDeep, message).into_response(media);
         }
-        let op_type = operation(&doc, params.operation_name.as_deref()).map(|op| op.node.ty);
+        let op_type = operation(&document.doc, params.operation_name.as_deref()).map(|op| op.node.ty);
         if is_get && op_type == Some(OperationType::Mutation) {
             return RequestError::new(ApiCode::MethodNotAllowed, "mutations need POST").into_response(media);
         }
@@ -331,7 +331,7 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
                 .run(
                     &state.engine,
                     &ctx,
-                    &doc,
+                    &document,
                     params.operation_name.as_deref(),
                     &params.variables,
                 )
@@ -346,7 +346,7 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
         if let Some(op) = params.operation_name {
             request = request.operation_name(op);
         }
-        request.set_parsed_query(Arc::unwrap_or_clone(doc));
+        request.set_parsed_query(Arc::unwrap_or_clone(document.doc));
         let schema = role_schema.schema;
         let response = schema.execute(request).await;
         for e in &response.errors {

@@ -516,3 +516,53 @@ impl Accounts {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::Revocation;
+    use crate::testing::engine_with;
+
+    const HERE: std::net::IpAddr = std::net::IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// A session ends with its logout or with a reused refresh token, and every session
+    /// of a user ends with a password change; each is announced on the revocation
+    /// channel, and the other sessions live on.
+    #[tokio::test]
+    async fn sessions_end_by_logout_reuse_and_credential_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_with(dir.path(), &["CREATE USER ann WITH PASSWORD 'ann-password' ROLE user"]).await;
+        let accounts = engine.accounts();
+        let mut revocations = accounts.revocations();
+        let login = || accounts.login("ann", "ann-password", HERE);
+
+        // logout ends that session only
+        let (a, b) = (login().await.unwrap(), login().await.unwrap());
+        accounts.logout(Some(&a.access_token), None, HERE).unwrap();
+        assert!(accounts.token_session(&a.access_token).is_err());
+        let session_b = accounts.token_session(&b.access_token).unwrap();
+        assert!(accounts.still_valid(&session_b));
+        assert!(matches!(revocations.try_recv(), Ok(Revocation::Session(_))));
+
+        // a refresh token works once; presented again, it ends the session it began
+        let c = login().await.unwrap();
+        let rotated = accounts.refresh(&c.refresh_token, HERE).unwrap();
+        assert!(accounts.token_session(&rotated.access_token).is_ok());
+        assert!(accounts.refresh(&c.refresh_token, HERE).is_err());
+        assert!(matches!(revocations.try_recv(), Ok(Revocation::Session(_))));
+        assert!(accounts.refresh(&rotated.refresh_token, HERE).is_err());
+        assert!(accounts.token_session(&b.access_token).is_ok());
+
+        // a password change ends every session of the user
+        let ctx = crate::context::ExecContext::system();
+        engine
+            .execute_sql(&ctx, "ALTER USER ann SET PASSWORD 'another-password'", &[])
+            .await
+            .unwrap();
+        assert!(!accounts.still_valid(&session_b));
+        assert!(matches!(revocations.try_recv(), Ok(Revocation::User(u)) if u.as_str() == "ann"));
+        assert!(login().await.is_err());
+        assert!(accounts.login("ann", "another-password", HERE).await.is_ok());
+    }
+}

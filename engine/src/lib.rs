@@ -25,3 +25,6 @@ pub mod sql;
 pub mod tiers;
 pub mod types;
 pub mod write;
+
+#[cfg(test)]
+mod testing;

@@ -401,3 +401,125 @@ fn assign(table: &TableDef, old: &[Value], set: &[(usize, RowExpr)], excluded: O
     }
     Ok(new)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::ExecContext;
+    use crate::error::ErrorCode;
+    use crate::ids::{NamespaceId, TableId, TableName};
+    use crate::live::changelog::ChangeKind;
+    use crate::testing::engine_with;
+
+    /// The pipeline's conflict rules: a duplicate key fails its request only, whole
+    /// (its other ops are not applied) while the rest of the group commits; `ON
+    /// CONFLICT` does nothing or updates; a `_seq` compare-and-set fails once the row
+    /// moved on; ops of one request apply in order.
+    #[tokio::test]
+    async fn conflicts_fail_their_request_whole_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_with(
+            dir.path(),
+            &[
+                "CREATE NAMESPACE app",
+                "CREATE TABLE app.kv (k INT PRIMARY KEY, v INT) WITH (TYPE = 'SHARED')",
+                "INSERT INTO app.kv (k, v) VALUES (1, 10)",
+            ],
+        )
+        .await;
+        let id = TableId::new(NamespaceId::parse("app").unwrap(), TableName::parse("kv").unwrap());
+        let table = engine.catalog.table(&id).unwrap();
+        let request = |ops: Vec<WriteOp>| WriteRequest {
+            table: table.clone(),
+            user: None,
+            ops,
+        };
+        let insert = |k: i32, v: i32, on_conflict: OnConflict| WriteOp::Insert {
+            values: vec![Value::Int(k), Value::Int(v)],
+            on_conflict,
+        };
+        let value_of = |k: i32| {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move {
+                let rows = engine
+                    .get_by_pk(&ExecContext::system(), &id, &Value::Int(k))
+                    .await
+                    .unwrap();
+                rows.rows.first().map(|(seq, v)| (*seq, v[1].clone()))
+            }
+        };
+
+        // one request of a group fails; the other commits
+        let (dup, fresh) = tokio::join!(
+            engine.commit.write(request(vec![
+                insert(5, 50, OnConflict::Error),
+                insert(1, 11, OnConflict::Error)
+            ])),
+            engine.commit.write(request(vec![insert(2, 20, OnConflict::Error)])),
+        );
+        assert_eq!(dup.err().map(|e| e.code()), Some(ErrorCode::DuplicateKey));
+        assert_eq!(fresh.unwrap().changes[0].kind, ChangeKind::Insert);
+        assert_eq!(value_of(5).await, None, "a failed request applies none of its ops");
+        assert_eq!(value_of(1).await.map(|r| r.1), Some(Value::Int(10)));
+
+        // ON CONFLICT DO NOTHING changes nothing; DO UPDATE sees the old row
+        let none = engine
+            .commit
+            .write(request(vec![insert(1, 12, OnConflict::DoNothing)]))
+            .await
+            .unwrap();
+        assert!(none.changes.is_empty());
+        let set = vec![(1, RowExpr::Excluded(1))];
+        let up = engine
+            .commit
+            .write(request(vec![insert(1, 13, OnConflict::DoUpdate(set))]))
+            .await
+            .unwrap();
+        assert_eq!(up.changes[0].kind, ChangeKind::Update);
+        assert_eq!(up.changes[0].old.as_ref().unwrap()[1], Value::Int(10));
+        assert_eq!(up.changes[0].new.as_ref().unwrap()[1], Value::Int(13));
+
+        // compare-and-set on _seq
+        let (seq, _) = value_of(1).await.unwrap();
+        let stale = Seq(seq.0 - 1);
+        let update = |expected_seq| WriteOp::Update {
+            pk: Value::Int(1),
+            expected_seq: Some(expected_seq),
+            set: vec![(1, RowExpr::Literal(Value::Int(14)))],
+        };
+        let refused = engine.commit.write(request(vec![update(stale)])).await;
+        assert_eq!(refused.err().map(|e| e.code()), Some(ErrorCode::WriteConflict));
+        let delete = WriteOp::Delete {
+            pk: Value::Int(1),
+            expected_seq: Some(stale),
+        };
+        let refused = engine.commit.write(request(vec![delete])).await;
+        assert_eq!(refused.err().map(|e| e.code()), Some(ErrorCode::WriteConflict));
+        engine.commit.write(request(vec![update(seq)])).await.unwrap();
+        assert_eq!(value_of(1).await.map(|r| r.1), Some(Value::Int(14)));
+
+        // ops of one request apply in order, each with a later _seq
+        let out = engine
+            .commit
+            .write(request(vec![
+                insert(3, 30, OnConflict::Error),
+                WriteOp::Update {
+                    pk: Value::Int(3),
+                    expected_seq: None,
+                    set: vec![(1, RowExpr::Literal(Value::Int(31)))],
+                },
+                WriteOp::Delete {
+                    pk: Value::Int(2),
+                    expected_seq: None,
+                },
+            ]))
+            .await
+            .unwrap();
+        let kinds: Vec<ChangeKind> = out.changes.iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [ChangeKind::Insert, ChangeKind::Update, ChangeKind::Delete]);
+        assert!(out.changes.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(value_of(3).await.map(|r| r.1), Some(Value::Int(31)));
+        assert_eq!(value_of(2).await, None);
+    }
+}

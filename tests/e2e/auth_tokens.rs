@@ -10,14 +10,7 @@ async fn login_bearer_refresh_and_reuse_detection() {
     s.root("CREATE TABLE notes (id INT PRIMARY KEY, body TEXT) WITH (TYPE = 'USER')")
         .await;
 
-    let (st, pair) = s
-        .post(
-            "/v1/auth/login",
-            None,
-            &[],
-            json!({"username": "ann", "password": pw("ann")}),
-        )
-        .await;
+    let (st, pair) = s.login("ann", &pw("ann")).await;
     assert_eq!(st, 200, "{pair}");
     assert_eq!(pair["token_type"], "Bearer");
     assert_eq!(pair["expires_in"], 900);
@@ -69,14 +62,7 @@ async fn login_bearer_refresh_and_reuse_detection() {
     assert_eq!(st, 401, "reuse must revoke the whole session family");
 
     // a fresh login is a new family and works
-    let (_, pair3) = s
-        .post(
-            "/v1/auth/login",
-            None,
-            &[],
-            json!({"username": "ann", "password": pw("ann")}),
-        )
-        .await;
+    let (_, pair3) = s.login("ann", &pw("ann")).await;
     let (st, _) = s
         .post(
             "/v1/auth/refresh",
@@ -88,22 +74,8 @@ async fn login_bearer_refresh_and_reuse_detection() {
     assert_eq!(st, 200);
 
     // failed logins all look the same
-    let (st1, b1) = s
-        .post(
-            "/v1/auth/login",
-            None,
-            &[],
-            json!({"username": "ann", "password": "wrong-password"}),
-        )
-        .await;
-    let (st2, b2) = s
-        .post(
-            "/v1/auth/login",
-            None,
-            &[],
-            json!({"username": "ghost", "password": "wrong-password"}),
-        )
-        .await;
+    let (st1, b1) = s.login("ann", "wrong-password").await;
+    let (st2, b2) = s.login("ghost", "wrong-password").await;
     assert_eq!((st1, &b1), (st2, &b2));
     assert_eq!(st1, 401);
 
@@ -118,14 +90,7 @@ async fn login_bearer_refresh_and_reuse_detection() {
 async fn expired_access_tokens_say_so() {
     let s = TestServer::start_with(|c| c.engine.access_token_ttl_secs = 1).await;
     s.user("bo", "user").await;
-    let (_, pair) = s
-        .post(
-            "/v1/auth/login",
-            None,
-            &[],
-            json!({"username": "bo", "password": pw("bo")}),
-        )
-        .await;
+    let (_, pair) = s.login("bo", &pw("bo")).await;
     let token = pair["access_token"].as_str().unwrap().to_string();
     let (st, _) = s.sql_bearer(&token, "SELECT 1").await;
     assert_eq!(st, 200);

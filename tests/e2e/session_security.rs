@@ -8,14 +8,7 @@ use kalamdb_tests::{ROOT_PASSWORD, TestServer, WsClient, WsEnd, basic, pw, rows}
 use serde_json::{Value, json};
 
 async fn login(s: &TestServer, user: &str, password: &str) -> (String, String) {
-    let (st, pair) = s
-        .post(
-            "/v1/auth/login",
-            None,
-            &[],
-            json!({"username": user, "password": password}),
-        )
-        .await;
+    let (st, pair) = s.login(user, password).await;
     assert_eq!(st, 200, "{pair}");
     (
         pair["access_token"].as_str().unwrap().to_string(),
@@ -43,16 +36,6 @@ async fn closed_as_forbidden(c: &mut WsClient) {
         WsEnd::Closed(code, reason) => assert_eq!((code, reason.as_str()), (4403, "Forbidden: session revoked")),
         WsEnd::Dropped => panic!("closed without a close frame"),
     }
-}
-
-async fn try_login(s: &TestServer, user: &str, password: &str) -> (u16, Value) {
-    s.post(
-        "/v1/auth/login",
-        None,
-        &[],
-        json!({"username": user, "password": password}),
-    )
-    .await
 }
 
 async fn gql_acting_as(s: &TestServer, auth: &str, act_as: &str) -> (u16, Value) {
@@ -167,14 +150,14 @@ async fn lockout_after_repeated_failures_looks_like_any_failure() {
     })
     .await;
     s.user("cy", "user").await;
-    let unknown = try_login(&s, "nobody", "whatever-password").await;
+    let unknown = s.login("nobody", "whatever-password").await;
     assert_eq!(unknown.0, 401);
     for _ in 0..3 {
-        assert_eq!(try_login(&s, "cy", "wrong-password").await, unknown);
+        assert_eq!(s.login("cy", "wrong-password").await, unknown);
     }
     // locked: the right password is refused with the very same answer, over Basic too
     let right = pw("cy");
-    assert_eq!(try_login(&s, "cy", &right).await, unknown);
+    assert_eq!(s.login("cy", &right).await, unknown);
     assert_eq!(sql_status(&s, &basic("cy", &right), "SELECT 1").await, 401);
     // other accounts are not affected
     s.user("dee", "user").await;

@@ -398,16 +398,20 @@ impl TestServer {
     }
 
     /// Logs in with a password; returns the access token.
+    /// `POST /v1/auth/login`: the status and the JSON answer.
+    pub async fn login(&self, user: &str, password: &str) -> (u16, Value) {
+        self.post(
+            "/v1/auth/login",
+            None,
+            &[],
+            json!({ "username": user, "password": password }),
+        )
+        .await
+    }
+
     pub async fn token(&self, user: &str, password: &str) -> String {
-        let resp = self
-            .client
-            .post(format!("{}/v1/auth/login", self.url))
-            .json(&json!({ "username": user, "password": password }))
-            .send()
-            .await
-            .expect("login");
-        assert_eq!(resp.status().as_u16(), 200, "login of {user}");
-        let body: Value = resp.json().await.expect("login body");
+        let (status, body) = self.login(user, password).await;
+        assert_eq!(status, 200, "login of {user}: {body}");
         body["access_token"].as_str().expect("access_token").to_string()
     }
 

@@ -10,7 +10,8 @@ use async_graphql::Value as Gql;
 use async_graphql::dynamic::{InputValue, TypeRef};
 use kalamdb_engine::error::{EngineError, Result};
 use kalamdb_engine::ids::ColumnName;
-use kalamdb_engine::read::filter::{CmpOp, Filter, PatternKind, TextPattern};
+use kalamdb_engine::read::filter::{CmpOp, Filter};
+use kalamdb_engine::read::pattern::{PatternKind, TextPattern};
 use kalamdb_engine::types::ColumnType;
 
 use crate::meta::TableMeta;

@@ -488,7 +488,8 @@ mod tests {
 
     use super::*;
     use crate::engine::EngineConfig;
-    use crate::read::filter::{CmpOp, PatternKind, TextPattern};
+    use crate::read::filter::CmpOp;
+    use crate::read::pattern::{PatternKind, TextPattern};
     use crate::write::mutate::ConflictAction;
     use kalamdb_auth::identity::{Role, UserId};
 

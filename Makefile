@@ -6,7 +6,7 @@ BIN := $(CARGO_TARGET_DIR)/release/kalamdb
 KALAMDB_ROOT_PASSWORD ?= kalamdb-root
 export KALAMDB_ROOT_PASSWORD
 
-.PHONY: run test bench deps test-deps build lint playground
+.PHONY: run test bench deps test-deps build release lint playground
 
 deps:
 	@bash scripts/install-deps.sh
@@ -14,10 +14,16 @@ deps:
 test-deps:
 	@bash scripts/install-deps.sh --for-tests
 
+# Everything, as the tests use it: the `tests` crate turns on the engine's test-only
+# `faults` feature, and Cargo builds the workspace's binary with it.
 build: deps
 	cargo build --release --workspace --bins
 
-run: build
+# The server alone, without the test-only features: the binary to run and ship.
+release: deps
+	cargo build --release -p kalamdb-api --bin kalamdb
+
+run: release
 	@echo "root password at first start: $$KALAMDB_ROOT_PASSWORD (set KALAMDB_ROOT_PASSWORD to choose another)"
 	$(BIN) serve --demo
 

@@ -1,18 +1,25 @@
-//! Fault injection for the crash and retry tests. Production never sets it: it comes
-//! from `KALAMDB_TEST_FAULTS`, a comma-separated list of
+//! Fault injection for the crash and retry tests, compiled only with the `faults`
+//! feature (which the `tests` crate turns on; `make run` and
+//! `cargo build --release -p kalamdb-api` build without it, and there any fault
+//! specification is refused). It comes from `KALAMDB_TEST_FAULTS`, a comma-separated
+//! list of
 //! - `crash@<point>`: abort the process when the job reaches `<point>`
 //!   (`flush:scanned`, `flush:segment_written`, `flush:manifest_written`,
 //!   `flush:hot_deleted`, `compact:segment_written`, `compact:manifest_written`);
 //! - `fail@<job kind>:<n>`: make the first `n` runs of jobs of that kind fail;
 //! - `sleep@<job kind>:<ms>`: make every run of jobs of that kind wait `ms` first.
 
+#[cfg(feature = "faults")]
 use std::collections::{HashMap, HashSet};
+#[cfg(feature = "faults")]
 use std::sync::Arc;
 
+#[cfg(feature = "faults")]
 use parking_lot::Mutex;
 
 use crate::error::{EngineError, Result};
 
+#[cfg(feature = "faults")]
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     crash: HashSet<String>,
@@ -20,6 +27,7 @@ pub struct Faults {
     sleeps: HashMap<String, u64>,
 }
 
+#[cfg(feature = "faults")]
 impl Faults {
     pub fn parse(spec: &str) -> Result<Self> {
         let mut f = Faults::default();
@@ -76,7 +84,41 @@ impl Faults {
     }
 }
 
-#[cfg(test)]
+/// Without the `faults` feature: no faults, and none can be asked for.
+#[cfg(not(feature = "faults"))]
+#[derive(Debug, Clone, Default)]
+pub struct Faults;
+
+#[cfg(not(feature = "faults"))]
+impl Faults {
+    pub fn parse(spec: &str) -> Result<Self> {
+        if spec.trim().is_empty() {
+            return Ok(Faults);
+        }
+        Err(EngineError::InvalidInput(
+            "this build has no fault injection (the `faults` feature)".into(),
+        ))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    pub fn sleep_ms(&self, _kind: &str) -> Option<u64> {
+        None
+    }
+
+    #[inline]
+    pub fn crash_point(&self, _point: &str) {}
+
+    #[inline]
+    pub fn take_failure(&self, _kind: &str) -> bool {
+        false
+    }
+}
+
+#[cfg(all(test, feature = "faults"))]
 mod tests {
     use super::*;
 

@@ -6,7 +6,7 @@ BIN := $(CARGO_TARGET_DIR)/release/kalamdb
 KALAMDB_ROOT_PASSWORD ?= kalamdb-root
 export KALAMDB_ROOT_PASSWORD
 
-.PHONY: run test bench deps test-deps build release lint playground
+.PHONY: run test bench deps test-deps build release lint playground fuzz
 
 deps:
 	@bash scripts/install-deps.sh
@@ -29,6 +29,12 @@ run: release
 
 test: build test-deps
 	KALAMDB_BIN=$(BIN) bash scripts/test.sh
+
+# The fuzzers of the SQL entry and of GraphQL requests, FUZZ_SECS seconds each (a few
+# seconds in `make test`); FUZZ_SEED repeats a run, FUZZ_TRACE=1 prints each input.
+FUZZ_SECS ?= 600
+fuzz: build
+	FUZZ_SECS=$(FUZZ_SECS) cargo test --release --workspace --lib fuzz_ -- --nocapture
 
 bench: build
 	cargo bench --profile release --workspace --bench engine --bench cold --bench load --bench ws_load

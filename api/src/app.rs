@@ -1,6 +1,5 @@
 //! Application assembly: the engine, the router and the server loop.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -8,7 +7,6 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use futures::FutureExt;
 use kalamdb_auth::identity::Role;
 use kalamdb_engine::engine::Engine;
@@ -117,8 +115,8 @@ pub async fn schema_sdl(config: Config, role: Role) -> anyhow::Result<String> {
     Ok(kalamdb_schema_gen::schema::sorted_sdl(&schema))
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains requests and
-/// closes every WebSocket with a close frame.
+/// Serves `router` on `listener` until `shutdown` resolves, then closes every WebSocket
+/// with a close frame and drains requests for the shutdown grace period.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -126,19 +124,17 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let realtime = state.realtime.clone();
-    let shutdown = async move {
-        shutdown.await;
+    let before_drain = async move {
         realtime.shut_down(std::time::Duration::from_secs(5)).await;
     };
-    // small responses leave at once instead of waiting on Nagle's algorithm
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::listen::serve(
+        listener,
+        router,
+        state.config.connection_limits(),
+        shutdown,
+        before_drain,
+    )
+    .await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

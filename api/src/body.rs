@@ -16,8 +16,23 @@ use crate::error::ApiError;
 const DRAIN_BYTES: usize = 64 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
-/// Reads a body of at most `limit` bytes.
+/// How long a whole request body may take to arrive: a client trickling one (a
+/// slow-loris body) holds its connection no longer than this.
+const BODY_TIME: Duration = Duration::from_secs(30);
+
+/// Reads a body of at most `limit` bytes, within [`BODY_TIME`].
 pub async fn read_bytes(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    tokio::time::timeout(BODY_TIME, read_bounded(body, limit))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("the request body did not arrive within {} s", BODY_TIME.as_secs()),
+            ))
+        })
+}
+
+async fn read_bounded(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let mut stream = body.into_data_stream();
     let mut buf = Vec::new();
     while let Some(chunk) = stream.next().await {

@@ -33,6 +33,8 @@ pub struct Config {
     pub max_query_complexity: usize,
     /// Most rows one list in a GraphQL result may hold.
     pub max_result_rows: usize,
+    /// Most bytes of row data one GraphQL response may carry (`RESULT_TOO_LARGE`).
+    pub max_response_bytes: usize,
     /// Serve `GET /v1/bench/noop`, the load generator's baseline.
     pub bench_noop: bool,
     /// Answer the documents `schema_gen::fast` serves without the general executor (the
@@ -44,7 +46,17 @@ pub struct Config {
     pub max_subscriptions_per_connection: usize,
     pub max_subscriptions_per_user: usize,
     /// Proxies whose `X-Forwarded-For` is believed; from anyone else it is ignored.
+    /// They are also exempt from `max_connections_per_ip`.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Most connections open at once (WebSockets included); more are refused with 503.
+    pub max_connections: usize,
+    /// Most connections open at once from one address.
+    pub max_connections_per_ip: usize,
+    /// How long a client has to send a request's headers, on a new connection and
+    /// between keep-alive requests; idle and half-sent connections close after it.
+    pub header_read_timeout_secs: u64,
+    /// How long shutdown waits for requests in flight before dropping them.
+    pub shutdown_grace_secs: u64,
     /// External issuers whose access tokens are accepted.
     pub trusted_issuers: Vec<crate::auth::external::TrustedIssuer>,
     /// Least time between two fetches of one issuer's keys for unknown `kid`s.
@@ -64,6 +76,7 @@ impl Default for Config {
             max_query_depth: graphql.max_depth,
             max_query_complexity: graphql.max_complexity,
             max_result_rows: graphql.max_rows,
+            max_response_bytes: graphql.max_response_bytes,
             bench_noop: false,
             graphql_fast_path: true,
             ws_init_timeout_ms: 10_000,
@@ -72,6 +85,10 @@ impl Default for Config {
             max_subscriptions_per_connection: 200,
             max_subscriptions_per_user: 2000,
             trusted_proxies: Vec::new(),
+            max_connections: 10_000,
+            max_connections_per_ip: 2_048,
+            header_read_timeout_secs: 10,
+            shutdown_grace_secs: 10,
             trusted_issuers: Vec::new(),
             jwks_min_refetch_secs: 30,
             oauth_providers: Vec::new(),
@@ -186,11 +203,22 @@ impl Config {
             .unwrap_or(peer)
     }
 
+    pub fn connection_limits(&self) -> crate::listen::ConnectionLimits {
+        crate::listen::ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            max_per_ip: self.max_connections_per_ip.max(1),
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_secs),
+            trusted_proxies: self.trusted_proxies.clone(),
+        }
+    }
+
     pub fn graphql_limits(&self) -> GraphqlLimits {
         GraphqlLimits {
             max_depth: self.max_query_depth,
             max_complexity: self.max_query_complexity,
             max_rows: self.max_result_rows,
+            max_response_bytes: self.max_response_bytes,
         }
     }
 }

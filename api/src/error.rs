@@ -16,6 +16,8 @@ pub enum ApiCode {
     MethodNotAllowed,
     /// A request body of a media type the endpoint does not take.
     UnsupportedMediaType,
+    /// A connection over the server's connection bounds.
+    TooManyConnections,
 }
 
 impl From<ErrorCode> for ApiCode {
@@ -30,6 +32,7 @@ impl ApiCode {
             ApiCode::Engine(c) => c.as_str(),
             ApiCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ApiCode::TooManyConnections => "TOO_MANY_CONNECTIONS",
         }
     }
 
@@ -39,6 +42,7 @@ impl ApiCode {
             ApiCode::Engine(c) => status_of(c),
             ApiCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -58,6 +62,9 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::GraphqlValidationFailed
         | ErrorCode::QueryTooDeep
         | ErrorCode::QueryTooComplex
+        | ErrorCode::ResultTooLarge
+        | ErrorCode::MemoryLimitExceeded
+        | ErrorCode::StatementTimeout
         | ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthenticated | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
@@ -110,10 +117,15 @@ impl IntoResponse for ApiError {
         let status = self.code.status();
         let body = serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}});
         let mut resp = (status, Json(body)).into_response();
-        if self.code == ApiCode::Engine(ErrorCode::Unauthenticated) {
+        // a Bearer challenge: a Basic one would make browsers offer (and send) the
+        // credentials they cached for this origin, which a cross-site form could ride
+        if matches!(
+            self.code,
+            ApiCode::Engine(ErrorCode::Unauthenticated | ErrorCode::TokenExpired)
+        ) {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"kalamdb\""),
+                HeaderValue::from_static("Bearer realm=\"kalamdb\""),
             );
         }
         resp

@@ -8,5 +8,6 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod graphql;
+pub mod listen;
 pub mod metrics;
 pub mod sql_handler;

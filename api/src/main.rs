@@ -59,8 +59,25 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The stack of every thread that runs request work. Input is bounded before anything
+/// recurses over it (SQL expression depth, GraphQL nesting, filter depth), and this
+/// leaves planning, optimizing and evaluating a wide margin over those bounds. Pages
+/// are committed only when touched.
+const WORKER_STACK_BYTES: usize = 16 << 20;
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(WORKER_STACK_BYTES)
+        .build()?;
+    let result = runtime.block_on(run());
+    // a query still inside one long computation (its task was dropped, but it has not
+    // reached an await point) does not hold the process after shutdown
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {

@@ -17,6 +17,7 @@ use kalamdb_auth::password;
 use kalamdb_storage::hot_store::{HotStore, Partition, WriteBatch};
 use kalamdb_storage::seq::now_millis;
 use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 use self::audit::{AuditAction, AuditEvent, AuditLog};
@@ -29,6 +30,8 @@ use crate::error::{EngineError, Result};
 /// System-partition keys of the links from an OAuth provider's subject to a local
 /// user: `oauth_link/{provider}/{subject}` holds the user id.
 const OAUTH_LINK_PREFIX: &str = "oauth_link/";
+/// Links from a trusted issuer's subject to the local user it maps to.
+const EXTERNAL_LINK_PREFIX: &str = "external_link/";
 
 /// The settings accounts run by, taken from the engine's.
 #[derive(Debug, Clone)]
@@ -65,6 +68,9 @@ pub struct Accounts {
     failures: Mutex<HashMap<UserId, LoginFailures>>,
     /// When each (caller, user) pair last had its acting-as audited.
     act_as_audited: Mutex<HashMap<(UserId, UserId), u64>>,
+    /// Serializes creating linked users, so that two first sign-ins of one identity
+    /// make one user.
+    link_lock: Mutex<()>,
     /// bcrypt runs off the async executor and on at most all cores but one, so that a
     /// burst of logins queues instead of starving every other request of CPU.
     bcrypt_slots: tokio::sync::Semaphore,
@@ -138,6 +144,7 @@ impl Accounts {
             revocations: broadcast::channel(1024).0,
             failures: Mutex::new(HashMap::new()),
             act_as_audited: Mutex::new(HashMap::new()),
+            link_lock: Mutex::new(()),
             bcrypt_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
             ),
@@ -198,11 +205,11 @@ impl Accounts {
             .unwrap_or_else(|| self.dummy_hash.clone());
         let pw = pw.to_string();
         let ok = self.bcrypt(move || password::verify(&pw, &hash)).await?;
+        // root from afar is refused before the password counts: such attempts can
+        // never succeed, so they must not count toward locking root out
         let refusal = match &user {
             None => Err(LoginRefusal::UnknownUser),
             Some(u) if u.password_hash.is_none() => Err(LoginRefusal::NoPassword),
-            Some(u) if self.is_locked(&u.id) => Err(LoginRefusal::Locked),
-            Some(u) if !ok => Err(LoginRefusal::WrongPassword(u.id.clone())),
             Some(u)
                 if u.role == Role::System
                     && u.id.as_str() == UserId::ROOT
@@ -211,6 +218,8 @@ impl Accounts {
             {
                 Err(LoginRefusal::RootFromAfar)
             }
+            Some(u) if self.is_locked(&u.id) => Err(LoginRefusal::Locked),
+            Some(u) if !ok => Err(LoginRefusal::WrongPassword(u.id.clone())),
             Some(_) => Ok(()),
         };
         let user = match (refusal, user) {
@@ -332,43 +341,8 @@ impl Accounts {
         create_as: Option<Role>,
         source: IpAddr,
     ) -> Result<(UserId, TokenPair)> {
-        let sys = Partition::system();
         let link_key = format!("{OAUTH_LINK_PREFIX}{provider}/{subject}").into_bytes();
-        let linked = self
-            .store
-            .get(&sys, &link_key)?
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|s| UserId::parse(&s).ok());
-        let user = match linked {
-            Some(id) => self.users.active(&id).ok_or(EngineError::Unauthenticated)?,
-            None => {
-                let role = create_as.ok_or(EngineError::Unauthenticated)?;
-                let id = self.unused_user_id(suggested)?;
-                let now = now_millis();
-                let rec = UserRecord {
-                    id: id.clone(),
-                    role,
-                    password_hash: None,
-                    created_at_ms: now,
-                    updated_at_ms: now,
-                    deleted_at_ms: None,
-                    session_epoch: 0,
-                };
-                // the user and its link land together, or neither does
-                let mut link = WriteBatch::new();
-                link.put(&sys, link_key, id.as_str().as_bytes().to_vec());
-                self.users.put_with(&self.store, rec.clone(), link)?;
-                self.audit_event(AuditEvent {
-                    action: AuditAction::CreateUser,
-                    actor: format!("oauth:{provider}"),
-                    subject: None,
-                    target: id.to_string(),
-                    source: Some(source),
-                    detail: format!("role {role}, signed in with {provider}"),
-                });
-                rec
-            }
-        };
+        let user = self.linked_user(link_key, suggested, create_as, &format!("oauth:{provider}"), source)?;
         let pair = self
             .sessions
             .issue(&self.store, &user.id, user.role, user.session_epoch)?;
@@ -381,6 +355,76 @@ impl Accounts {
             detail: String::new(),
         });
         Ok((user.id, pair))
+    }
+
+    /// The local user a trusted issuer's subject maps to: the user linked to
+    /// (`issuer`, `subject`), or at its first request a new user of its own, without a
+    /// password, named after the subject (made unique: never the name of a local user,
+    /// present or deleted). An external subject therefore never reads or writes a
+    /// local user's rows because the names match, and a link to a dropped user signs
+    /// nobody in.
+    pub fn external_user(&self, issuer: &str, subject: &str, source: IpAddr) -> Result<UserId> {
+        let issuer_digest: String = Sha256::digest(issuer.as_bytes())
+            .iter()
+            .take(12)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let key = format!("{EXTERNAL_LINK_PREFIX}{issuer_digest}/{subject}").into_bytes();
+        self.linked_user(key, subject, Some(Role::User), &format!("issuer:{issuer}"), source)
+            .map(|u| u.id)
+    }
+
+    /// The active user linked under `link_key`; when none is linked yet and `create_as`
+    /// is set, a new user without a password named after `suggested`, created with its
+    /// link in one batch.
+    fn linked_user(
+        &self,
+        link_key: Vec<u8>,
+        suggested: &str,
+        create_as: Option<Role>,
+        actor: &str,
+        source: IpAddr,
+    ) -> Result<UserRecord> {
+        let sys = Partition::system();
+        let linked = |key: &[u8]| -> Result<Option<UserId>> {
+            Ok(self
+                .store
+                .get(&sys, key)?
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|s| UserId::parse(&s).ok()))
+        };
+        if let Some(id) = linked(&link_key)? {
+            return self.users.active(&id).ok_or(EngineError::Unauthenticated);
+        }
+        let _creating = self.link_lock.lock();
+        if let Some(id) = linked(&link_key)? {
+            return self.users.active(&id).ok_or(EngineError::Unauthenticated);
+        }
+        let role = create_as.ok_or(EngineError::Unauthenticated)?;
+        let id = self.unused_user_id(suggested)?;
+        let now = now_millis();
+        let rec = UserRecord {
+            id: id.clone(),
+            role,
+            password_hash: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+            deleted_at_ms: None,
+            session_epoch: 0,
+        };
+        // the user and its link land together, or neither does
+        let mut link = WriteBatch::new();
+        link.put(&sys, link_key, id.as_str().as_bytes().to_vec());
+        self.users.put_with(&self.store, rec.clone(), link)?;
+        self.audit_event(AuditEvent {
+            action: AuditAction::CreateUser,
+            actor: actor.to_string(),
+            subject: None,
+            target: id.to_string(),
+            source: Some(source),
+            detail: format!("role {role}, signed in through {actor}"),
+        });
+        Ok(rec)
     }
 
     /// A user id made of `suggested`'s allowed characters that no user, active or
@@ -474,6 +518,19 @@ impl Accounts {
         if let Err(err) = self.audit.record(&self.store, e) {
             tracing::error!(error = %err, "cannot write the audit log");
         }
+    }
+
+    /// Purges what would otherwise grow without bound: audit events older than
+    /// `retention_days`, expired refresh tokens, and revoked sessions none of whose
+    /// tokens can still be valid.
+    pub fn housekeeping(&self, retention_days: u64) -> Result<()> {
+        let cutoff = now_millis().saturating_sub(retention_days.saturating_mul(86_400_000));
+        audit::AuditLog::purge_before(&self.store, cutoff)?;
+        let (tokens, sessions) = self.sessions.purge_expired(&self.store)?;
+        if tokens + sessions > 0 {
+            tracing::info!(tokens, sessions, "purged expired refresh tokens and revoked sessions");
+        }
+        Ok(())
     }
 
     /// Records that `ctx` acts as another user: once per caller, user and minute.

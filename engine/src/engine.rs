@@ -92,6 +92,21 @@ pub struct EngineConfig {
     pub retention_check_secs: u64,
     /// How long a compaction leaves the segments it replaced for readers still on them.
     pub segment_delete_grace_ms: u64,
+    /// How long one query may run before it is stopped (`STATEMENT_TIMEOUT`).
+    pub statement_timeout_ms: u64,
+    /// The memory one query's joins, sorts and aggregates may take
+    /// (`MEMORY_LIMIT_EXCEEDED` past it).
+    pub max_query_memory_bytes: usize,
+    /// The most bytes one query's result may hold (`RESULT_TOO_LARGE` past it).
+    pub max_result_bytes: usize,
+    /// The longest text one function (`repeat`, `lpad`, `rpad`, `replace`) may build.
+    pub max_value_bytes: usize,
+    /// The memory the cache of decoded rows may take.
+    pub row_cache_bytes: usize,
+    /// How long audit-log events are kept.
+    pub audit_retention_days: u64,
+    /// How often expired audit events, refresh tokens and revoked sessions are purged.
+    pub housekeeping_secs: u64,
     /// Test-only fault injection (`KALAMDB_TEST_FAULTS`), never from a file.
     #[serde(skip)]
     pub faults: Faults,
@@ -153,6 +168,13 @@ impl EngineConfig {
             deleted_retention_secs: 7 * 24 * 3600,
             retention_check_secs: 3600,
             segment_delete_grace_ms: 5000,
+            statement_timeout_ms: 30_000,
+            max_query_memory_bytes: 256 << 20,
+            max_result_bytes: 64 << 20,
+            max_value_bytes: 16 << 20,
+            row_cache_bytes: 256 << 20,
+            audit_retention_days: 90,
+            housekeeping_secs: 3600,
             faults: Faults::default(),
         }
     }
@@ -174,10 +196,17 @@ pub struct Engine {
     pub(crate) table_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// Checks that the caller may perform `op` on this table.
+/// Checks that the caller may perform `op` on this table. A table the caller may not
+/// even read is answered as if it did not exist, exactly as an unknown name is, so
+/// that no caller learns which tables exist beyond those it may read (its GraphQL
+/// schema leaves them out the same way).
 pub(crate) fn authorize_table(ctx: &ExecContext, table: &TableDef, op: TableOp) -> Result<()> {
-    if permissions::can_access_table(ctx.role, table.table_type, table.access_level, op) {
+    let may = |op| permissions::can_access_table(ctx.role, table.table_type, table.access_level, op);
+    if may(op) {
         return Ok(());
+    }
+    if !may(TableOp::Read) {
+        return Err(EngineError::TableNotFound(table.id.to_string()));
     }
     let verb = match op {
         TableOp::Read => "read",
@@ -215,6 +244,23 @@ fn spawn_change_log_purge(engine: &Arc<Engine>) {
             if let Err(e) = engine.purge_change_log() {
                 tracing::warn!(error = %e, "change-log purge failed");
             }
+        }
+    });
+}
+
+/// Runs the accounts' housekeeping (audit retention, expired tokens and sessions) at
+/// start and then every `housekeeping_secs`, for as long as the engine lives.
+fn spawn_housekeeping(engine: &Arc<Engine>) {
+    let weak = Arc::downgrade(engine);
+    let every = std::time::Duration::from_secs(engine.config.housekeeping_secs.max(1));
+    tokio::spawn(async move {
+        loop {
+            let Some(engine) = weak.upgrade() else { return };
+            if let Err(e) = engine.accounts.housekeeping(engine.config.audit_retention_days) {
+                tracing::warn!(error = %e, "housekeeping failed");
+            }
+            drop(engine);
+            tokio::time::sleep(every).await;
         }
     });
 }
@@ -261,12 +307,13 @@ impl Engine {
             .with_information_schema(false)
             .with_target_partitions(1)
             .with_create_default_catalog_and_schema(false);
-        let df_state = SessionStateBuilder::new()
+        let mut df_state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_default_features()
             .build();
-        let row_cache = Arc::new(RowCache::default());
-        let live = Arc::new(LiveHub::new(config.live_queue_capacity));
+        crate::sql::bounded::bound_growing_functions(&mut df_state, config.max_value_bytes);
+        let row_cache = Arc::new(RowCache::new(config.row_cache_bytes));
+        let live = LiveHub::new(config.live_queue_capacity);
         let unflushed = Arc::new(Unflushed::default());
         let commit = CommitPipeline::start(
             store.clone(),
@@ -294,6 +341,7 @@ impl Engine {
         });
         engine.bootstrap().await?;
         spawn_change_log_purge(&engine);
+        spawn_housekeeping(&engine);
         engine.spawn_job_runner();
         Ok(engine)
     }

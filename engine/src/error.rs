@@ -43,6 +43,12 @@ pub enum ErrorCode {
     SlowConsumer,
     /// A subscription ended because its table's definition changed or went away.
     SchemaChanged,
+    /// A result (a SQL result or a GraphQL response) over the configured byte bound.
+    ResultTooLarge,
+    /// A query that needed more memory than one query may take.
+    MemoryLimitExceeded,
+    /// A statement that ran past the statement timeout, and was stopped.
+    StatementTimeout,
     Internal,
 }
 
@@ -76,6 +82,9 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
             ErrorCode::SchemaChanged => "SCHEMA_CHANGED",
+            ErrorCode::ResultTooLarge => "RESULT_TOO_LARGE",
+            ErrorCode::MemoryLimitExceeded => "MEMORY_LIMIT_EXCEEDED",
+            ErrorCode::StatementTimeout => "STATEMENT_TIMEOUT",
             ErrorCode::Internal => "INTERNAL_ERROR",
         }
     }
@@ -125,6 +134,15 @@ pub enum EngineError {
     FilterTooComplex(String),
     #[error("{0}")]
     TooManyRows(String),
+    /// Input nested deeper than the bound (expressions in SQL, values in GraphQL).
+    #[error("{0}")]
+    TooDeep(String),
+    #[error("{0}")]
+    ResultTooLarge(String),
+    #[error("{0}")]
+    MemoryLimit(String),
+    #[error("the statement ran longer than the statement timeout of {0} ms and was stopped")]
+    Timeout(u64),
     #[error("{0}")]
     TooManySubscriptions(String),
     #[error("the subscription fell too far behind and was ended")]
@@ -163,6 +181,10 @@ impl EngineError {
             EngineError::Forbidden(_) => ErrorCode::Forbidden,
             EngineError::FilterTooComplex(_) => ErrorCode::FilterTooComplex,
             EngineError::TooManyRows(_) => ErrorCode::TooManyRows,
+            EngineError::TooDeep(_) => ErrorCode::QueryTooDeep,
+            EngineError::ResultTooLarge(_) => ErrorCode::ResultTooLarge,
+            EngineError::MemoryLimit(_) => ErrorCode::MemoryLimitExceeded,
+            EngineError::Timeout(_) => ErrorCode::StatementTimeout,
             EngineError::TooManySubscriptions(_) => ErrorCode::TooManySubscriptions,
             EngineError::SlowConsumer => ErrorCode::SlowConsumer,
             EngineError::SchemaChanged(_) => ErrorCode::SchemaChanged,
@@ -216,6 +238,9 @@ impl From<datafusion::error::DataFusionError> for EngineError {
             D::NotImplemented(m) => EngineError::Unsupported(m.clone()),
             D::ArrowError(a, _) => EngineError::InvalidInput(a.to_string()),
             D::Execution(m) => EngineError::InvalidInput(m.clone()),
+            D::ResourcesExhausted(m) => {
+                EngineError::MemoryLimit(format!("the query needs more memory than allowed: {m}"))
+            }
             other => EngineError::Internal(other.to_string()),
         }
     }

@@ -17,6 +17,7 @@ pub mod context;
 pub mod engine;
 pub mod error;
 pub mod faults;
+pub mod fuzz;
 pub mod ids;
 pub mod jobs;
 pub mod live;

@@ -1,7 +1,9 @@
 //! Live queries and change feeds, pushed from the write path.
 //!
 //! The commit thread calls [`LiveHub::publish`] for every committed write request,
-//! after the batch is durable and before the writer is acknowledged. The hub's
+//! after the batch is durable and before the writer is acknowledged; it only queues
+//! the changes for the hub's dispatcher thread, which matches them in commit order, so
+//! no subscription's filter ever delays a write. The hub's
 //! registry is keyed by partition (the table, and the user for USER and STREAM
 //! tables), so a change is matched only against subscriptions that may see it. Each
 //! subscription's `where` was bound once into a [`BoundFilter`] and is evaluated on the
@@ -25,6 +27,7 @@ pub mod changelog;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
 
 use kalamdb_auth::identity::UserId;
 use kalamdb_storage::hot_store::{HotStore, Partition, WriteBatch};
@@ -140,16 +143,49 @@ pub struct LiveHub {
     count: AtomicUsize,
     next_id: AtomicU64,
     queue_capacity: usize,
+    /// Committed changes on their way to the dispatcher thread.
+    dispatch: Mutex<Option<SyncSender<Dispatch>>>,
 }
 
+/// The changes of one committed write request, for the subscriptions of one partition.
+struct Dispatch {
+    key: PartitionKey,
+    /// The table's definition version the changes were written under.
+    version: u32,
+    changes: Vec<Arc<AppliedChange>>,
+}
+
+/// Write requests the dispatcher may have waiting; past this the partition's
+/// subscriptions are ended as too slow rather than the commit thread held up.
+const DISPATCH_QUEUE: usize = 1 << 16;
+
 impl LiveHub {
-    pub fn new(queue_capacity: usize) -> Self {
-        Self {
+    /// A hub with its dispatcher thread, which matches committed changes against
+    /// subscriptions' filters off the commit thread (a filter's cost never delays a
+    /// write) and in commit order. The thread ends with the hub.
+    pub fn new(queue_capacity: usize) -> Arc<Self> {
+        let hub = Arc::new(Self {
             subs: RwLock::new(HashMap::new()),
             count: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             queue_capacity: queue_capacity.max(1),
+            dispatch: Mutex::new(None),
+        });
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Dispatch>(DISPATCH_QUEUE);
+        let weak = Arc::downgrade(&hub);
+        let started = std::thread::Builder::new().name("kalamdb-live".into()).spawn(move || {
+            while let Ok(d) = rx.recv() {
+                let Some(hub) = weak.upgrade() else { return };
+                hub.deliver(d);
+            }
+        });
+        match started {
+            Ok(_) => *hub.dispatch.lock() = Some(tx),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the live-query dispatcher; changes are matched on the commit thread")
+            }
         }
+        hub
     }
 
     fn is_empty(&self) -> bool {
@@ -182,23 +218,49 @@ impl LiveHub {
         }
     }
 
-    /// Hands the changes of one committed write request to the subscriptions of its
-    /// partition. Runs on the commit thread, so it never blocks: a full queue ends
-    /// that subscription instead.
+    /// Hands the changes of one committed write request to the dispatcher, for the
+    /// subscriptions of its partition. Runs on the commit thread, so it never blocks
+    /// and evaluates no filter: a full dispatch queue ends the partition's
+    /// subscriptions as too slow instead.
     pub(crate) fn publish(&self, table: &TableDef, owner: Option<&UserId>, changes: &[AppliedChange]) {
         if self.is_empty() || changes.is_empty() {
             return;
         }
         let key: PartitionKey = (table.uid.0, owner.cloned());
+        if !self.subs.read().contains_key(&key) {
+            return;
+        }
+        let d = Dispatch {
+            key,
+            version: table.current().version,
+            changes: changes.iter().map(|c| Arc::new(c.clone())).collect(),
+        };
+        let tx = self.dispatch.lock().clone();
+        match tx {
+            // no dispatcher thread could be started: match here
+            None => self.deliver(d),
+            Some(tx) => {
+                if let Err(TrySendError::Full(d) | TrySendError::Disconnected(d)) = tx.try_send(d) {
+                    tracing::warn!(
+                        "the live-query dispatcher is behind; ending the partition's subscriptions as too slow"
+                    );
+                    if let Some(subs) = self.subs.read().get(&d.key) {
+                        subs.values().for_each(|s| s.end_and_wake(LAGGED));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Matches one write request's changes against its partition's subscriptions.
+    fn deliver(&self, d: Dispatch) {
         let subs = self.subs.read();
-        let Some(subs) = subs.get(&key) else { return };
-        let version = table.current().version;
-        let mut shared: Vec<Option<Arc<AppliedChange>>> = vec![None; changes.len()];
+        let Some(subs) = subs.get(&d.key) else { return };
         for sub in subs.values() {
             if sub.ended().is_err() {
                 continue;
             }
-            if sub.table.current().version != version {
+            if sub.table.current().version != d.version {
                 sub.end_and_wake(SCHEMA_CHANGED);
                 continue;
             }
@@ -206,7 +268,7 @@ impl LiveHub {
                 FeedKind::Changes => {
                     let mut queue = sub.queue.lock();
                     let before = queue.len();
-                    for (i, c) in changes.iter().enumerate() {
+                    for c in &d.changes {
                         if !sub.relevant(c) {
                             continue;
                         }
@@ -214,7 +276,7 @@ impl LiveHub {
                             sub.end(LAGGED);
                             break;
                         }
-                        queue.push_back(shared[i].get_or_insert_with(|| Arc::new(c.clone())).clone());
+                        queue.push_back(c.clone());
                     }
                     let woken = queue.len() > before || sub.ended().is_err();
                     drop(queue);
@@ -223,7 +285,7 @@ impl LiveHub {
                     }
                 }
                 FeedKind::Live => {
-                    if let Some(c) = changes.iter().rev().find(|c| sub.relevant(c)) {
+                    if let Some(c) = d.changes.iter().rev().find(|c| sub.relevant(c)) {
                         sub.last_seq.fetch_max(c.seq.0, Ordering::AcqRel);
                         sub.wake.notify_one();
                     }

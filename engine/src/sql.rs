@@ -2,6 +2,7 @@
 //! parsed once into an AST; everything built from them is built from parsed, typed
 //! values, never by pasting user text into SQL.
 
+pub(crate) mod bounded;
 pub mod ddl;
 pub mod dml;
 pub mod eval;

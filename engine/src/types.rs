@@ -115,6 +115,18 @@ pub enum Value {
     Bytes(Vec<u8>),
 }
 
+impl Value {
+    /// About how much memory the value takes: its own size and its heap bytes.
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Value>()
+            + match self {
+                Value::Text(s) | Value::Json(s) => s.len(),
+                Value::Bytes(b) => b.len(),
+                _ => 0,
+            }
+    }
+}
+
 fn mismatch(ty: ColumnType, got: impl fmt::Display) -> EngineError {
     EngineError::TypeMismatch(format!("expected a value of type {ty}, got {got}"))
 }

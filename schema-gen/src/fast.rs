@@ -167,7 +167,16 @@ impl FastPaths {
             }
             write_key(&mut out, &p.key);
             let start = out.len();
-            let Err(failure) = self.answer(engine, ctx, p, fetch, &mut out).await else {
+            let answered = self.answer(engine, ctx, p, fetch, &mut out).await.and_then(|()| {
+                if out.len() > self.limits.max_response_bytes {
+                    return Err(Failure::Resolver(engine_error(EngineError::ResultTooLarge(format!(
+                        "the response would be larger than {} bytes; ask for fewer rows or fields",
+                        self.limits.max_response_bytes
+                    )))));
+                }
+                Ok(())
+            });
+            let Err(failure) = answered else {
                 continue;
             };
             out.truncate(start);

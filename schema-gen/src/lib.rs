@@ -6,6 +6,8 @@ pub mod depth;
 pub mod documents;
 pub mod errors;
 pub mod fast;
+#[cfg(test)]
+mod fuzz;
 pub mod inputs;
 pub mod meta;
 pub mod names;

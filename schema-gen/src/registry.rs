@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use async_graphql::ServerError;
 use async_graphql::dynamic::{Schema, SchemaError};
 use kalamdb_auth::identity::Role;
 use kalamdb_engine::engine::Engine;
@@ -63,7 +62,7 @@ impl SchemaRegistry {
     }
 
     /// The parsed document of a query text (kept for the next request that sends it).
-    pub fn parse(&self, query: &str) -> Result<Document, ServerError> {
+    pub fn parse(&self, query: &str) -> Result<Document, crate::documents::ParseFailure> {
         self.documents.parse(query)
     }
 

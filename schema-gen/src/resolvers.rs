@@ -10,6 +10,7 @@ pub mod query;
 pub mod subscription;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_graphql::Value as Gql;
 use async_graphql::dynamic::{Field, FieldFuture, FieldValue, ResolverContext, TypeRef};
@@ -146,6 +147,42 @@ struct Env<'a> {
     engine: &'a Arc<Engine>,
     exec: &'a ExecContext,
     limits: &'a GraphqlLimits,
+    budget: Option<&'a ResponseBudget>,
+}
+
+/// What is left of one response's byte bound: every field's rows are charged to it as
+/// they are fetched, so that many aliases of one large list fail with
+/// `RESULT_TOO_LARGE` before they are built, not after.
+#[derive(Debug)]
+pub struct ResponseBudget {
+    max: usize,
+    used: AtomicUsize,
+}
+
+impl ResponseBudget {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes `bytes` from the budget, or fails when it would run out.
+    pub fn charge(&self, bytes: usize) -> GqlResult<()> {
+        let used = self.used.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
+        if used > self.max {
+            return Err(engine_error(EngineError::ResultTooLarge(format!(
+                "the response would be larger than {} bytes; ask for fewer rows or fields",
+                self.max
+            ))));
+        }
+        Ok(())
+    }
+}
+
+/// About how many bytes a row's values make.
+pub(crate) fn row_bytes(values: &[Value]) -> usize {
+    values.iter().map(Value::approx_bytes).sum::<usize>() + 16
 }
 
 fn env<'a>(ctx: &ResolverContext<'a>) -> GqlResult<Env<'a>> {
@@ -156,6 +193,7 @@ fn env<'a>(ctx: &ResolverContext<'a>) -> GqlResult<Env<'a>> {
             .data_opt::<ExecContext>()
             .ok_or_else(|| gql_error(ErrorCode::Unauthenticated, "not signed in"))?,
         limits: ctx.data_opt::<GraphqlLimits>().ok_or_else(missing)?,
+        budget: ctx.data_opt::<ResponseBudget>(),
     })
 }
 
@@ -207,7 +245,11 @@ fn list_value(rows: Vec<RowObj>) -> FieldValue<'static> {
 /// or a result that would exceed it, is an error rather than a silent truncation.
 async fn bounded_select(env: &Env<'_>, meta: &TableMeta, req: SelectRequest) -> GqlResult<Vec<RowObj>> {
     let rows = env.engine.select(env.exec, &meta.id, &req).await.gql()?;
-    checked_rows(env.limits, rows)
+    check_row_count(env.limits, rows.rows.len())?;
+    if let Some(budget) = env.budget {
+        budget.charge(rows.rows.iter().map(|(_, v)| row_bytes(v)).sum())?;
+    }
+    Ok(rows_of(rows))
 }
 
 /// The select a list field (query or live subscription) asks for, with its limit

@@ -33,6 +33,9 @@ pub struct GraphqlLimits {
     pub max_complexity: usize,
     /// Most rows (or groups) in one list result.
     pub max_rows: usize,
+    /// Most bytes of row data one response may carry, over all its fields (aliases of
+    /// one big list included).
+    pub max_response_bytes: usize,
 }
 
 impl Default for GraphqlLimits {
@@ -41,6 +44,7 @@ impl Default for GraphqlLimits {
             max_depth: 12,
             max_complexity: 1000,
             max_rows: 10_000,
+            max_response_bytes: 64 << 20,
         }
     }
 }

@@ -222,7 +222,26 @@ impl HotStore {
         }
         let mut it = self.db.raw_iterator_cf_opt(&cf, ro);
         it.seek(lower);
-        Ok(ScanIter { it, started: false })
+        Ok(ScanIter {
+            it,
+            started: false,
+            reverse: false,
+        })
+    }
+
+    /// Iterates keys in `[lower, upper)` in reverse key order, from the last.
+    pub fn scan_rev(&self, p: &Partition, lower: &[u8], upper: &[u8]) -> Result<ScanIter<'_>> {
+        let cf = self.cf(p)?;
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(lower.to_vec());
+        ro.set_iterate_upper_bound(upper.to_vec());
+        let mut it = self.db.raw_iterator_cf_opt(&cf, ro);
+        it.seek_to_last();
+        Ok(ScanIter {
+            it,
+            started: false,
+            reverse: true,
+        })
     }
 
     /// Applies the batch atomically, with the store's durability. The batch carries the
@@ -312,17 +331,22 @@ impl WriteBatch {
     }
 }
 
-/// A forward iterator over a key range.
+/// An iterator over a key range, forward or in reverse.
 pub struct ScanIter<'a> {
     it: DBRawIteratorWithThreadMode<'a, Db>,
     started: bool,
+    reverse: bool,
 }
 
 impl ScanIter<'_> {
     /// The next `(key, value)`, borrowed until the following call.
     pub fn next_entry(&mut self) -> Result<Option<(&[u8], &[u8])>> {
         if self.started {
-            self.it.next();
+            if self.reverse {
+                self.it.prev();
+            } else {
+                self.it.next();
+            }
         }
         self.started = true;
         if !self.it.valid() {

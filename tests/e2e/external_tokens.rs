@@ -145,3 +145,47 @@ async fn external_tokens_are_verified_against_the_issuers_keys() {
     assert_eq!(ws.next_data("1").await["notes"], json!([{"body": "from ann"}]));
     s.stop().await;
 }
+
+/// An issuer's subject is an identity of its own: it never becomes the local user of
+/// the same name, root included, nor inherits a dropped user's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_subjects_never_merge_with_local_users() {
+    let idp = FakeIssuer::start().await;
+    let trusted = idp.trusted("kalamdb");
+    let s = TestServer::start_with(|c| c.trusted_issuers = vec![trusted]).await;
+    s.root("CREATE TABLE notes (id INT PRIMARY KEY, body TEXT) WITH (TYPE = 'USER')")
+        .await;
+    s.user("alice", "user").await;
+    s.ok_as("alice", "INSERT INTO notes VALUES (1, 'alice private')").await;
+    s.root("INSERT INTO notes VALUES (1, 'root private')").await;
+    s.user("gone", "user").await;
+    s.ok_as("gone", "INSERT INTO notes VALUES (1, 'gone private')").await;
+    s.root("DROP USER gone").await;
+
+    for (sub, role) in [("alice", None), ("root", Some("kalam-admin")), ("gone", None)] {
+        let mut c = idp.claims(sub, "kalamdb", 300);
+        if let Some(r) = role {
+            c["roles"] = json!(r);
+        }
+        let token = idp.sign(Algorithm::RS256, Some("rsa-1"), "rsa1.der", &c);
+        let who = me(&s, &token).await;
+        let user = who["user_id"].as_str().unwrap_or("").to_string();
+        assert_ne!(user, sub, "{sub} maps to a user of its own: {who}");
+        let (st, r) = s.sql_bearer(&token, "SELECT body FROM notes").await;
+        assert_eq!((st, rows(&r).len()), (200, 0), "{sub} reads no local user's rows: {r}");
+        assert_eq!(
+            s.sql_bearer(&token, "INSERT INTO notes VALUES (2, 'from outside')")
+                .await
+                .0,
+            200
+        );
+        // the same subject maps to the same user again
+        assert_eq!(me(&s, &token).await["user_id"], json!(user));
+    }
+    // nothing landed in the local users' partitions
+    let r = s.root("SELECT body FROM notes ORDER BY id").await;
+    assert_eq!(rows(&r), vec![vec![json!("root private")]]);
+    let r = s.ok_as("alice", "SELECT body FROM notes ORDER BY id").await;
+    assert_eq!(rows(&r), vec![vec![json!("alice private")]]);
+    s.stop().await;
+}

@@ -8,6 +8,7 @@ mod external_tokens;
 mod graphql_access;
 mod graphql_api;
 mod graphql_clients;
+mod hardening;
 mod isolation;
 mod jobs;
 mod oauth;

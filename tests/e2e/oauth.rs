@@ -8,15 +8,11 @@ use std::time::Duration;
 use kalamdb_tests::{Browser, FakeIssuer, IdTokenFault, TestServer};
 use serde_json::{Value, json};
 
-async fn exchange(s: &TestServer, code: &str) -> (u16, Value) {
-    let resp = s
-        .client
-        .post(format!("{}/v1/auth/exchange", s.url))
-        .json(&json!({ "code": code }))
-        .send()
+/// Redeems a one-time code from the browser `b` (the code is bound to the browser that
+/// started its sign-in).
+async fn exchange(s: &TestServer, b: &mut Browser, code: &str) -> (u16, Value) {
+    b.post_json(&format!("{}/v1/auth/exchange", s.url), &json!({ "code": code }))
         .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
 }
 
 fn code_of(url: &str) -> String {
@@ -40,8 +36,8 @@ async fn users(s: &TestServer) -> Vec<String> {
 }
 
 /// The user whose tokens the one-time code in the app URL `url` redeems for.
-async fn signed_in_as(s: &TestServer, url: &str) -> Value {
-    let (st, pair) = exchange(s, &code_of(url)).await;
+async fn signed_in_as(s: &TestServer, b: &mut Browser, url: &str) -> Value {
+    let (st, pair) = exchange(s, b, &code_of(url)).await;
     assert_eq!(st, 200, "{pair}");
     let (_, me) = s
         .gql_with(
@@ -54,9 +50,11 @@ async fn signed_in_as(s: &TestServer, url: &str) -> Value {
 }
 
 /// A whole sign-in from the app's button to the app, as a browser does it.
-async fn sign_in(s: &TestServer, idp: &FakeIssuer, provider: &str) -> (String, u16, String) {
+async fn sign_in(s: &TestServer, idp: &FakeIssuer, provider: &str) -> (String, u16, String, Browser) {
     let start = format!("{}/v1/auth/oauth/{provider}/start?redirect={}/app", s.url, idp.url);
-    Browser::new().visit(&start).await
+    let mut b = Browser::new();
+    let (url, status, body) = b.visit(&start).await;
+    (url, status, body, b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,11 +84,19 @@ async fn oauth_sign_in_with_an_oidc_provider() {
 
     // the whole flow ends at the app with a one-time code, never with tokens
     idp.next_user("subject-alice", "alice");
-    let (url, status, _) = sign_in(&s, &idp, "fake").await;
+    let (url, status, _, mut b) = sign_in(&s, &idp, "fake").await;
     assert_eq!(status, 200, "{url}");
     assert!(url.starts_with(&format!("{}/app?code=", idp.url)), "{url}");
     assert!(!url.contains("eyJ"), "no token in the URL: {url}");
-    let (st, pair) = exchange(&s, &code_of(&url)).await;
+    // login CSRF: the code is bound to the browser that started the flow, so an
+    // attacker's own code cannot be redeemed in a victim's browser (and is not spent)
+    let (st, refused) = exchange(&s, &mut Browser::new(), &code_of(&url)).await;
+    assert_eq!(
+        (st, &refused["error"]["code"]),
+        (401, &json!("UNAUTHENTICATED")),
+        "{refused}"
+    );
+    let (st, pair) = exchange(&s, &mut b, &code_of(&url)).await;
     assert_eq!(st, 200, "{pair}");
     let access = pair["access_token"].as_str().unwrap();
     let (st, me) = s
@@ -101,18 +107,18 @@ async fn oauth_sign_in_with_an_oidc_provider() {
         (200, &json!({"user_id": "alice", "role": "user"}))
     );
     // the code works once
-    assert_eq!(exchange(&s, &code_of(&url)).await.0, 401);
+    assert_eq!(exchange(&s, &mut b, &code_of(&url)).await.0, 401);
     // signing in again is the same user; a same-named other identity gets its own
-    let (url, _, _) = sign_in(&s, &idp, "fake").await;
-    assert_eq!(exchange(&s, &code_of(&url)).await.0, 200);
+    let (url, _, _, mut b) = sign_in(&s, &idp, "fake").await;
+    assert_eq!(exchange(&s, &mut b, &code_of(&url)).await.0, 200);
     idp.next_user("subject-other-alice", "alice");
-    let (url, _, _) = sign_in(&s, &idp, "fake").await;
-    assert_eq!(signed_in_as(&s, &url).await, "alice-2");
+    let (url, _, _, mut b) = sign_in(&s, &idp, "fake").await;
+    assert_eq!(signed_in_as(&s, &mut b, &url).await, "alice-2");
     let before = users(&s).await;
 
     // a provider without auto_create signs in only linked identities
     idp.next_user("subject-bob", "bob");
-    let (_, status, body) = sign_in(&s, &idp, "invite-only").await;
+    let (_, status, body, _) = sign_in(&s, &idp, "invite-only").await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(users(&s).await, before, "no user for an unlinked identity");
 
@@ -191,7 +197,7 @@ async fn oauth_sign_in_with_an_oidc_provider() {
     ] {
         idp.fault(fault);
         idp.next_user(&format!("subject-{who}"), who);
-        let (url, status, body) = sign_in(&s, &idp, "fake").await;
+        let (url, status, body, _) = sign_in(&s, &idp, "fake").await;
         assert_eq!(status, 401, "{fault:?}: {url} {body}");
     }
     assert_eq!(users(&s).await, before, "a refused sign-in creates no user");
@@ -200,16 +206,16 @@ async fn oauth_sign_in_with_an_oidc_provider() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     idp.publish("jwks2.json");
     idp.next_user("subject-carol", "carol");
-    let (url, status, _) = sign_in(&s, &idp, "fake").await;
+    let (url, status, _, mut b) = sign_in(&s, &idp, "fake").await;
     assert_eq!(status, 200, "{url}");
-    assert_eq!(exchange(&s, &code_of(&url)).await.0, 200);
+    assert_eq!(exchange(&s, &mut b, &code_of(&url)).await.0, 200);
 
     // GitHub: no id_token; the identity comes from its user API
     idp.fault(IdTokenFault::None);
     idp.next_user("subject-dan", "dan-gh");
-    let (url, status, body) = sign_in(&s, &idp, "gh").await;
+    let (url, status, body, mut b) = sign_in(&s, &idp, "gh").await;
     assert_eq!(status, 200, "{url} {body}");
-    assert_eq!(signed_in_as(&s, &url).await, "dan-gh");
+    assert_eq!(signed_in_as(&s, &mut b, &url).await, "dan-gh");
 
     // audited: the users created at sign-in and the logins
     let r = s

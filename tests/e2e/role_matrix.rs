@@ -6,14 +6,15 @@ use kalamdb_tests::{TestServer, pw};
 const ROLES: [&str; 4] = ["user", "service", "dba", "system"];
 const OPS: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
 
-/// (table, allowed per role as a string of Y/N for SELECT INSERT UPDATE DELETE)
+/// (table, allowed per role as a string for SELECT INSERT UPDATE DELETE: Y allowed, N
+/// refused with FORBIDDEN, H hidden: answered TABLE_NOT_FOUND, exactly as an unknown table)
 const MATRIX: &[(&str, [&str; 4])] = &[
     //                 user    service  dba     system
     ("m.u_tab", ["YYYY", "YYYY", "YYYY", "YYYY"]),
     ("m.st_tab", ["YYYY", "YYYY", "YYYY", "YYYY"]),
     ("m.sh_public", ["YNNN", "YYYY", "YYYY", "YYYY"]),
-    ("m.sh_private", ["NNNN", "YYYY", "YYYY", "YYYY"]),
-    ("m.sh_restricted", ["NNNN", "NNNN", "YYYY", "YYYY"]),
+    ("m.sh_private", ["HHHH", "YYYY", "YYYY", "YYYY"]),
+    ("m.sh_restricted", ["HHHH", "HHHH", "YYYY", "YYYY"]),
     ("system.users", ["NNNN", "NNNN", "YNNN", "YNNN"]),
 ];
 
@@ -53,16 +54,31 @@ async fn role_matrix_is_enforced() {
         let user = format!("r_{role}");
         for (table, expected) in MATRIX {
             for (oi, op) in OPS.iter().enumerate() {
-                let allowed = expected[ri].as_bytes()[oi] == b'Y';
+                let expect = expected[ri].as_bytes()[oi];
                 let sql = statement(op, table, ri as i64 + 1);
                 let (status, body) = s.sql(&user, &pw(&user), &sql).await;
-                let ok = status == 200;
-                let forbidden = status == 403 && body["error"]["code"] == "FORBIDDEN";
-                if (allowed && !ok) || (!allowed && !forbidden) {
+                let code = body["error"]["code"].as_str().unwrap_or("");
+                let (want_status, want_code) = match expect {
+                    b'Y' => (200, ""),
+                    b'N' => (403, "FORBIDDEN"),
+                    _ => (404, "TABLE_NOT_FOUND"),
+                };
+                if status != want_status || code != want_code {
                     failures.push(format!(
-                        "{role} {op} {table}: expected {} got {status} {body}",
-                        if allowed { "allowed" } else { "FORBIDDEN" }
+                        "{role} {op} {table}: expected {want_status} {want_code}, got {status} {body}"
                     ));
+                }
+                // hidden: the same answer, message included, as a table that does not exist
+                if expect == b'H' {
+                    let missing = statement(op, &format!("{table}_nope"), ri as i64 + 1);
+                    let (_, other) = s.sql(&user, &pw(&user), &missing).await;
+                    let strip =
+                        |b: &serde_json::Value| b["error"]["message"].as_str().unwrap_or("").replace("_nope", "");
+                    if strip(&other) != strip(&body) || other["error"]["code"] != body["error"]["code"] {
+                        failures.push(format!(
+                            "{role} {op} {table}: {body} differs from an unknown table's {other}"
+                        ));
+                    }
                 }
             }
         }

@@ -26,7 +26,18 @@ impl Browser {
     /// One request with this browser's cookies; keeps the cookies it sets. Returns the
     /// status, the `Location` and the body.
     pub async fn step(&mut self, url: &str) -> (u16, Option<String>, String) {
-        let mut req = self.client.get(url);
+        let req = self.client.get(url);
+        self.send(req).await
+    }
+
+    /// A JSON POST, as a page's `fetch` sends it, with this browser's cookies.
+    pub async fn post_json(&mut self, url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let req = self.client.post(url).json(body);
+        let (status, _, text) = self.send(req).await;
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    async fn send(&mut self, mut req: reqwest::RequestBuilder) -> (u16, Option<String>, String) {
         if !self.cookies.is_empty() {
             let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
             req = req.header("cookie", jar.join("; "));

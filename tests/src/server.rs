@@ -19,6 +19,8 @@ pub struct TestServer {
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
     child: Option<std::process::Child>,
+    /// A spawned binary's log lines so far.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -111,6 +113,7 @@ impl TestServer {
             shutdown: Some(tx),
             handle: Some(handle),
             child: None,
+            logs: Default::default(),
             _dir: Some(dir),
         }
     }
@@ -129,15 +132,31 @@ impl TestServer {
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it with `make test`)", bin.display()));
         let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = logs.clone();
+        // the server's output (its log is on stdout), kept for assertions
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                if let Ok(mut l) = kept.lock() {
+                    l.push(line);
+                }
+            }
+        });
         let (tx, rx) = std::sync::mpsc::channel();
+        let kept = logs.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on http://") {
                     let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
+                }
+                if let Ok(mut l) = kept.lock() {
+                    l.push(line);
                 }
             }
         });
@@ -150,8 +169,35 @@ impl TestServer {
             shutdown: None,
             handle: None,
             child: Some(child),
+            logs,
             _dir: None,
         }
+    }
+
+    /// The log lines a spawned binary has written so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// `GET /healthz` answers, within a few seconds.
+    pub async fn healthy(&self) -> bool {
+        let resp = self
+            .client
+            .get(format!("{}/healthz", self.url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        resp.is_ok_and(|r| r.status().as_u16() == 200)
+    }
+
+    /// Sends SIGTERM to a spawned binary: a graceful shutdown.
+    pub fn terminate(&mut self) {
+        let child = self.child.as_ref().expect("a spawned binary");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success());
     }
 
     /// SIGKILLs a spawned binary: no graceful anything.

@@ -125,7 +125,10 @@ struct Issuer {
 /// An external caller: who, with which role, until when (Unix seconds).
 #[derive(Debug, Clone)]
 pub struct ExternalIdentity {
-    pub user: UserId,
+    /// The issuer and the subject it vouches for; together they name one identity,
+    /// which maps to a local user of its own (`Accounts::external_user`).
+    pub issuer: String,
+    pub subject: String,
     pub role: Role,
     pub expires_at: u64,
 }
@@ -216,12 +219,16 @@ impl ExternalTokens {
 }
 
 /// The caller a verified token names, with the highest role its role claim maps to.
+/// The longest subject accepted.
+const MAX_SUBJECT_LEN: usize = 256;
+
 fn identity_of(cfg: &TrustedIssuer, claims: &serde_json::Map<String, Json>) -> Result<ExternalIdentity, ApiError> {
-    let user = claims
+    let subject = claims
         .get(&cfg.user_claim)
         .and_then(Json::as_str)
-        .and_then(|s| UserId::parse(s).ok())
-        .ok_or_else(invalid)?;
+        .filter(|s| !s.is_empty() && s.len() <= MAX_SUBJECT_LEN)
+        .ok_or_else(invalid)?
+        .to_string();
     let names: Vec<&str> = match claims.get(&cfg.role_claim) {
         Some(Json::String(s)) => vec![s.as_str()],
         Some(Json::Array(a)) => a.iter().filter_map(Json::as_str).collect(),
@@ -235,15 +242,21 @@ fn identity_of(cfg: &TrustedIssuer, claims: &serde_json::Map<String, Json>) -> R
         .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "the token grants no role here"))?
         .min(Role::Dba);
     let expires_at = claims.get("exp").and_then(Json::as_u64).ok_or_else(invalid)?;
-    Ok(ExternalIdentity { user, role, expires_at })
+    Ok(ExternalIdentity {
+        issuer: cfg.issuer.clone(),
+        subject,
+        role,
+        expires_at,
+    })
 }
 
 impl ExternalIdentity {
-    /// The caller as the request pipeline carries it: vouched for by the issuer until
-    /// the token expires, with no local session to revoke.
-    pub fn principal(&self) -> Principal {
+    /// The caller as the request pipeline carries it: `user` (the local user this
+    /// identity maps to), vouched for by the issuer until the token expires, with no
+    /// local session to revoke.
+    pub fn principal(&self, user: UserId) -> Principal {
         Principal {
-            ctx: ExecContext::new(self.user.clone(), self.role),
+            ctx: ExecContext::new(user, self.role),
             expires_at: Some(self.expires_at),
             session: None,
             epoch: 0,

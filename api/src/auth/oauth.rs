@@ -106,6 +106,12 @@ const FLOW_TTL_SECS: u64 = 600;
 /// How long the one-time code of a finished sign-in stays valid.
 const CODE_TTL: Duration = Duration::from_secs(60);
 const COOKIE: &str = "kalamdb_oauth";
+const COOKIE_PATH: &str = "/v1/auth/oauth/";
+/// Binds a one-time code to the browser its sign-in ran in: set with the redirect that
+/// carries the code, and required to redeem it, so that an attacker's own code cannot
+/// be redeemed in a victim's browser (login CSRF).
+const EXCHANGE_COOKIE: &str = "kalamdb_exchange";
+const EXCHANGE_PATH: &str = "/v1/auth/exchange";
 
 #[derive(Debug, Clone, Deserialize)]
 struct Discovery {
@@ -165,7 +171,16 @@ pub struct OAuth {
     http: reqwest::Client,
     cookie_key: Vec<u8>,
     min_refetch: Duration,
-    codes: Mutex<HashMap<[u8; 32], (TokenPair, Instant)>>,
+    /// One-time codes by digest.
+    codes: Mutex<HashMap<[u8; 32], PendingCode>>,
+}
+
+/// A finished sign-in's tokens, waiting for their one-time code.
+struct PendingCode {
+    pair: TokenPair,
+    made: Instant,
+    /// The digest of the browser binding the code was set with.
+    binding: [u8; 32],
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -285,14 +300,7 @@ impl OAuth {
     }
 
     fn read_flow(&self, headers: &HeaderMap) -> Option<Flow> {
-        let value = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == COOKIE)
-            .map(|(_, v)| v.to_string())?;
+        let value = cookie(headers, COOKIE)?;
         let mut v = Validation::new(Algorithm::HS256);
         v.set_required_spec_claims(&["exp"]);
         v.leeway = 0;
@@ -386,20 +394,49 @@ impl OAuth {
         }
     }
 
-    fn remember(&self, pair: TokenPair) -> String {
+    /// A one-time code for `pair`, and the binding for the browser that may redeem it.
+    fn remember(&self, pair: TokenPair) -> (String, String) {
         let code = random_secret();
+        let binding = random_secret();
         let digest: [u8; 32] = Sha256::digest(code.as_bytes()).into();
+        let bound: [u8; 32] = Sha256::digest(binding.as_bytes()).into();
         let mut codes = self.codes.lock();
-        codes.retain(|_, (_, at)| at.elapsed() < CODE_TTL);
-        codes.insert(digest, (pair, Instant::now()));
-        code
+        codes.retain(|_, c| c.made.elapsed() < CODE_TTL);
+        codes.insert(
+            digest,
+            PendingCode {
+                pair,
+                made: Instant::now(),
+                binding: bound,
+            },
+        );
+        (code, binding)
     }
 
-    fn redeem(&self, code: &str) -> Option<TokenPair> {
+    /// The tokens of a code, once, and only with the binding of the browser it was
+    /// made for; a code shown with another binding (or none) stays unspent.
+    fn redeem(&self, code: &str, binding: Option<&str>) -> Option<TokenPair> {
         let digest: [u8; 32] = Sha256::digest(code.as_bytes()).into();
-        let (pair, at) = self.codes.lock().remove(&digest)?;
-        (at.elapsed() < CODE_TTL).then_some(pair)
+        let shown: [u8; 32] = Sha256::digest(binding?.as_bytes()).into();
+        let mut codes = self.codes.lock();
+        if !constant_time_eq(&codes.get(&digest)?.binding, &shown) {
+            return None;
+        }
+        let code = codes.remove(&digest)?;
+        (code.made.elapsed() < CODE_TTL).then_some(code.pair)
     }
+}
+
+/// The value of cookie `name` in a request.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
 }
 
 /// The oauth2 crate's HTTP requests, sent with our client.
@@ -432,9 +469,9 @@ fn redirect(to: &str) -> Response {
     resp
 }
 
-fn set_cookie(resp: &mut Response, value: &str, max_age: u64, secure: bool) {
+fn set_cookie(resp: &mut Response, (name, path): (&str, &str), value: &str, max_age: u64, secure: bool) {
     let cookie = format!(
-        "{COOKIE}={value}; Path=/v1/auth/oauth/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
         if secure { "; Secure" } else { "" }
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -493,6 +530,7 @@ pub async fn start(
     let mut resp = redirect(url.as_str());
     set_cookie(
         &mut resp,
+        (COOKIE, COOKIE_PATH),
         &oauth.sign_flow(&flow)?,
         FLOW_TTL_SECS,
         p.cfg.redirect_uri.starts_with("https:"),
@@ -542,10 +580,18 @@ pub async fn callback(
             ErrorCode::Unauthenticated => sign_in_failed("no local user for this identity"),
             _ => ApiError::from(e),
         })?;
-    let one_time = oauth.remember(pair);
+    let (one_time, binding) = oauth.remember(pair);
     let sep = if flow.redirect.contains('?') { '&' } else { '?' };
     let mut resp = redirect(&format!("{}{sep}code={one_time}", flow.redirect));
-    set_cookie(&mut resp, "", 0, p.cfg.redirect_uri.starts_with("https:"));
+    let secure = p.cfg.redirect_uri.starts_with("https:");
+    set_cookie(&mut resp, (COOKIE, COOKIE_PATH), "", 0, secure);
+    set_cookie(
+        &mut resp,
+        (EXCHANGE_COOKIE, EXCHANGE_PATH),
+        &binding,
+        CODE_TTL.as_secs(),
+        secure,
+    );
     Ok(resp)
 }
 
@@ -555,14 +601,18 @@ pub struct ExchangeRequest {
     code: String,
 }
 
-/// `POST /v1/auth/exchange`: the one-time code of a finished sign-in, for our tokens.
-pub async fn exchange(State(state): State<AppState>, body: Body) -> Result<axum::Json<TokenPair>, ApiError> {
+/// `POST /v1/auth/exchange`: the one-time code of a finished sign-in, for our tokens,
+/// from the browser the sign-in ran in (its binding cookie comes along).
+pub async fn exchange(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let req: ExchangeRequest = read_json(body, state.config.max_body_bytes).await?;
-    state
+    let binding = cookie(&headers, EXCHANGE_COOKIE);
+    let pair = state
         .oauth
-        .redeem(&req.code)
-        .map(axum::Json)
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "invalid or used code"))
+        .redeem(&req.code, binding.as_deref())
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "invalid or used code"))?;
+    let mut resp = axum::Json(pair).into_response();
+    set_cookie(&mut resp, (EXCHANGE_COOKIE, EXCHANGE_PATH), "", 0, false);
+    Ok(resp)
 }
 
 /// `GET /v1/auth/providers`: the configured sign-in providers.

@@ -62,7 +62,11 @@ pub async fn authenticate_session(
     let mut principal = match credentials(headers)? {
         Credentials::Basic(user, pass) => engine.accounts().authenticate(&user, &pass, source).await?,
         Credentials::Bearer(token) if state.external.claims_trusted_issuer(&token) => {
-            state.external.verify(&token).await?.principal()
+            let identity = state.external.verify(&token).await?;
+            let user = engine
+                .accounts()
+                .external_user(&identity.issuer, &identity.subject, source)?;
+            identity.principal(user)
         }
         Credentials::Bearer(token) => engine.accounts().token_session(&token)?,
     };

@@ -26,6 +26,7 @@ use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::error::ErrorCode;
 use kalamdb_schema_gen::depth::check_depth;
 use kalamdb_schema_gen::documents::operation;
+use kalamdb_schema_gen::resolvers::ResponseBudget;
 use serde_json::{Map, Value as Json};
 use tracing::Instrument;
 
@@ -309,7 +310,7 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
         };
         let document = match state.schemas.parse(&params.query) {
             Ok(d) => d,
-            Err(e) => return RequestError::new(ErrorCode::GraphqlParseFailed, e.message).into_response(media),
+            Err(e) => return RequestError::new(e.code, e.message).into_response(media),
         };
         if let Err(message) = check_depth(&document.doc, state.schemas.limits().max_depth) {
             return RequestError::new(ErrorCode::QueryTooDeep, message).into_response(media);
@@ -342,7 +343,8 @@ async fn execute_on_schema(state: &AppState, ctx: ExecContext, params: Params, m
         let caller = ctx.clone();
         let mut request = async_graphql::Request::new(params.query)
             .variables(Variables::from_json(Json::Object(params.variables)))
-            .data(ctx);
+            .data(ctx)
+            .data(ResponseBudget::new(state.schemas.limits().max_response_bytes));
         if let Some(op) = params.operation_name {
             request = request.operation_name(op);
         }

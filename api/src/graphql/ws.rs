@@ -365,7 +365,7 @@ impl Conn {
         };
         let (text, doc) = match self.state.schemas.parse(&params.query) {
             Ok(d) => (d.text, d.doc),
-            Err(e) => return self.op_error(&id, ErrorCode::GraphqlParseFailed, e.message),
+            Err(e) => return self.op_error(&id, e.code, e.message),
         };
         if let Err(message) = check_depth(&doc, self.state.schemas.limits().max_depth) {
             return self.op_error(&id, ErrorCode::QueryTooDeep, message);

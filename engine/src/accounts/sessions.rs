@@ -5,7 +5,7 @@
 //! carry the user's session epoch, which a password change, role change or deletion
 //! raises: that revokes every session of the user at once.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use kalamdb_auth::error::AuthError;
 use kalamdb_auth::identity::{Role, UserId};
@@ -77,9 +77,10 @@ pub struct Sessions {
     refresh_lock: Mutex<()>,
     /// Access tokens whose signature, issuer and expiry were checked.
     verified: TokenMemory<AccessToken>,
-    /// Revoked sessions, as stored (loaded at open, added to by [`Self::revoke`]), so
-    /// that checking a request's session reads no storage.
-    revoked: RwLock<HashSet<String>>,
+    /// Revoked sessions and when each was revoked, as stored (loaded at open, added to
+    /// by [`Self::revoke`], forgotten by [`Self::purge_expired`] once none of their
+    /// tokens can be valid), so that checking a request's session reads no storage.
+    revoked: RwLock<HashMap<String, u64>>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -117,12 +118,13 @@ impl Sessions {
                 s
             }
         };
-        let mut revoked = HashSet::new();
+        let mut revoked = HashMap::new();
         let upper = prefix_successor(REVOKED_PREFIX.as_bytes());
         let mut it = store.scan(&sys, REVOKED_PREFIX.as_bytes(), upper.as_deref())?;
-        while let Some((k, _)) = it.next_entry()? {
+        while let Some((k, v)) = it.next_entry()? {
             let family = std::str::from_utf8(&k[REVOKED_PREFIX.len()..]).map_err(internal)?;
-            revoked.insert(family.to_string());
+            let at = v.try_into().map(u64::from_be_bytes).unwrap_or(0);
+            revoked.insert(family.to_string(), at);
         }
         drop(it);
         Ok(Self {
@@ -235,19 +237,57 @@ impl Sessions {
 
     /// Ends a session: its refresh tokens and access tokens stop working.
     pub fn revoke(&self, store: &HotStore, session: &str) -> Result<()> {
+        let now = now_millis();
         let mut b = WriteBatch::new();
-        b.put(
-            &Partition::system(),
-            family_key(session),
-            now_millis().to_be_bytes().to_vec(),
-        );
+        b.put(&Partition::system(), family_key(session), now.to_be_bytes().to_vec());
         store.write(b)?;
-        self.revoked.write().insert(session.to_string());
+        self.revoked.write().insert(session.to_string(), now);
         Ok(())
     }
 
     pub fn is_revoked(&self, session: &str) -> bool {
-        self.revoked.read().contains(session)
+        self.revoked.read().contains_key(session)
+    }
+
+    /// Deletes refresh tokens past their expiry, and forgets revoked sessions once no
+    /// token of theirs can be valid (every refresh token and access token of a session
+    /// was issued before it was revoked, so all have expired a lifetime later).
+    /// Returns how many of each went.
+    pub fn purge_expired(&self, store: &HotStore) -> Result<(usize, usize)> {
+        let sys = Partition::system();
+        let now = now_millis();
+        let mut b = WriteBatch::new();
+        let mut tokens = 0;
+        {
+            let upper = prefix_successor(REFRESH_PREFIX.as_bytes());
+            let mut it = store.scan(&sys, REFRESH_PREFIX.as_bytes(), upper.as_deref())?;
+            while let Some((k, v)) = it.next_entry()? {
+                let expired = serde_json::from_slice::<RefreshRecord>(v).map_or(true, |r| r.expires_at_ms < now);
+                if expired {
+                    b.delete(&sys, k.to_vec());
+                    tokens += 1;
+                }
+            }
+        }
+        let lifetime = self.refresh_ttl_ms.max(self.keys.ttl_secs() * 1000) + 120_000;
+        let gone: Vec<String> = self
+            .revoked
+            .read()
+            .iter()
+            .filter(|(_, at)| now.saturating_sub(**at) > lifetime)
+            .map(|(f, _)| f.clone())
+            .collect();
+        for f in &gone {
+            b.delete(&sys, family_key(f));
+        }
+        if !b.is_empty() {
+            store.write(b)?;
+        }
+        let mut revoked = self.revoked.write();
+        for f in &gone {
+            revoked.remove(f);
+        }
+        Ok((tokens, gone.len()))
     }
 
     /// The session of a refresh token, if the token is ours.

@@ -203,7 +203,7 @@ pub fn provider(
             )
         }
         "audit_log" => {
-            let a = AuditLog::read_all(store)?;
+            let a = AuditLog::read_recent(store, crate::accounts::audit::MAX_READ)?;
             (
                 vec![
                     Field::new("id", DataType::Int64, false),

@@ -306,6 +306,22 @@ pub fn scalar_of(v: &Value, ty: ColumnType) -> ScalarValue {
     }
 }
 
+/// Joins `items` pairwise into a tree of depth log2(n), or `None` for none.
+fn balanced(mut items: Vec<Expr>, join: &dyn Fn(Expr, Expr) -> Expr) -> Option<Expr> {
+    while items.len() > 1 {
+        let mut next = Vec::with_capacity(items.len().div_ceil(2));
+        let mut it = items.into_iter();
+        while let Some(a) = it.next() {
+            next.push(match it.next() {
+                Some(b) => join(a, b),
+                None => a,
+            });
+        }
+        items = next;
+    }
+    items.pop()
+}
+
 impl BoundFilter {
     /// Evaluates the filter on one row: `Some(true)` keeps it; `None` is SQL's unknown.
     pub fn eval(&self, seq: Seq, values: &[Value]) -> Option<bool> {
@@ -367,12 +383,11 @@ impl BoundFilter {
 
     /// The same condition as a DataFusion expression over the table's Arrow schema.
     pub fn to_df_expr(&self, table: &TableDef) -> Expr {
+        // balanced, so that a list of a thousand conditions is a tree ten levels deep
+        // (DataFusion recurses over it) rather than a chain a thousand deep
         let fold = |fs: &[BoundFilter], and: bool| -> Expr {
-            let mut exprs = fs.iter().map(|f| f.to_df_expr(table));
-            match exprs.next() {
-                None => lit(and),
-                Some(first) => exprs.fold(first, |acc, e| if and { acc.and(e) } else { acc.or(e) }),
-            }
+            let exprs: Vec<Expr> = fs.iter().map(|f| f.to_df_expr(table)).collect();
+            balanced(exprs, &|a, b| if and { a.and(b) } else { a.or(b) }).unwrap_or_else(|| lit(and))
         };
         match self {
             BoundFilter::And(fs) => fold(fs, true),

@@ -1,6 +1,7 @@
 //! Text patterns of filters: SQL's LIKE and regular expressions, compiled once per
-//! filter and matched on each row. Both match in time linear in the value (LIKE at
-//! worst in value times pattern), so no pattern can stall a scan.
+//! filter and matched on each row. Both compile to the `regex` crate's automata, which
+//! match in time linear in the value (no backtracking), and both are bounded in size,
+//! so no pattern can stall a scan, a subscription's matching or the commit path.
 
 use crate::error::{EngineError, Result};
 
@@ -22,138 +23,72 @@ pub struct TextPattern {
     pub case_insensitive: bool,
 }
 
-/// The longest regular expression a filter takes, in bytes.
-pub const MAX_REGEX_BYTES: usize = 1024;
-/// The most memory one compiled regular expression may take. The `regex` crate
-/// matches in time linear in the value (no backtracking), so with this bound no
-/// pattern can cost more than a scan of the value per row.
-const MAX_REGEX_COMPILED_BYTES: usize = 1 << 20;
+/// The longest pattern (LIKE or regular expression) a filter takes, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 1024;
+/// The most memory one compiled pattern may take. Matching costs at most a scan of
+/// the value per state, so with this bound no pattern costs more than a bounded
+/// multiple of the value's length.
+const MAX_COMPILED_BYTES: usize = 1 << 20;
 
-/// One LIKE pattern, compiled: `%` matches any run of characters, `_` one character,
-/// and `\` makes the next character literal (as in DataFusion's LIKE).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LikePattern {
-    tokens: Vec<LikeToken>,
-    case_insensitive: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum LikeToken {
-    AnyRun,
-    AnyOne,
-    Char(char),
-}
-
-impl LikePattern {
-    pub fn new(pattern: &str, case_insensitive: bool) -> Self {
-        let mut tokens = Vec::new();
-        let mut chars = pattern.chars();
-        while let Some(c) = chars.next() {
-            tokens.push(match c {
-                '%' => LikeToken::AnyRun,
-                '_' => LikeToken::AnyOne,
-                '\\' => LikeToken::Char(chars.next().unwrap_or('\\')),
-                c => LikeToken::Char(c),
-            });
-        }
-        Self {
-            tokens,
-            case_insensitive,
+/// A LIKE pattern as an anchored regular expression: `%` is any run of characters,
+/// `_` one character, and `\` makes the next character literal (as in DataFusion's
+/// LIKE).
+fn like_to_regex(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 8);
+    out.push_str("(?s)^");
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '%' => out.push_str(".*"),
+            '_' => out.push('.'),
+            '\\' => {
+                let lit = chars.next().unwrap_or('\\');
+                out.push_str(&regex::escape(lit.encode_utf8(&mut [0; 4])));
+            }
+            c => out.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
         }
     }
-
-    pub fn matches(&self, text: &str) -> bool {
-        let fold = |c: char| -> char {
-            if self.case_insensitive {
-                c.to_lowercase().next().unwrap_or(c)
-            } else {
-                c
-            }
-        };
-        let text: Vec<char> = text.chars().map(fold).collect();
-        // iterative matcher with backtracking to the last `%`: linear in most cases,
-        // O(n*m) at worst, never exponential
-        let (mut t, mut p) = (0usize, 0usize);
-        let mut star: Option<(usize, usize)> = None;
-        while t < text.len() {
-            match self.tokens.get(p) {
-                Some(LikeToken::AnyRun) => {
-                    star = Some((p, t));
-                    p += 1;
-                }
-                Some(LikeToken::AnyOne) => {
-                    t += 1;
-                    p += 1;
-                }
-                Some(LikeToken::Char(c)) if fold(*c) == text[t] => {
-                    t += 1;
-                    p += 1;
-                }
-                _ => match star {
-                    Some((sp, st)) => {
-                        p = sp + 1;
-                        t = st + 1;
-                        star = Some((sp, st + 1));
-                    }
-                    None => return false,
-                },
-            }
-        }
-        self.tokens[p..].iter().all(|t| *t == LikeToken::AnyRun)
-    }
+    out.push('$');
+    out
 }
 
 /// A [`TextPattern`], compiled.
 #[derive(Debug, Clone)]
-pub enum Matcher {
-    Like(LikePattern),
-    Regex(regex::Regex),
-}
+pub struct Matcher(regex::Regex);
 
 impl PartialEq for Matcher {
     fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Matcher::Like(a), Matcher::Like(b)) => a == b,
-            (Matcher::Regex(a), Matcher::Regex(b)) => a.as_str() == b.as_str(),
-            _ => false,
-        }
+        self.0.as_str() == other.0.as_str()
     }
 }
 
 impl Matcher {
-    /// Compiles a pattern; a regular expression that is malformed or over the size
-    /// bounds is refused.
+    /// Compiles a pattern; one that is malformed or over the size bounds is refused.
     pub fn new(p: &TextPattern) -> Result<Self> {
-        match p.kind {
-            PatternKind::Like => Ok(Matcher::Like(LikePattern::new(&p.pattern, p.case_insensitive))),
-            PatternKind::Regex => {
-                if p.pattern.len() > MAX_REGEX_BYTES {
-                    return Err(EngineError::FilterTooComplex(format!(
-                        "the regular expression is longer than {MAX_REGEX_BYTES} bytes"
-                    )));
-                }
-                regex::RegexBuilder::new(&p.pattern)
-                    .case_insensitive(p.case_insensitive)
-                    .size_limit(MAX_REGEX_COMPILED_BYTES)
-                    .dfa_size_limit(MAX_REGEX_COMPILED_BYTES)
-                    .build()
-                    .map(Matcher::Regex)
-                    .map_err(|e| match e {
-                        regex::Error::CompiledTooBig(_) => {
-                            EngineError::FilterTooComplex("the regular expression is too large".into())
-                        }
-                        e => EngineError::InvalidInput(format!("invalid regular expression: {e}")),
-                    })
-            }
+        if p.pattern.len() > MAX_PATTERN_BYTES {
+            return Err(EngineError::FilterTooComplex(format!(
+                "the pattern is longer than {MAX_PATTERN_BYTES} bytes"
+            )));
         }
+        let source = match p.kind {
+            PatternKind::Like => like_to_regex(&p.pattern),
+            PatternKind::Regex => p.pattern.clone(),
+        };
+        regex::RegexBuilder::new(&source)
+            .case_insensitive(p.case_insensitive)
+            .size_limit(MAX_COMPILED_BYTES)
+            .dfa_size_limit(MAX_COMPILED_BYTES)
+            .build()
+            .map(Matcher)
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(_) => EngineError::FilterTooComplex("the pattern is too large".into()),
+                e => EngineError::InvalidInput(format!("invalid regular expression: {e}")),
+            })
     }
 
     #[inline]
     pub fn matches(&self, text: &str) -> bool {
-        match self {
-            Matcher::Like(p) => p.matches(text),
-            Matcher::Regex(r) => r.is_match(text),
-        }
+        self.0.is_match(text)
     }
 }
 
@@ -163,7 +98,15 @@ mod tests {
 
     #[test]
     fn like_patterns() {
-        let m = |p: &str, t: &str| LikePattern::new(p, false).matches(t);
+        let like = |p: &str, ci: bool| {
+            Matcher::new(&TextPattern {
+                kind: PatternKind::Like,
+                pattern: p.into(),
+                case_insensitive: ci,
+            })
+            .expect("compiles")
+        };
+        let m = |p: &str, t: &str| like(p, false).matches(t);
         assert!(m("a%", "abc"));
         assert!(m("%c", "abc"));
         assert!(m("a_c", "abc"));
@@ -175,8 +118,25 @@ mod tests {
         assert!(!m("a\\%", "ab"));
         assert!(m("%a%a%a%a%b", "aaaaaaaaaaaaaaaaaaaaaab"));
         assert!(!m("%a%a%a%a%b", "aaaaaaaaaaaaaaaaaaaaaaa"));
-        assert!(LikePattern::new("HéL%", true).matches("hélLO"));
-        assert!(!LikePattern::new("HéL%", false).matches("hélLO"));
+        assert!(like("HéL%", true).matches("hélLO"));
+        assert!(!like("HéL%", false).matches("hélLO"));
+        assert!(m("a.c", "a.c") && !m("a.c", "abc"), "regex syntax is literal in LIKE");
+        assert!(m("(%)", "(x)") && m("a\\_", "a_") && !m("a\\_", "ab"));
+        assert!(m("%", "line\nbreak"));
+        // many wildcards over a long value
+        let value = "a".repeat(120_000);
+        let pattern = "%a".repeat(500);
+        assert!(m(&pattern, &value));
+        assert!(!m(&format!("{pattern}b"), &value));
+        let too_long = TextPattern {
+            kind: PatternKind::Like,
+            pattern: "%".repeat(MAX_PATTERN_BYTES + 1),
+            case_insensitive: false,
+        };
+        assert_eq!(
+            Matcher::new(&too_long).err().map(|e| e.code()),
+            Some(crate::error::ErrorCode::FilterTooComplex)
+        );
     }
 
     #[test]
@@ -199,7 +159,7 @@ mod tests {
         let code = |r: Result<Matcher>| r.err().map(|e| e.code());
         assert_eq!(code(regex("(", false)), Some(crate::error::ErrorCode::InvalidInput));
         assert_eq!(
-            code(regex(&"a".repeat(MAX_REGEX_BYTES + 1), false)),
+            code(regex(&"a".repeat(MAX_PATTERN_BYTES + 1), false)),
             Some(crate::error::ErrorCode::FilterTooComplex)
         );
         // short, but it compiles to far more than the bound

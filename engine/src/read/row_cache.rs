@@ -29,8 +29,8 @@ pub type PartitionKey = (u64, Option<UserId>);
 
 /// Partitions with more rows than this are never cached.
 pub const MAX_PARTITION_ROWS: usize = 10_000;
-/// The most rows the cache holds in all.
-const MAX_TOTAL_ROWS: usize = 1_000_000;
+/// A partition is never given more than this share of the cache's bytes.
+const MAX_PARTITION_SHARE: usize = 8;
 /// The most sort orders kept per cached partition; a new one replaces the oldest.
 const MAX_ORDERS: usize = 4;
 
@@ -42,6 +42,8 @@ struct Entry {
 /// The decoded rows of one partition, in key order, and the orders kept for them.
 pub struct CachedPartition {
     pub rows: Vec<Row>,
+    /// About how much memory the rows take.
+    bytes: usize,
     orders: Mutex<Vec<KeptOrder>>,
 }
 
@@ -55,8 +57,13 @@ struct KeptOrder {
 
 impl CachedPartition {
     pub fn new(rows: Vec<Row>) -> Self {
+        let bytes = rows
+            .iter()
+            .map(|(_, v)| 16 + v.iter().map(crate::types::Value::approx_bytes).sum::<usize>())
+            .sum();
         CachedPartition {
             rows,
+            bytes,
             orders: Mutex::new(Vec::new()),
         }
     }
@@ -104,13 +111,24 @@ impl CachedPartition {
     }
 }
 
-#[derive(Default)]
+/// The cache, bounded by the bytes its rows take (not by their number: a thousand rows
+/// of large texts weigh more than a million small ones).
 pub struct RowCache {
+    /// The entries and the bytes they take.
     entries: Mutex<(HashMap<PartitionKey, Entry>, usize)>,
     generation: AtomicU64,
+    max_bytes: usize,
 }
 
 impl RowCache {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            entries: Mutex::new((HashMap::new(), 0)),
+            generation: AtomicU64::new(0),
+            max_bytes,
+        }
+    }
+
     /// The rows of a partition decoded under `schema_version`.
     pub fn get(&self, key: &PartitionKey, schema_version: u32) -> Option<Arc<CachedPartition>> {
         let g = self.entries.lock();
@@ -127,8 +145,8 @@ impl RowCache {
     /// Stores a partition read completely since `generation`, unless a write landed
     /// meanwhile.
     pub fn fill(&self, key: PartitionKey, schema_version: u32, generation: u64, part: Arc<CachedPartition>) {
-        let rows = part.rows.len();
-        if rows > MAX_PARTITION_ROWS {
+        let bytes = part.bytes;
+        if part.rows.len() > MAX_PARTITION_ROWS || bytes > self.max_bytes / MAX_PARTITION_SHARE {
             return;
         }
         let mut g = self.entries.lock();
@@ -137,15 +155,15 @@ impl RowCache {
             return;
         }
         let (map, total) = &mut *g;
-        while *total + rows > MAX_TOTAL_ROWS {
+        while *total + bytes > self.max_bytes {
             let Some(k) = map.keys().next().cloned() else { break };
             if let Some(e) = map.remove(&k) {
-                *total -= e.part.rows.len();
+                *total -= e.part.bytes;
             }
         }
-        *total += rows;
+        *total += bytes;
         if let Some(old) = map.insert(key, Entry { schema_version, part }) {
-            *total -= old.part.rows.len();
+            *total -= old.part.bytes;
         }
     }
 
@@ -157,7 +175,7 @@ impl RowCache {
         let (map, total) = &mut *g;
         for k in keys {
             if let Some(e) = map.remove(k) {
-                *total -= e.part.rows.len();
+                *total -= e.part.bytes;
             }
         }
     }
@@ -212,6 +230,7 @@ mod tests {
         }
         assert!(part.order(&by(0), reverse).is_none(), "the oldest order made way");
         let small = CachedPartition::new(vec![(Seq(1), vec![Value::Int(1)])]);
+        assert!(small.bytes > 0);
         assert_eq!(
             small.scans_before_sort(),
             2,

@@ -13,6 +13,7 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes as dt;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::provider_as_source;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, min, sum};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, SortExpr};
@@ -353,7 +354,8 @@ impl Engine {
 
     async fn collect(&self, builder: LogicalPlanBuilder) -> Result<Vec<RecordBatch>> {
         let plan = builder.build()?;
-        Ok(DataFrame::new(self.df_state.clone(), plan).collect().await?)
+        let state = self.statement_state(SessionStateBuilder::new_from_existing(self.df_state.clone()))?;
+        self.collect_bounded(DataFrame::new(state, plan)).await
     }
 
     /// The same request answered by a DataFusion plan (the reference for the direct

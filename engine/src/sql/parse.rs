@@ -1,7 +1,9 @@
 //! Splits the dialect into KalamDB's own statements (namespaces, users, SHOW,
 //! DESCRIBE) and standard SQL left to `sqlparser`'s AST.
 
-use datafusion::sql::sqlparser::ast::{self, Ident, ObjectName, ObjectNamePart};
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{self, Ident, ObjectName, ObjectNamePart, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
@@ -13,6 +15,21 @@ use crate::ids::{NamespaceId, TableId, TableName};
 
 /// Deeply nested input is refused before it can exhaust the stack.
 const RECURSION_LIMIT: usize = 64;
+/// The deepest nesting of expressions and subqueries a statement may have. The parser
+/// builds a chain of binary operators (`1+1+...`, `a AND b AND ...`, `x || y || ...`)
+/// without recursing, as a tree as deep as the chain is long; everything after it
+/// (planning, optimizing, evaluating, our row expressions) recurses over that tree, so
+/// deeper statements are refused here, before any of it runs.
+pub const MAX_EXPRESSION_DEPTH: usize = 256;
+/// Statements longer than this are parsed on a stack sized for them: a refused chain
+/// is still a tree as deep as it is long, and dropping it recurses once per level.
+const LONG_STATEMENT_BYTES: usize = 4096;
+/// Stack per byte of a long statement: one level of the tree takes at least two bytes
+/// of text (`+1`), and dropping a level takes well under this much stack.
+const STACK_PER_BYTE: usize = 128;
+/// The least stack a long statement is parsed on: the parser's own recursion, up to
+/// its limit, takes a few megabytes (its frames are large). Only touched pages cost.
+const PARSE_STACK_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserChange {
@@ -166,11 +183,105 @@ fn normalize_tokens(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     out
 }
 
+/// Parses one statement, refusing one nested deeper than [`MAX_EXPRESSION_DEPTH`].
 pub fn parse(sql: &str) -> Result<Statement> {
+    if sql.len() <= LONG_STATEMENT_BYTES {
+        return parse_bounded(sql);
+    }
+    // a refused tree is dropped inside, on the grown stack
+    stacker::grow((sql.len() * STACK_PER_BYTE).max(PARSE_STACK_BYTES), || {
+        parse_bounded(sql)
+    })
+}
+
+fn parse_bounded(sql: &str) -> Result<Statement> {
+    let stmt = parse_statement(sql)?;
+    if let Statement::Sql(ast) = &stmt {
+        check_depth(ast)?;
+    }
+    Ok(stmt)
+}
+
+/// Counts nesting on the way down and stops at the bound, so that the walk itself
+/// recurses no deeper than the bound.
+struct DepthBound {
+    depth: usize,
+}
+
+impl DepthBound {
+    fn enter(&mut self) -> ControlFlow<()> {
+        self.depth += 1;
+        if self.depth > MAX_EXPRESSION_DEPTH {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    fn leave(&mut self) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+}
+
+impl Visitor for DepthBound {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, _: &ast::Expr) -> ControlFlow<()> {
+        self.enter()
+    }
+
+    fn post_visit_expr(&mut self, _: &ast::Expr) -> ControlFlow<()> {
+        self.leave()
+    }
+
+    fn pre_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+        self.enter()
+    }
+
+    fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+        self.leave()
+    }
+}
+
+fn check_depth(stmt: &ast::Statement) -> Result<()> {
+    match stmt.visit(&mut DepthBound { depth: 0 }) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(EngineError::TooDeep(format!(
+            "the statement nests expressions more than {MAX_EXPRESSION_DEPTH} levels deep \
+             (a chain of operators counts one level per operator)"
+        ))),
+    }
+}
+
+/// Refuses parentheses nested deeper than the parser's recursion limit before the
+/// parser sees them: not every path through the parser counts its recursion (a
+/// parenthesized query does not), and its frames are large.
+fn check_nesting(tokens: &[TokenWithSpan]) -> Result<()> {
+    let mut depth = 0usize;
+    for t in tokens {
+        match t.token {
+            Token::LParen | Token::LBracket | Token::LBrace => {
+                depth += 1;
+                if depth > RECURSION_LIMIT {
+                    return Err(EngineError::TooDeep(format!(
+                        "the statement nests parentheses more than {RECURSION_LIMIT} levels deep"
+                    )));
+                }
+            }
+            Token::RParen | Token::RBracket | Token::RBrace => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn parse_statement(sql: &str) -> Result<Statement> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| EngineError::Syntax(e.to_string()))?;
+    check_nesting(&tokens)?;
     let mut p = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
         .with_tokens_with_locations(normalize_tokens(tokens));
@@ -348,6 +459,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::error::ErrorCode;
 
     #[test]
     fn own_statements() {
@@ -401,6 +513,31 @@ mod tests {
     }
 
     #[test]
+    fn deep_statements_are_refused_with_a_code_however_long() {
+        let code = |sql: &str| parse(sql).err().map(|e| e.code());
+        let chain = |n: usize, op: &str, term: &str| vec![term; n].join(op);
+        assert_eq!(code(&format!("SELECT {}", chain(200, "+", "1"))), None);
+        for sql in [
+            format!("SELECT {}", chain(1000, "+", "1")),
+            format!("SELECT * FROM a.b WHERE {}", chain(1000, " AND ", "x = 1")),
+            format!("UPDATE a.b SET t = {} WHERE id = 1", chain(1000, " || ", "'a'")),
+            // 1 MiB of operators: parsed (and dropped) on a stack sized for it
+            format!("SELECT {}", chain(500_000, "+", "1")),
+            format!("SELECT {}", chain(300, "-", "(SELECT 1)")),
+        ] {
+            assert_eq!(code(&sql), Some(ErrorCode::QueryTooDeep), "{}", &sql[..40]);
+        }
+        // nesting with parentheses is refused before the parser recurses
+        for (open, close) in [("(", ")"), ("[", "]")] {
+            let nested = format!("SELECT {}1{}", open.repeat(5000), close.repeat(5000));
+            assert_eq!(code(&nested), Some(ErrorCode::QueryTooDeep));
+        }
+        let query = format!("{}SELECT 1{}", "(".repeat(300), ")".repeat(300));
+        assert_eq!(code(&query), Some(ErrorCode::QueryTooDeep));
+        assert_eq!(code(&format!("SELECT {}1{}", "(".repeat(60), ")".repeat(60))), None);
+    }
+
+    #[test]
     fn rejects_garbage_and_multiple_statements() {
         assert!(matches!(parse("SELEC 1"), Err(EngineError::Syntax(_))));
         assert!(matches!(parse("SELECT 1; SELECT 2"), Err(EngineError::Syntax(_))));
@@ -410,6 +547,6 @@ mod tests {
             Err(EngineError::InvalidInput(_))
         ));
         let deep = format!("SELECT {}1{}", "(".repeat(500), ")".repeat(500));
-        assert!(matches!(parse(&deep), Err(EngineError::Syntax(_))));
+        assert!(matches!(parse(&deep), Err(EngineError::TooDeep(_))));
     }
 }

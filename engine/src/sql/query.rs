@@ -5,16 +5,21 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::Array;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProviderList, SchemaProvider};
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::SessionState;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast;
+use futures::StreamExt;
 use kalamdb_auth::permissions::TableOp;
 use kalamdb_storage::hot_store::HotStore;
 
@@ -196,15 +201,80 @@ impl Engine {
             "kalam".into(),
             Arc::new(RequestCatalog(scope)),
         );
-        let state = SessionStateBuilder::new_from_existing(self.df_state.clone())
-            .with_catalog_list(Arc::new(list))
-            .build();
+        let state = self.statement_state(
+            SessionStateBuilder::new_from_existing(self.df_state.clone()).with_catalog_list(Arc::new(list)),
+        )?;
         let plan = state.statement_to_plan(DfStatement::Statement(Box::new(stmt))).await?;
         let plan = bind_params(plan, params)?;
-        let batches = DataFrame::new(state, plan)
-            .collect()
-            .await
-            .map_err(|e: DataFusionError| EngineError::from(e))?;
-        Ok(batches)
+        self.collect_bounded(DataFrame::new(state, plan)).await
     }
+
+    /// The session one statement runs in: `builder` with a memory pool of the
+    /// statement's own, so that one query's joins, sorts and aggregates fail with
+    /// `MEMORY_LIMIT_EXCEEDED` at `max_query_memory_bytes` instead of taking the
+    /// process's memory.
+    pub(crate) fn statement_state(&self, builder: SessionStateBuilder) -> Result<SessionState> {
+        let runtime = RuntimeEnvBuilder::from_runtime_env(self.df_state.runtime_env())
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(self.config.max_query_memory_bytes)))
+            .build_arc()?;
+        Ok(builder.with_runtime_env(runtime).build())
+    }
+
+    /// Runs a plan to completion within the statement bounds: its batches may hold at
+    /// most `max_result_bytes`, and it is stopped (its tasks dropped) after
+    /// `statement_timeout_ms`. Batches are counted as they stream, so a result too
+    /// large (a cross join) fails after the bound, not after it is all built.
+    pub(crate) async fn collect_bounded(&self, df: DataFrame) -> Result<Vec<RecordBatch>> {
+        let limit = self.config.max_result_bytes;
+        let work = async move {
+            let mut stream = df.execute_stream().await?;
+            let (mut out, mut bytes) = (Vec::new(), 0usize);
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e: DataFusionError| EngineError::from(e))?;
+                bytes += batch_bytes(&batch);
+                if bytes > limit {
+                    return Err(EngineError::ResultTooLarge(format!(
+                        "the result is larger than {limit} bytes; add a LIMIT or narrow the WHERE"
+                    )));
+                }
+                out.push(batch);
+                // a plan whose every batch is ready at once still lets the timeout in
+                tokio::task::consume_budget().await;
+            }
+            Ok(out)
+        };
+        // on a task of its own, so that the timeout answers even while one poll of
+        // the plan computes for long (a nested-loop join does its work in one), and so
+        // that the plan is stopped when the caller goes away (the client disconnected)
+        let mut task = AbortOnDrop(tokio::spawn(work));
+        let timeout = self.config.statement_timeout_ms;
+        match tokio::time::timeout(std::time::Duration::from_millis(timeout), &mut task.0).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(EngineError::Internal(format!("the query task failed: {e}"))),
+            Err(_) => Err(EngineError::Timeout(timeout)),
+        }
+    }
+}
+
+/// A query's task, stopped when it is dropped: at the statement timeout, or when the
+/// request that started it is dropped. The task ends at its next await point.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<Vec<RecordBatch>>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The bytes a batch's rows take (its slice of shared buffers, not the buffers).
+fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
 }

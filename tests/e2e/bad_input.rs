@@ -124,6 +124,7 @@ async fn bad_input_gets_clear_errors() {
         .client
         .post(format!("{}/v1/sql", s.url))
         .header("authorization", basic("root", ROOT_PASSWORD))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await
@@ -133,7 +134,7 @@ async fn bad_input_gets_clear_errors() {
     // deeply nested input is refused, not a crash
     let deep = format!("SELECT {}1{} FROM t", "(".repeat(3000), ")".repeat(3000));
     let (_, c) = s.err("root", ROOT_PASSWORD, &deep).await;
-    assert_eq!(c, "SQL_SYNTAX_ERROR");
+    assert_eq!(c, "QUERY_TOO_DEEP");
 
     // and the server still serves
     let r = s.root("SELECT count(*) FROM t").await;

@@ -335,3 +335,60 @@ impl Sessions {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kalamdb_storage::hot_store::StoreOptions;
+
+    use super::*;
+    use crate::accounts::audit::{AuditAction, AuditEvent, AuditLog};
+
+    /// Housekeeping deletes expired refresh tokens and forgets revoked sessions once
+    /// none of their tokens can be valid, and keeps the rest; old audit events go, and
+    /// reads show the newest events in order.
+    #[test]
+    fn expired_tokens_dead_sessions_and_old_events_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HotStore::open(dir.path(), &StoreOptions::default()).unwrap();
+        let user = UserId::parse("ann").unwrap();
+        // refresh tokens that expire at once, and ones that live a day
+        let short = Sessions::open(&store, 60, 0).unwrap();
+        let dead = short.issue(&store, &user, Role::User, 0).unwrap();
+        let long = Sessions::open(&store, 60, 86_400).unwrap();
+        let live = long.issue(&store, &user, Role::User, 0).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        long.revoke(&store, "recent-session").unwrap();
+        long.revoked.write().insert("old-session".into(), 1);
+        assert_eq!(long.purge_expired(&store).unwrap(), (1, 1));
+        assert!(long.session_of_refresh(&store, &dead.refresh_token).unwrap().is_none());
+        assert!(long.session_of_refresh(&store, &live.refresh_token).unwrap().is_some());
+        assert!(long.is_revoked("recent-session") && !long.is_revoked("old-session"));
+        // the forgotten session is gone from storage too
+        let reopened = Sessions::open(&store, 60, 86_400).unwrap();
+        assert!(reopened.is_revoked("recent-session"));
+        assert_eq!(reopened.revoked.read().len(), 1);
+
+        let log = AuditLog::default();
+        let event = |target: &str| AuditEvent {
+            action: AuditAction::Ddl,
+            actor: "root".into(),
+            subject: None,
+            target: target.into(),
+            source: None,
+            detail: String::new(),
+        };
+        for t in ["a", "b", "c"] {
+            log.record(&store, event(t)).unwrap();
+        }
+        let targets = |n| -> Vec<String> {
+            AuditLog::read_recent(&store, n)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.target)
+                .collect()
+        };
+        assert_eq!(targets(2), ["b", "c"], "the newest, oldest first");
+        AuditLog::purge_before(&store, now_millis() + 1).unwrap();
+        assert!(targets(10).is_empty());
+    }
+}

@@ -32,6 +32,8 @@ use crate::error::{EngineError, Result};
 const OAUTH_LINK_PREFIX: &str = "oauth_link/";
 /// Links from a trusted issuer's subject to the local user it maps to.
 const EXTERNAL_LINK_PREFIX: &str = "external_link/";
+/// Links kept in memory; past this the memory starts over.
+const MAX_CACHED_LINKS: usize = 100_000;
 
 /// The settings accounts run by, taken from the engine's.
 #[derive(Debug, Clone)]
@@ -71,6 +73,10 @@ pub struct Accounts {
     /// Serializes creating linked users, so that two first sign-ins of one identity
     /// make one user.
     link_lock: Mutex<()>,
+    /// External links already read, by issuer and subject: every request of an
+    /// external token maps its subject without hashing or reading storage. Links never
+    /// change once made (a dropped user's link stays, and signs nobody in).
+    external_links: parking_lot::RwLock<HashMap<String, HashMap<String, UserId>>>,
     /// bcrypt runs off the async executor and on at most all cores but one, so that a
     /// burst of logins queues instead of starving every other request of CPU.
     bcrypt_slots: tokio::sync::Semaphore,
@@ -145,6 +151,7 @@ impl Accounts {
             failures: Mutex::new(HashMap::new()),
             act_as_audited: Mutex::new(HashMap::new()),
             link_lock: Mutex::new(()),
+            external_links: parking_lot::RwLock::new(HashMap::new()),
             bcrypt_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
             ),
@@ -364,14 +371,37 @@ impl Accounts {
     /// local user's rows because the names match, and a link to a dropped user signs
     /// nobody in.
     pub fn external_user(&self, issuer: &str, subject: &str, source: IpAddr) -> Result<UserId> {
+        let known = self
+            .external_links
+            .read()
+            .get(issuer)
+            .and_then(|m| m.get(subject))
+            .cloned();
+        if let Some(id) = known {
+            return if self.users.is_active(&id) {
+                Ok(id)
+            } else {
+                Err(EngineError::Unauthenticated)
+            };
+        }
         let issuer_digest: String = Sha256::digest(issuer.as_bytes())
             .iter()
             .take(12)
             .map(|b| format!("{b:02x}"))
             .collect();
         let key = format!("{EXTERNAL_LINK_PREFIX}{issuer_digest}/{subject}").into_bytes();
-        self.linked_user(key, subject, Some(Role::User), &format!("issuer:{issuer}"), source)
-            .map(|u| u.id)
+        let id = self
+            .linked_user(key, subject, Some(Role::User), &format!("issuer:{issuer}"), source)?
+            .id;
+        let mut links = self.external_links.write();
+        if links.values().map(HashMap::len).sum::<usize>() >= MAX_CACHED_LINKS {
+            links.clear();
+        }
+        links
+            .entry(issuer.to_string())
+            .or_default()
+            .insert(subject.to_string(), id.clone());
+        Ok(id)
     }
 
     /// The active user linked under `link_key`; when none is linked yet and `create_as`

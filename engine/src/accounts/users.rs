@@ -61,6 +61,11 @@ impl UserStore {
         self.users.read().get(id).cloned()
     }
 
+    /// Whether `id` is an active (not deleted) user, without copying its record.
+    pub fn is_active(&self, id: &UserId) -> bool {
+        self.users.read().get(id).is_some_and(UserRecord::is_active)
+    }
+
     /// The record of an active (not deleted) user.
     pub fn active(&self, id: &UserId) -> Option<UserRecord> {
         self.get(id).filter(UserRecord::is_active)

@@ -254,24 +254,53 @@ fn check_depth(stmt: &ast::Statement) -> Result<()> {
     }
 }
 
-/// Refuses parentheses nested deeper than the parser's recursion limit before the
-/// parser sees them: not every path through the parser counts its recursion (a
-/// parenthesized query does not), and its frames are large.
+/// How deep keyword constructs may nest: `CASE ... END`, and brackets right after a
+/// keyword (`CAST(`, `ARRAY[`, `IN (`, `EXISTS (`, `max(`). When one of these fails to
+/// parse, the parser tries its keyword again as a plain identifier, so a malformed
+/// nest of them costs time doubling with each level (18 nested `CAST(` take a second,
+/// 64 would take forever); at this depth the worst case is a few milliseconds.
+pub const MAX_KEYWORD_NESTING: usize = 10;
+
+/// Refuses nesting the parser would take too long or too deep a stack for, before the
+/// parser sees it: brackets nested deeper than the parser's recursion limit (not every
+/// path through the parser counts its recursion, and its frames are large), and
+/// keyword constructs nested deeper than [`MAX_KEYWORD_NESTING`].
 fn check_nesting(tokens: &[TokenWithSpan]) -> Result<()> {
-    let mut depth = 0usize;
+    let too_deep = |what: &str, limit: usize| {
+        Err(EngineError::TooDeep(format!(
+            "the statement nests {what} more than {limit} levels deep"
+        )))
+    };
+    // one entry per open bracket: whether a keyword opened it
+    let mut brackets: Vec<bool> = Vec::new();
+    let (mut keyword_brackets, mut cases) = (0usize, 0usize);
+    let mut after_keyword = false;
     for t in tokens {
-        match t.token {
+        match &t.token {
+            Token::Whitespace(_) => continue,
             Token::LParen | Token::LBracket | Token::LBrace => {
-                depth += 1;
-                if depth > RECURSION_LIMIT {
-                    return Err(EngineError::TooDeep(format!(
-                        "the statement nests parentheses more than {RECURSION_LIMIT} levels deep"
-                    )));
+                brackets.push(after_keyword);
+                keyword_brackets += usize::from(after_keyword);
+                if brackets.len() > RECURSION_LIMIT {
+                    return too_deep("parentheses", RECURSION_LIMIT);
                 }
             }
-            Token::RParen | Token::RBracket | Token::RBrace => depth = depth.saturating_sub(1),
+            Token::RParen | Token::RBracket | Token::RBrace => {
+                let by_keyword = brackets.pop() == Some(true);
+                keyword_brackets -= usize::from(by_keyword);
+            }
+            Token::Word(w) if w.quote_style.is_none() && w.keyword == Keyword::CASE => cases += 1,
+            Token::Word(w) if w.quote_style.is_none() && w.keyword == Keyword::END => cases = cases.saturating_sub(1),
             _ => {}
         }
+        if keyword_brackets + cases > MAX_KEYWORD_NESTING {
+            return too_deep(
+                "CASE and keyword constructs (CAST(, ARRAY[, IN (...)",
+                MAX_KEYWORD_NESTING,
+            );
+        }
+        after_keyword =
+            matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.keyword != Keyword::NoKeyword);
     }
     Ok(())
 }
@@ -534,6 +563,14 @@ mod tests {
         }
         let query = format!("{}SELECT 1{}", "(".repeat(300), ")".repeat(300));
         assert_eq!(code(&query), Some(ErrorCode::QueryTooDeep));
+        // malformed nests of keyword constructs, which the parser would retry at every
+        // level (time doubling per level), are refused before it starts
+        for open in ["CAST(", "ARRAY[", "CAST(CASE WHEN ", "CASE WHEN "] {
+            let nested = format!("SELECT {}x", open.repeat(64));
+            assert_eq!(code(&nested), Some(ErrorCode::QueryTooDeep), "{open}");
+        }
+        let fine = "SELECT CASE WHEN max(CAST(x AS INT)) IN (1, 2) THEN ARRAY[1] ELSE NULL END FROM a.b";
+        assert_eq!(code(fine), None);
         assert_eq!(code(&format!("SELECT {}1{}", "(".repeat(60), ")".repeat(60))), None);
     }
 

@@ -9,8 +9,12 @@
 
 use std::time::{Duration, Instant};
 
+use kalamdb_auth::identity::{Role, UserId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use crate::context::ExecContext;
+use crate::engine::{Engine, EngineConfig};
 
 /// Statements that exercise each part of the dialect; mutated into the rest.
 pub const SQL_SEEDS: &[&str] = &[
@@ -187,6 +191,37 @@ impl<'a> Fuzz<'a> {
     }
 }
 
+/// An engine on `dir` for fuzzing, with a USER table `f.t (id BIGINT, s TEXT, v
+/// DOUBLE)` holding two rows of the user `fuzzer`; returns the engine, root and that
+/// user. `tune` adjusts the configuration first.
+pub async fn fuzz_engine(
+    dir: &std::path::Path,
+    tune: impl FnOnce(&mut EngineConfig),
+) -> (std::sync::Arc<Engine>, ExecContext, ExecContext) {
+    let mut cfg = EngineConfig::new(dir);
+    cfg.bcrypt_cost = 4;
+    cfg.statement_timeout_ms = 2_000;
+    tune(&mut cfg);
+    let engine = Engine::open(cfg).await.expect("open");
+    let root = ExecContext::system();
+    for sql in [
+        "CREATE NAMESPACE f",
+        "CREATE TABLE f.t (id BIGINT PRIMARY KEY, s TEXT, v DOUBLE) WITH (TYPE = 'USER')",
+    ] {
+        engine.execute_sql(&root, sql, &[]).await.expect("schema");
+    }
+    let user = ExecContext::new(UserId::parse("fuzzer").expect("id"), Role::User);
+    engine
+        .execute_sql(
+            &user,
+            "INSERT INTO f.t (id, s, v) VALUES (1, 'a', 1.0), (2, 'ab', 2.5)",
+            &[],
+        )
+        .await
+        .expect("rows");
+    (engine, root, user)
+}
+
 /// Runs `f` on a thread with the server's request stack and a runtime of its own.
 pub fn on_request_stack<F: Future<Output = ()> + Send + 'static>(f: impl FnOnce() -> F + Send + 'static) {
     std::thread::Builder::new()
@@ -207,39 +242,18 @@ pub fn on_request_stack<F: Future<Output = ()> + Send + 'static>(f: impl FnOnce(
 
 #[cfg(test)]
 mod tests {
-    use kalamdb_auth::identity::{Role, UserId};
-
     use super::*;
-    use crate::context::ExecContext;
-    use crate::engine::{Engine, EngineConfig};
     use crate::error::ErrorCode;
 
     #[test]
     fn fuzz_sql_statements() {
         on_request_stack(|| async {
             let dir = tempfile::tempdir().expect("temp dir");
-            let mut cfg = EngineConfig::new(dir.path());
-            cfg.bcrypt_cost = 4;
-            cfg.statement_timeout_ms = 2_000;
-            cfg.max_result_bytes = 1 << 20;
-            cfg.max_query_memory_bytes = 64 << 20;
-            let engine = Engine::open(cfg).await.expect("open");
-            let root = ExecContext::system();
-            for sql in [
-                "CREATE NAMESPACE f",
-                "CREATE TABLE f.t (id BIGINT PRIMARY KEY, s TEXT, v DOUBLE) WITH (TYPE = 'USER')",
-            ] {
-                engine.execute_sql(&root, sql, &[]).await.expect("schema");
-            }
-            let user = ExecContext::new(UserId::parse("fuzzer").expect("id"), Role::User);
-            engine
-                .execute_sql(
-                    &user,
-                    "INSERT INTO f.t (id, s, v) VALUES (1, 'a', 1.0), (2, 'ab', 2.5)",
-                    &[],
-                )
-                .await
-                .expect("rows");
+            let (engine, root, user) = fuzz_engine(dir.path(), |cfg| {
+                cfg.max_result_bytes = 1 << 20;
+                cfg.max_query_memory_bytes = 64 << 20;
+            })
+            .await;
             let mut internal = 0;
             let mut fuzz = Fuzz::new(5, SQL_SEEDS, SQL_PIECES);
             let params = [serde_json::json!(1), serde_json::json!("x")];

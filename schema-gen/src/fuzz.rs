@@ -6,10 +6,9 @@
 use std::sync::Arc;
 
 use async_graphql::Variables;
-use kalamdb_auth::identity::{Role, UserId};
 use kalamdb_engine::context::ExecContext;
-use kalamdb_engine::engine::{Engine, EngineConfig};
-use kalamdb_engine::fuzz::{Fuzz, on_request_stack};
+use kalamdb_engine::engine::Engine;
+use kalamdb_engine::fuzz::{Fuzz, fuzz_engine, on_request_stack};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::{Map, Value as Json, json};
@@ -108,26 +107,7 @@ fn random_json(rng: &mut StdRng, depth: usize) -> Json {
 fn fuzz_graphql_requests() {
     on_request_stack(|| async {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut cfg = EngineConfig::new(dir.path());
-        cfg.bcrypt_cost = 4;
-        cfg.statement_timeout_ms = 2_000;
-        let engine = Engine::open(cfg).await.expect("open");
-        let root = ExecContext::system();
-        for sql in [
-            "CREATE NAMESPACE f",
-            "CREATE TABLE f.t (id BIGINT PRIMARY KEY, s TEXT, v DOUBLE) WITH (TYPE = 'USER')",
-        ] {
-            engine.execute_sql(&root, sql, &[]).await.expect("schema");
-        }
-        let user = ExecContext::new(UserId::parse("fuzzer").expect("id"), Role::User);
-        engine
-            .execute_sql(
-                &user,
-                "INSERT INTO f.t (id, s, v) VALUES (1, 'a', 1.0), (2, 'ab', 2.5)",
-                &[],
-            )
-            .await
-            .expect("rows");
+        let (engine, _root, user) = fuzz_engine(dir.path(), |_| {}).await;
         let limits = GraphqlLimits::default();
         let registry = SchemaRegistry::new(engine.clone(), limits.clone());
         let mut fuzz = Fuzz::new(5, SEEDS, PIECES);

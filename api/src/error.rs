@@ -68,9 +68,11 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthenticated | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        ErrorCode::NamespaceNotFound | ErrorCode::TableNotFound | ErrorCode::UserNotFound | ErrorCode::JobNotFound => {
-            StatusCode::NOT_FOUND
-        }
+        ErrorCode::NamespaceNotFound
+        | ErrorCode::TableNotFound
+        | ErrorCode::UserNotFound
+        | ErrorCode::JobNotFound
+        | ErrorCode::IndexNotFound => StatusCode::NOT_FOUND,
         ErrorCode::AlreadyExists | ErrorCode::DuplicateKey | ErrorCode::WriteConflict | ErrorCode::SchemaChanged => {
             StatusCode::CONFLICT
         }

@@ -306,6 +306,8 @@ mod tests {
             versions: vec![v1.clone()],
             next_column_id: 11,
             created_at_ms: 0,
+            indexes: vec![],
+            next_index_id: 1,
         };
         let values = vec![
             Value::BigInt(-5),

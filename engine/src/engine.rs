@@ -581,6 +581,12 @@ fn audit_of(stmt: &Statement) -> Option<(AuditAction, String, String)> {
             },
         ),
         Statement::DropUser { name, .. } => (AuditAction::DropUser, name.clone(), String::new()),
+        Statement::CreateIndex { name, table, .. } => {
+            (AuditAction::Ddl, table.to_string(), format!("CREATE INDEX {name}"))
+        }
+        Statement::DropIndex { namespace, name, .. } => {
+            (AuditAction::Ddl, format!("{namespace}.{name}"), "DROP INDEX".into())
+        }
         Statement::Sql(s) => match s.as_ref() {
             ast::Statement::CreateTable(ct) => (AuditAction::Ddl, ct.name.to_string(), "CREATE TABLE".into()),
             ast::Statement::AlterTable(at) => (AuditAction::Ddl, at.name.to_string(), "ALTER TABLE".into()),

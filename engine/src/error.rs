@@ -16,6 +16,7 @@ pub enum ErrorCode {
     ColumnNotFound,
     UserNotFound,
     JobNotFound,
+    IndexNotFound,
     AlreadyExists,
     TypeMismatch,
     NotNullViolation,
@@ -63,6 +64,7 @@ impl ErrorCode {
             ErrorCode::ColumnNotFound => "COLUMN_NOT_FOUND",
             ErrorCode::UserNotFound => "USER_NOT_FOUND",
             ErrorCode::JobNotFound => "JOB_NOT_FOUND",
+            ErrorCode::IndexNotFound => "INDEX_NOT_FOUND",
             ErrorCode::AlreadyExists => "ALREADY_EXISTS",
             ErrorCode::TypeMismatch => "TYPE_MISMATCH",
             ErrorCode::NotNullViolation => "NOT_NULL_VIOLATION",
@@ -108,6 +110,8 @@ pub enum EngineError {
     UserNotFound(String),
     #[error("job '{0}' does not exist")]
     JobNotFound(String),
+    #[error("index '{0}' does not exist")]
+    IndexNotFound(String),
     #[error("{0} already exists")]
     AlreadyExists(String),
     #[error("{0}")]
@@ -116,6 +120,9 @@ pub enum EngineError {
     NotNull(String),
     #[error("a row with primary key {0} already exists")]
     DuplicateKey(String),
+    /// Another row holds the values of a unique index.
+    #[error("duplicate key value {0}")]
+    UniqueViolation(String),
     #[error("the rows changed while the statement ran; retry it")]
     WriteConflict,
     #[error("{0}")]
@@ -170,10 +177,11 @@ impl EngineError {
             EngineError::ColumnNotFound { .. } => ErrorCode::ColumnNotFound,
             EngineError::UserNotFound(_) => ErrorCode::UserNotFound,
             EngineError::JobNotFound(_) => ErrorCode::JobNotFound,
+            EngineError::IndexNotFound(_) => ErrorCode::IndexNotFound,
             EngineError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             EngineError::TypeMismatch(_) => ErrorCode::TypeMismatch,
             EngineError::NotNull(_) => ErrorCode::NotNullViolation,
-            EngineError::DuplicateKey(_) => ErrorCode::DuplicateKey,
+            EngineError::DuplicateKey(_) | EngineError::UniqueViolation(_) => ErrorCode::DuplicateKey,
             EngineError::WriteConflict => ErrorCode::WriteConflict,
             EngineError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             EngineError::Unauthenticated | EngineError::InvalidToken(_) => ErrorCode::Unauthenticated,

@@ -63,6 +63,12 @@ name_type!(
     "column"
 );
 
+name_type!(
+    /// A secondary index's name, unique within its namespace.
+    IndexName,
+    "index"
+);
+
 impl NamespaceId {
     pub fn public() -> Self {
         NamespaceId("public".into())
@@ -101,6 +107,12 @@ pub struct StorageUid(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ColumnId(pub u32);
+
+/// A secondary index's number within its table: the first part of its entries' keys,
+/// never reused by the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IndexId(pub u32);
 
 #[cfg(test)]
 mod tests {

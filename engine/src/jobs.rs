@@ -29,6 +29,7 @@ pub enum JobKind {
     Cleanup,
     TtlEviction,
     RetentionPurge,
+    IndexBuild,
 }
 
 impl JobKind {
@@ -39,6 +40,7 @@ impl JobKind {
             JobKind::Cleanup => "cleanup",
             JobKind::TtlEviction => "ttl_eviction",
             JobKind::RetentionPurge => "retention_purge",
+            JobKind::IndexBuild => "index_build",
         }
     }
     /// The prefix of this kind's job ids.
@@ -49,6 +51,7 @@ impl JobKind {
             JobKind::Cleanup => "CL",
             JobKind::TtlEviction => "TT",
             JobKind::RetentionPurge => "RP",
+            JobKind::IndexBuild => "IB",
         }
     }
 }
@@ -151,6 +154,8 @@ impl JobRecord {
 pub enum JobFailure {
     Cancelled,
     Error(EngineError),
+    /// An error that running again cannot fix: the job fails without retries.
+    Fatal(EngineError),
 }
 
 impl From<EngineError> for JobFailure {
@@ -363,6 +368,12 @@ impl Jobs {
                 r.message = Some("killed".into());
                 r.finished_ms = Some(now_ms);
             }
+            Err(JobFailure::Fatal(e)) => {
+                tracing::warn!(job = %r.id, error = %e, "job failed for good");
+                r.error = Some(format!("{}: {e}", e.code().as_str()));
+                r.status = JobStatus::Failed;
+                r.finished_ms = Some(now_ms);
+            }
             Err(JobFailure::Error(e)) => {
                 tracing::warn!(job = %r.id, error = %e, "job failed");
                 r.error = Some(e.to_string());
@@ -409,6 +420,28 @@ impl Jobs {
         drop(st);
         self.persist(&r)?;
         Ok(JobStatus::Cancelled)
+    }
+
+    /// Shows how a running job is getting on (in its `message`).
+    pub fn progress(&self, id: &JobId, message: String) {
+        let mut st = self.state.lock();
+        let Some(r) = st.records.get_mut(id) else { return };
+        r.message = Some(message);
+        let r = r.clone();
+        drop(st);
+        if let Err(e) = self.persist(&r) {
+            tracing::warn!(job = %r.id, error = %e, "cannot record a job's progress");
+        }
+    }
+
+    /// The active job of this kind on this table, if any.
+    pub fn active(&self, kind: JobKind, uid: StorageUid) -> Option<JobId> {
+        self.state
+            .lock()
+            .records
+            .values()
+            .find(|r| r.kind == kind && r.target.uid == uid && r.status.is_active())
+            .map(|r| r.id.clone())
     }
 
     pub fn list(&self) -> Vec<JobRecord> {

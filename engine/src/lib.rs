@@ -19,6 +19,7 @@ pub mod error;
 pub mod faults;
 pub mod fuzz;
 pub mod ids;
+pub mod index;
 pub mod jobs;
 pub mod live;
 pub mod read;

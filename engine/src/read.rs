@@ -4,6 +4,7 @@
 //! providers over both tiers (`provider`), rows merged across tiers (`tiered`), the
 //! row cache (`row_cache`), and rows to and from Arrow (`arrow_convert`).
 
+pub mod aggregate_rows;
 pub mod arrow_convert;
 pub mod filter;
 pub mod pattern;

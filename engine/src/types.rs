@@ -179,6 +179,25 @@ impl Value {
         matches!(self, Value::Null)
     }
 
+    /// An integer's value.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i as i64),
+            Value::BigInt(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// A number's value as a float.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::BigInt(i) => Some(*i as f64),
+            Value::Double(d) => Some(*d),
+            _ => None,
+        }
+    }
+
     /// Converts a JSON value (API input) to a value of `ty`, strictly: no silent
     /// truncation, no numbers from booleans.
     pub fn from_json(ty: ColumnType, v: &serde_json::Value) -> Result<Value> {

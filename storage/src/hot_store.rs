@@ -33,6 +33,10 @@ impl Partition {
     pub fn table(storage_id: u64) -> Self {
         Partition(format!("t{storage_id}"))
     }
+    /// The secondary-index entries of one table, by its numeric storage id.
+    pub fn index(storage_id: u64) -> Self {
+        Partition(format!("x{storage_id}"))
+    }
     pub fn name(&self) -> &str {
         &self.0
     }

@@ -9,6 +9,7 @@ mod graphql_access;
 mod graphql_api;
 mod graphql_clients;
 mod hardening;
+mod indexes;
 mod isolation;
 mod jobs;
 mod oauth;

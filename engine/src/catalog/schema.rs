@@ -4,7 +4,7 @@ use kalamdb_auth::{permissions::AccessLevel, permissions::TableType};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::ids::{ColumnId, ColumnName, StorageUid, TableId};
+use crate::ids::{ColumnId, ColumnName, IndexId, IndexName, StorageUid, TableId};
 use crate::types::{ColumnType, Value};
 
 /// A column's default, evaluated when an insert leaves the column out.
@@ -107,6 +107,44 @@ impl FlushPolicy {
     }
 }
 
+/// One column of a secondary index, by identity (a rename keeps the index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexColumn {
+    pub column: ColumnId,
+    pub descending: bool,
+}
+
+/// Whether an index answers reads yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexState {
+    /// Writes maintain it and a job is indexing the rows that existed before it; reads
+    /// do not use it.
+    Building,
+    Ready,
+}
+
+impl IndexState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexState::Building => "building",
+            IndexState::Ready => "ready",
+        }
+    }
+}
+
+/// A secondary index: its entries map the indexed values (then the primary key) to
+/// the primary key, in the table's index partition, per user for per-user tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexDef {
+    pub id: IndexId,
+    pub name: IndexName,
+    pub columns: Vec<IndexColumn>,
+    pub unique: bool,
+    pub state: IndexState,
+    pub created_at_ms: u64,
+}
+
 /// Everything the catalog knows of one table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableDef {
@@ -120,6 +158,11 @@ pub struct TableDef {
     pub versions: Vec<TableSchema>,
     pub next_column_id: u32,
     pub created_at_ms: u64,
+    /// Secondary indexes (data directories made before indexes existed have none).
+    #[serde(default)]
+    pub indexes: Vec<IndexDef>,
+    #[serde(default)]
+    pub next_index_id: u32,
 }
 
 impl TableDef {
@@ -129,6 +172,25 @@ impl TableDef {
 
     pub fn version(&self, v: u32) -> Option<&TableSchema> {
         self.versions.iter().find(|s| s.version == v)
+    }
+
+    /// The indexes reads may use.
+    pub fn ready_indexes(&self) -> impl Iterator<Item = &IndexDef> {
+        self.indexes.iter().filter(|i| i.state == IndexState::Ready)
+    }
+
+    /// The current schema's column index of each of an index's columns.
+    pub fn index_columns(&self, index: &IndexDef) -> Result<Vec<usize>> {
+        let schema = self.current();
+        index
+            .columns
+            .iter()
+            .map(|c| {
+                schema.index_of_id(c.column).ok_or_else(|| {
+                    EngineError::Internal(format!("index '{}' names a column the table lacks", index.name))
+                })
+            })
+            .collect()
     }
 
     /// The value a column takes in rows written before it existed.

@@ -45,11 +45,12 @@ fn strs<S: AsRef<str>>(values: Vec<Option<S>>) -> ArrayRef {
     ))
 }
 
-pub const SYSTEM_TABLES: [&str; 7] = [
+pub const SYSTEM_TABLES: [&str; 8] = [
     "users",
     "namespaces",
     "tables",
     "columns",
+    "indexes",
     "live_queries",
     "audit_log",
     "jobs",
@@ -172,6 +173,30 @@ pub fn provider(
                     )),
                     Arc::new(BooleanArray::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
                     strs(rows.iter().map(|r| r.2.default.as_ref().map(|d| d.sql())).collect()),
+                ],
+            )
+        }
+        "indexes" => {
+            let r = crate::index::ddl::index_rows(catalog, None);
+            let names = crate::index::ddl::INDEX_ROW_COLUMNS;
+            (
+                vec![
+                    Field::new(names[0], DataType::Utf8, false),
+                    Field::new(names[1], DataType::Utf8, false),
+                    Field::new(names[2], DataType::Utf8, false),
+                    Field::new(names[3], DataType::Utf8, false),
+                    Field::new(names[4], DataType::Boolean, false),
+                    Field::new(names[5], DataType::Utf8, false),
+                    ts_field(names[6], false),
+                ],
+                vec![
+                    strs(r.iter().map(|x| Some(x.table.id.namespace.as_str())).collect()),
+                    strs(r.iter().map(|x| Some(x.table.id.table.as_str())).collect()),
+                    strs(r.iter().map(|x| Some(x.index.name.as_str())).collect()),
+                    strs(r.iter().map(|x| Some(x.columns.as_str())).collect()),
+                    Arc::new(BooleanArray::from(r.iter().map(|x| x.index.unique).collect::<Vec<_>>())),
+                    strs(r.iter().map(|x| Some(x.index.state.as_str())).collect()),
+                    ts(r.iter().map(|x| Some(x.index.created_at_ms)).collect()),
                 ],
             )
         }

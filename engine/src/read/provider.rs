@@ -37,6 +37,8 @@ use kalamdb_storage::seq::Seq;
 use crate::catalog::schema::TableDef;
 use crate::codec::{decode_key_value, partition_prefix};
 use crate::error::{EngineError, Result};
+use crate::ids::IndexName;
+use crate::index::{self, Cursor, MAX_INDEX_ROWS};
 use crate::read::arrow_convert::{rows_to_batch, table_arrow_schema};
 use crate::read::reader::{KeyPlan, PartitionReader};
 use crate::tiers::cold::{
@@ -145,6 +147,25 @@ struct HotSide {
 }
 
 impl TieredTableProvider {
+    /// The keys a scan reads: those primary-key conditions allow, else those a
+    /// narrowing index holds (named for `EXPLAIN`) when there are at most
+    /// [`MAX_INDEX_ROWS`] of them, else all.
+    fn access_plan(&self, filters: &[Expr], user: Option<&UserId>) -> Result<(KeyPlan, Option<IndexName>)> {
+        let plan = key_plan(&self.table, filters);
+        if plan != KeyPlan::All || self.table.indexes.is_empty() {
+            return Ok((plan, None));
+        }
+        let conds = index::plan::from_exprs(&self.table, filters);
+        let Some(choice) = index::plan::choose(&self.table, user, &conds, &[], false)? else {
+            return Ok((plan, None));
+        };
+        let pks = Cursor::new(&choice.ranges, false).next_chunk(&self.store, &self.table, MAX_INDEX_ROWS + 1)?;
+        if pks.len() > MAX_INDEX_ROWS {
+            return Ok((plan, None));
+        }
+        Ok((KeyPlan::Points(pks), Some(choice.name)))
+    }
+
     fn scan_hot(&self, plan: &KeyPlan, limit: Option<usize>, with_keys: bool) -> Result<HotSide> {
         let user = self.table.table_type.is_per_user().then_some(&self.subject);
         let reader = PartitionReader {
@@ -199,10 +220,10 @@ impl TableProvider for TieredTableProvider {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let df = |e: EngineError| e.into_datafusion();
-        let plan = key_plan(&self.table, filters);
+        let user = self.table.table_type.is_per_user().then_some(&self.subject);
+        let (plan, index) = self.access_plan(filters, user).map_err(df)?;
         // a limit may only stop the scan early when no filter is left to apply
         let limit = if filters.is_empty() { limit } else { None };
-        let user = self.table.table_type.is_per_user().then_some(&self.subject);
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();
         let projection = projection.cloned().unwrap_or(all);
         let out = Arc::new(self.schema.project(&projection)?);
@@ -324,7 +345,7 @@ impl TableProvider for TieredTableProvider {
                 projection,
             }));
         }
-        Ok(Arc::new(TieredScanExec::new(parts, source, out)))
+        Ok(Arc::new(TieredScanExec::new(parts, source, out, index)))
     }
 }
 
@@ -366,10 +387,17 @@ struct TieredScanExec {
     parts: Vec<ScanPart>,
     source: Option<Arc<SegmentSource>>,
     props: Arc<PlanProperties>,
+    /// The index whose entries chose the keys read, if any.
+    index: Option<IndexName>,
 }
 
 impl TieredScanExec {
-    fn new(parts: Vec<ScanPart>, source: Option<Arc<SegmentSource>>, schema: SchemaRef) -> Self {
+    fn new(
+        parts: Vec<ScanPart>,
+        source: Option<Arc<SegmentSource>>,
+        schema: SchemaRef,
+        index: Option<IndexName>,
+    ) -> Self {
         let props = PlanProperties::new(
             EquivalenceProperties::new(schema),
             Partitioning::UnknownPartitioning(parts.len()),
@@ -380,6 +408,7 @@ impl TieredScanExec {
             parts,
             source,
             props: Arc::new(props),
+            index,
         }
     }
 }
@@ -391,7 +420,11 @@ impl DisplayAs for TieredScanExec {
             f,
             "TieredScanExec: partitions={}, streamed={streamed}",
             self.parts.len()
-        )
+        )?;
+        if let Some(ix) = &self.index {
+            write!(f, ", index={ix}")?;
+        }
+        Ok(())
     }
 }
 
@@ -487,6 +520,8 @@ mod tests {
             }],
             next_column_id: 3,
             created_at_ms: 0,
+            indexes: vec![],
+            next_index_id: 1,
         }
     }
 

@@ -7,6 +7,7 @@
 //! a differential test holds the two to identical results. Aggregates always go
 //! through DataFusion.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
@@ -17,14 +18,19 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, min, sum};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, SortExpr};
+use kalamdb_auth::identity::UserId;
 use kalamdb_auth::permissions::TableOp;
 use kalamdb_storage::seq::Seq;
 
 use crate::catalog::schema::TableDef;
+use crate::codec::pk_bytes;
 use crate::context::ExecContext;
 use crate::engine::{Engine, Row};
 use crate::error::{EngineError, Result};
 use crate::ids::{ColumnName, TableId};
+use crate::index::plan::IndexChoice;
+use crate::index::{self, Cursor, MAX_INDEX_ROWS};
+use crate::read::aggregate_rows::{AggSpec, aggregate_rows};
 use crate::read::arrow_convert::array_value;
 use crate::read::filter::{BoundFilter, BoundOrderKey, FieldRef, Filter, FilterLimits, OrderKey};
 use crate::read::provider::{TieredTableProvider, key_plan};
@@ -175,6 +181,17 @@ impl BoundSelect {
         key_plan(&self.table, &on_key)
     }
 
+    /// The index this select reads through, if one narrows it or, for a limited page
+    /// with no filter, walks it in order; never when primary-key conditions narrow it.
+    fn index_choice(&self, user: Option<&UserId>) -> Result<Option<IndexChoice>> {
+        if self.table.indexes.is_empty() || self.limit == Some(0) || self.key_plan() != KeyPlan::All {
+            return Ok(None);
+        }
+        let conds = index::plan::from_filter(self.filter.as_ref());
+        let ordered_walk = self.limit.is_some() && self.filter.is_none();
+        index::plan::choose(&self.table, user, &conds, &self.order, ordered_walk)
+    }
+
     fn compare(&self, a: &Row, b: &Row) -> std::cmp::Ordering {
         self.order
             .iter()
@@ -265,6 +282,11 @@ impl Engine {
     pub async fn select(&self, ctx: &ExecContext, table: &TableId, req: &SelectRequest) -> Result<Rows> {
         let sel = self.bind_select(ctx, table, req)?;
         let user = sel.table.table_type.is_per_user().then(|| ctx.subject());
+        if let Some(choice) = sel.index_choice(user)?
+            && let Some(rows) = self.select_indexed(&sel, user, &choice).await?
+        {
+            return Ok(Rows { table: sel.table, rows });
+        }
         // with no segment the hot tier holds every row: the direct path
         let (direct, manifest) = self
             .cold
@@ -285,6 +307,100 @@ impl Engine {
             .filter(|(s, v)| sel.filter.as_ref().is_none_or(|f| f.matches(*s, v)));
         let rows = sel.page(matched, wanted, sel.in_key_order());
         Ok(Rows { table: sel.table, rows })
+    }
+
+    /// A select through an index: its entries are walked a chunk at a time, their rows
+    /// fetched from both tiers and filtered. A walk in the requested order stops once
+    /// the page is full (and past the rows that tie with its last one). `None` when an
+    /// unordered walk passes more entries than [`MAX_INDEX_ROWS`]: a full read is
+    /// cheaper then.
+    async fn select_indexed(
+        &self,
+        sel: &BoundSelect,
+        user: Option<&UserId>,
+        choice: &IndexChoice,
+    ) -> Result<Option<Vec<Row>>> {
+        let table = &sel.table;
+        let wanted = sel.limit.map(|l| l.saturating_add(sel.offset));
+        let walk = choice.order.as_ref().filter(|_| wanted.is_some());
+        let mut cursor = Cursor::new(&choice.ranges, walk.is_some_and(|w| w.reverse));
+        let chunk = wanted.filter(|_| walk.is_some()).map_or(256, |w| w.clamp(8, 256));
+        let mut out: Vec<Row> = vec![];
+        let mut visited = 0usize;
+        'walk: loop {
+            let pks = cursor.next_chunk(&self.store, table, chunk)?;
+            if pks.is_empty() {
+                break;
+            }
+            visited += pks.len();
+            if walk.is_none() && visited > MAX_INDEX_ROWS {
+                return Ok(None);
+            }
+            for row in self.rows_by_keys(table, user, pks).await? {
+                if !sel.filter.as_ref().is_none_or(|f| f.matches(row.0, &row.1)) {
+                    continue;
+                }
+                if let (Some(w), Some(walk)) = (wanted, walk)
+                    && out.len() >= w
+                {
+                    let last = &out[w - 1];
+                    let ties = walk
+                        .keys
+                        .iter()
+                        .all(|k| k.compare((row.0, &row.1), (last.0, &last.1)).is_eq());
+                    if walk.exact || !ties {
+                        break 'walk;
+                    }
+                }
+                out.push(row);
+            }
+        }
+        let in_order = walk.is_some_and(|w| w.exact);
+        Ok(Some(sel.page(out.into_iter(), wanted, in_order)))
+    }
+
+    /// An aggregate whose filter an index narrows to at most [`MAX_INDEX_ROWS`] rows,
+    /// computed over those rows in memory; `None` when no index narrows it that far.
+    async fn aggregate_indexed(
+        &self,
+        ctx: &ExecContext,
+        table: &Arc<TableDef>,
+        filter: Option<&BoundFilter>,
+        groups: &[FieldRef],
+        specs: &[AggSpec],
+    ) -> Result<Option<Vec<AggregateGroup>>> {
+        if table.indexes.is_empty() || filter.is_none() {
+            return Ok(None);
+        }
+        let user = table.table_type.is_per_user().then(|| ctx.subject());
+        let conds = index::plan::from_filter(filter);
+        let Some(choice) = index::plan::choose(table, user, &conds, &[], false)?.filter(|c| c.narrowed) else {
+            return Ok(None);
+        };
+        let pks = Cursor::new(&choice.ranges, false).next_chunk(&self.store, table, MAX_INDEX_ROWS + 1)?;
+        if pks.len() > MAX_INDEX_ROWS {
+            return Ok(None);
+        }
+        let mut rows = self.rows_by_keys(table, user, pks).await?;
+        rows.retain(|(s, v)| filter.is_none_or(|f| f.matches(*s, v)));
+        Ok(aggregate_rows(&rows, groups, specs))
+    }
+
+    /// The visible rows of these keys, in the order given (missing ones left out).
+    pub(crate) async fn rows_by_keys(
+        &self,
+        table: &Arc<TableDef>,
+        user: Option<&UserId>,
+        pks: Vec<Value>,
+    ) -> Result<Vec<Row>> {
+        let order: Vec<Vec<u8>> = pks.iter().map(pk_bytes).collect::<Result<_>>()?;
+        let (rows, _) = self.partition_rows(table, user, &KeyPlan::Points(pks)).await?;
+        let pk = table.current().pk;
+        let mut by_key: HashMap<Vec<u8>, Row> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            by_key.insert(pk_bytes(&row.1[pk])?, row);
+        }
+        Ok(order.iter().filter_map(|k| by_key.remove(k)).collect())
     }
 
     /// The direct path: one partition, narrowed by primary-key conditions, filtered
@@ -408,8 +524,14 @@ impl Engine {
             .collect::<Result<Vec<_>>>()?;
         let mut aggr_exprs = Vec::with_capacity(req.aggregates.len());
         let mut out_types = Vec::with_capacity(req.aggregates.len());
+        let mut specs = Vec::with_capacity(req.aggregates.len());
         for (i, a) in req.aggregates.iter().enumerate() {
             let field = a.column.as_ref().map(|c| FieldRef::resolve(&table, c)).transpose()?;
+            specs.push(AggSpec {
+                func: a.func,
+                field: field.map(|(f, _)| f),
+                ty: field.map_or(ColumnType::BigInt, |(_, t)| t),
+            });
             let need = |what: &str, ok: fn(ColumnType) -> bool| -> Result<(Expr, ColumnType)> {
                 let (f, ty) = field.ok_or_else(|| EngineError::InvalidInput(format!("{what} needs a column")))?;
                 if !ok(ty) {
@@ -447,6 +569,13 @@ impl Engine {
             };
             aggr_exprs.push(expr.alias(format!("__agg{i}")));
             out_types.push(ty);
+        }
+        let group_fields: Vec<FieldRef> = groups.iter().map(|(f, _)| *f).collect();
+        if let Some(out) = self
+            .aggregate_indexed(ctx, &table, filter.as_ref(), &group_fields, &specs)
+            .await?
+        {
+            return Ok(out);
         }
         let mut b = self.scan_builder(ctx, &table)?;
         if let Some(f) = &filter {

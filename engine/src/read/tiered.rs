@@ -74,12 +74,21 @@ impl Engine {
             let all: Vec<usize> = (0..=n).collect();
             let out = Arc::new(segment_out_schema(table, &all));
             let pk = table.current().pk;
+            // the keys of a point plan, encoded once: a segment read returns whole pages
+            let points: Option<std::collections::HashSet<Vec<u8>>> = match plan {
+                KeyPlan::Points(pks) => Some(pks.iter().map(pk_bytes).collect::<Result<_>>()?),
+                _ => None,
+            };
             for batch in read.iter().flatten().flatten() {
                 let b = conform(table, batch, &all, &out)?;
                 for i in 0..b.num_rows() {
                     let (seq, values) = row_at(table, &b, i)?;
                     let k = pk_bytes(&values[pk])?;
-                    if !plan.covers(&k) {
+                    let covered = match &points {
+                        Some(p) => p.contains(&k),
+                        None => plan.covers(&k),
+                    };
+                    if !covered {
                         continue;
                     }
                     match versions.entry(k) {

@@ -27,7 +27,7 @@ use crate::types::ColumnType;
 
 const RESERVED_COLUMNS: [&str; 2] = ["_seq", "_deleted"];
 
-fn require_ddl(ctx: &ExecContext) -> Result<()> {
+pub(crate) fn require_ddl(ctx: &ExecContext) -> Result<()> {
     if permissions::can_run_ddl(ctx.role) {
         Ok(())
     } else {
@@ -377,10 +377,26 @@ impl Engine {
                     rows,
                 ))
             }
+            Statement::CreateIndex {
+                name,
+                table,
+                columns,
+                unique,
+                if_not_exists,
+            } => {
+                self.create_index(ctx, name, table, columns, unique, if_not_exists)
+                    .await
+            }
+            Statement::DropIndex {
+                namespace,
+                name,
+                if_exists,
+            } => self.drop_index(ctx, namespace, name, if_exists).await,
+            Statement::ShowIndexes { table } => self.show_indexes(ctx, table),
             s @ (Statement::FlushTable { .. }
             | Statement::FlushAll { .. }
             | Statement::CompactTable { .. }
-            | Statement::KillJob { .. }) => self.execute_maintenance(ctx, s),
+            | Statement::KillJob { .. }) => self.execute_maintenance(ctx, s).await,
             Statement::Sql(_) => Err(EngineError::Internal("standard SQL routed to the admin path".into())),
         }
     }
@@ -482,6 +498,8 @@ impl Engine {
             }],
             next_column_id,
             created_at_ms: now_millis(),
+            indexes: vec![],
+            next_index_id: 1,
         };
         let catalog = self.catalog.clone();
         self.commit
@@ -546,6 +564,15 @@ impl Engine {
                                 ));
                             }
                             Some(i) => {
+                                let id = schema.columns[i].id;
+                                if let Some(ix) =
+                                    def.indexes.iter().find(|ix| ix.columns.iter().any(|c| c.column == id))
+                                {
+                                    return Err(EngineError::InvalidInput(format!(
+                                        "column '{n}' is in index '{}'; drop the index first",
+                                        ix.name
+                                    )));
+                                }
                                 schema.columns.remove(i);
                                 if i < schema.pk {
                                     schema.pk -= 1;
@@ -640,6 +667,7 @@ impl Engine {
                 let t = catalog.remove_table(store, &id)?;
                 if let Some(t) = &t {
                     store.drop_partition(&Partition::table(t.uid.0))?;
+                    store.drop_partition(&Partition::index(t.uid.0))?;
                 }
                 Ok(t.map(|t| t.uid))
             })

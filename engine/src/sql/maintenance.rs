@@ -25,7 +25,7 @@ fn require_maintenance(ctx: &ExecContext) -> Result<()> {
 }
 
 impl Engine {
-    pub(crate) fn execute_maintenance(&self, ctx: &ExecContext, stmt: Statement) -> Result<SqlResult> {
+    pub(crate) async fn execute_maintenance(&self, ctx: &ExecContext, stmt: Statement) -> Result<SqlResult> {
         require_maintenance(ctx)?;
         let now = now_millis();
         let queue = |kind: JobKind, t: &TableDef| -> Result<(Submitted, String)> {
@@ -71,7 +71,15 @@ impl Engine {
             }
             Statement::KillJob { id } => {
                 let id = JobId::parse(&id)?;
+                let record = self.jobs.get(&id);
                 let status = self.jobs.kill(&id, now)?;
+                // a build cancelled before it ran takes its indexes with it, as a
+                // running one does when it stops
+                if status == crate::jobs::JobStatus::Cancelled
+                    && let Some(r) = record.filter(|r| r.kind == JobKind::IndexBuild)
+                {
+                    self.abandon_build(r.target.uid, None).await?;
+                }
                 let note = if status == crate::jobs::JobStatus::Running {
                     "is stopping"
                 } else {

@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use kalamdb_auth::identity::Role;
 
 use crate::error::{EngineError, Result};
-use crate::ids::{NamespaceId, TableId, TableName};
+use crate::ids::{ColumnName, IndexName, NamespaceId, TableId, TableName};
 
 /// Deeply nested input is refused before it can exhaust the stack.
 const RECURSION_LIMIT: usize = 64;
@@ -81,6 +81,22 @@ pub enum Statement {
     },
     KillJob {
         id: String,
+    },
+    CreateIndex {
+        name: IndexName,
+        table: TableId,
+        /// Columns and whether each is descending.
+        columns: Vec<(ColumnName, bool)>,
+        unique: bool,
+        if_not_exists: bool,
+    },
+    DropIndex {
+        namespace: NamespaceId,
+        name: IndexName,
+        if_exists: bool,
+    },
+    ShowIndexes {
+        table: Option<TableId>,
     },
     Sql(Box<ast::Statement>),
 }
@@ -409,6 +425,56 @@ fn parse_statement(sql: &str) -> Result<Statement> {
         } else {
             Statement::CompactTable { table }
         }
+    } else if is_words(&p, &["CREATE", "INDEX"]) || is_words(&p, &["CREATE", "UNIQUE", "INDEX"]) {
+        let unique = word(&p, 1).as_deref() == Some("UNIQUE");
+        skip(&mut p, if unique { 3 } else { 2 });
+        let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let name = IndexName::parse(&ident_name(&p.parse_identifier().map_err(syntax)?))?;
+        if !p.parse_keyword(Keyword::ON) {
+            return Err(EngineError::Syntax("expected ON <table> after the index name".into()));
+        }
+        let table = table_id(&p.parse_object_name(false).map_err(syntax)?)?;
+        p.expect_token(&Token::LParen).map_err(syntax)?;
+        let mut columns = vec![];
+        loop {
+            let col = ColumnName::parse(&ident_name(&p.parse_identifier().map_err(syntax)?))?;
+            let descending = if p.parse_keyword(Keyword::DESC) {
+                true
+            } else {
+                let _ = p.parse_keyword(Keyword::ASC);
+                false
+            };
+            columns.push((col, descending));
+            if !p.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        p.expect_token(&Token::RParen).map_err(syntax)?;
+        Statement::CreateIndex {
+            name,
+            table,
+            columns,
+            unique,
+            if_not_exists,
+        }
+    } else if is_words(&p, &["DROP", "INDEX"]) {
+        skip(&mut p, 2);
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        // an index is named like a table: `ns.name`, or `name` in `public`
+        let qualified = table_id(&p.parse_object_name(false).map_err(syntax)?)?;
+        Statement::DropIndex {
+            namespace: qualified.namespace,
+            name: IndexName::parse(qualified.table.as_str())?,
+            if_exists,
+        }
+    } else if is_words(&p, &["SHOW", "INDEXES"]) || is_words(&p, &["SHOW", "INDEX"]) {
+        skip(&mut p, 2);
+        let table = if p.parse_keyword(Keyword::ON) || p.parse_keyword(Keyword::FROM) {
+            Some(table_id(&p.parse_object_name(false).map_err(syntax)?)?)
+        } else {
+            None
+        };
+        Statement::ShowIndexes { table }
     } else if is_words(&p, &["KILL", "JOB"]) {
         skip(&mut p, 2);
         let id = match p.next_token().token {

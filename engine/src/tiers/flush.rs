@@ -78,6 +78,14 @@ impl Engine {
                 // rows written before a restart are not counted: give them one flush
                 self.unflushed.add(t.uid.0, 1);
             }
+            // an index left building without a job (its job failed for good) is built again
+            if t.indexes
+                .iter()
+                .any(|i| i.state == crate::catalog::schema::IndexState::Building)
+                && self.building_job(t.uid).is_none()
+            {
+                self.submit_quietly(JobKind::IndexBuild, &t);
+            }
         }
         tokio::spawn(async move {
             let mut schedule = Schedule {
@@ -197,12 +205,13 @@ impl Engine {
             JobKind::Compact => self.compact_table(&table, cancel).await,
             JobKind::TtlEviction => self.evict_expired(&table).await,
             JobKind::RetentionPurge => self.purge_deleted(&table, cancel).await,
+            JobKind::IndexBuild => self.build_indexes(&table, &job.id, cancel).await,
             JobKind::Cleanup => unreachable!("handled above"),
         }
     }
 
     /// The serialization point of flushes and compactions of one table.
-    fn table_lock(&self, uid: u64) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn table_lock(&self, uid: u64) -> Arc<tokio::sync::Mutex<()>> {
         self.table_locks.lock().entry(uid).or_default().clone()
     }
 
@@ -231,7 +240,7 @@ impl Engine {
 
     /// The partitions of a table: one, or one per user of a per-user table (those with
     /// hot rows, and with `cold` also those with segments).
-    async fn partitions(&self, table: &TableDef, cold: bool) -> Result<Vec<Option<UserId>>> {
+    pub(crate) async fn partitions(&self, table: &TableDef, cold: bool) -> Result<Vec<Option<UserId>>> {
         if !table.table_type.is_per_user() {
             return Ok(vec![None]);
         }
@@ -390,7 +399,8 @@ impl Engine {
         let covered = Seq(manifest.covered_seq);
         let pk_ty = table.current().pk_column().ty;
         let (t, skip) = (table.clone(), prefix.len());
-        self.delete_hot_where(table, prefix, move |k, seq, deleted| {
+        // the rows move to a segment: their index entries stay
+        self.delete_hot_where(table, prefix, false, move |k, seq, deleted| {
             seq <= covered
                 && (!deleted
                     || decode_key_value(&mut KeyReader::new(&k[skip..]), pk_ty)
@@ -523,7 +533,7 @@ impl Engine {
             return Ok("the table has no TTL".into());
         };
         let n = self
-            .delete_hot_where(table, vec![], move |_, seq, _| seq < floor)
+            .delete_hot_where(table, vec![], true, move |_, seq, _| seq < floor)
             .await?;
         Ok(format!("evicted {n} expired row(s)"))
     }
@@ -556,7 +566,7 @@ impl Engine {
         // no segment holds an old tombstone's key any more (and none can gain one while
         // the table is locked)
         let purged = if any {
-            self.delete_hot_where(table, vec![], move |_, seq, deleted| deleted && seq < cutoff)
+            self.delete_hot_where(table, vec![], false, move |_, seq, deleted| deleted && seq < cutoff)
                 .await?
         } else {
             0
@@ -565,27 +575,56 @@ impl Engine {
     }
 
     /// Deletes the hot versions under key `prefix` (every partition of the table when
-    /// empty) for which `doomed(key, seq, deleted)` holds, between two commit groups.
+    /// empty) for which `doomed(key, seq, deleted)` holds, between two commit groups;
+    /// with `drop_entries`, the index entries of the rows deleted too (rows that leave
+    /// both tiers).
     async fn delete_hot_where(
         &self,
         table: &Arc<TableDef>,
         prefix: Vec<u8>,
+        drop_entries: bool,
         doomed: impl Fn(&[u8], Seq, bool) -> bool + Send + 'static,
     ) -> Result<u64> {
         let uid = table.uid.0;
+        let catalog = self.catalog.clone();
         self.commit
             .exclusive(move |store| -> Result<u64> {
                 let part = Partition::table(uid);
                 let upper = prefix_successor(&prefix);
                 let mut runs = DeleteRuns::new(part.clone());
+                let indexed = catalog
+                    .table_by_uid(StorageUid(uid))
+                    .filter(|t| drop_entries && !t.indexes.is_empty());
+                let mut entries = WriteBatch::new();
                 {
                     let mut it = store.scan(&part, &prefix, upper.as_deref())?;
                     while let Some((k, v)) = it.next_entry()? {
                         let (_, seq, deleted) = decode_header(v)?;
-                        runs.visit(k, doomed(k, seq, deleted));
+                        let doom = doomed(k, seq, deleted);
+                        if doom
+                            && !deleted
+                            && let Some(t) = &indexed
+                        {
+                            let row = crate::codec::decode_row(t, v)?;
+                            let mut r = KeyReader::new(k);
+                            let user = match t.table_type.is_per_user() {
+                                true => r
+                                    .bytes()
+                                    .and_then(|b| String::from_utf8(b).ok())
+                                    .and_then(|u| UserId::parse(&u).ok()),
+                                false => None,
+                            };
+                            for w in crate::index::entry_writes(t, user.as_ref(), r.rest(), Some(&row.values), None)? {
+                                if let crate::index::EntryWrite::Delete(key) = w {
+                                    entries.delete(&Partition::index(uid), key);
+                                }
+                            }
+                        }
+                        runs.visit(k, doom);
                     }
                 }
-                let (batch, n) = runs.finish();
+                let (mut batch, n) = runs.finish();
+                batch.append(entries);
                 if n > 0 {
                     store.write(batch)?;
                 }

@@ -16,8 +16,9 @@ use tokio::sync::oneshot;
 
 use crate::catalog::Catalog;
 use crate::catalog::schema::TableDef;
-use crate::codec::{decode_header, decode_row, encode_row, encode_tombstone, row_key};
+use crate::codec::{decode_header, decode_row, encode_row, encode_tombstone, pk_bytes, row_key};
 use crate::error::{EngineError, Result};
+use crate::index::{EntryWrite, PendingEntries, duplicate, entry_writes, unique_conflict};
 use crate::live::LiveHub;
 use crate::live::changelog::{ChangeKind, encode_entry, entry_key};
 use crate::read::row_cache::{PartitionKey, RowCache};
@@ -158,9 +159,19 @@ impl CommitPipeline {
 /// seq and encoded bytes, or `None` once deleted.
 type Pending = HashMap<u64, HashMap<Vec<u8>, Option<(Seq, Vec<u8>)>>>;
 
-fn merge(into: &mut Pending, from: Pending) {
-    for (uid, keys) in from {
-        into.entry(uid).or_default().extend(keys);
+/// What a group (or one request of it) has written so far: rows and index entries.
+#[derive(Default)]
+struct Written {
+    rows: Pending,
+    entries: PendingEntries,
+}
+
+impl Written {
+    fn merge(&mut self, from: Written) {
+        for (uid, keys) in from.rows {
+            self.rows.entry(uid).or_default().extend(keys);
+        }
+        self.entries.extend(from.entries);
     }
 }
 
@@ -225,17 +236,17 @@ fn commit_group(
         return;
     }
     let mut batch = WriteBatch::new();
-    let mut pending: Pending = HashMap::new();
+    let mut pending = Written::default();
     let mut results = Vec::with_capacity(writes.len());
     let mut touched: Vec<PartitionKey> = Vec::new();
     let mut committed: Vec<(Arc<TableDef>, Option<UserId>)> = Vec::new();
     for (req, reply) in writes {
         let mut local = WriteBatch::new();
-        let mut local_pending: Pending = HashMap::new();
+        let mut local_pending = Written::default();
         let res = apply_request(store, catalog, cold, &req, &pending, &mut local_pending, &mut local);
         if res.is_ok() {
             batch.append(local);
-            merge(&mut pending, local_pending);
+            pending.merge(local_pending);
             touched.push((req.table.uid.0, req.user.clone()));
         }
         committed.push((req.table, req.user));
@@ -268,8 +279,8 @@ fn apply_request(
     catalog: &Catalog,
     cold: &ColdLookup,
     req: &WriteRequest,
-    group: &Pending,
-    local: &mut Pending,
+    group: &Written,
+    local: &mut Written,
     batch: &mut WriteBatch,
 ) -> Result<WriteOutcome> {
     let table = catalog
@@ -286,12 +297,13 @@ fn apply_request(
 
     // the live version of a key: what this group wrote last, else what is stored hot,
     // else the newest cold version
-    let lookup = |local: &Pending, key: &[u8], pk: &Value| -> Result<Option<(Seq, Vec<u8>)>> {
+    let lookup = |local: &Written, key: &[u8], pk: &Value| -> Result<Option<(Seq, Vec<u8>)>> {
         let uid = table.uid.0;
         let pending = local
+            .rows
             .get(&uid)
             .and_then(|m| m.get(key))
-            .or_else(|| group.get(&uid).and_then(|m| m.get(key)));
+            .or_else(|| group.rows.get(&uid).and_then(|m| m.get(key)));
         if let Some(v) = pending {
             return Ok(v.clone());
         }
@@ -356,6 +368,18 @@ fn apply_request(
             }
         };
         let (kind, new, old, old_bytes) = change;
+        if !table.indexes.is_empty() {
+            write_entries(
+                store,
+                &table,
+                user,
+                &pk,
+                (old.as_deref(), new.as_deref()),
+                group,
+                local,
+                batch,
+            )?;
+        }
         let seq = store.seq().next();
         let new_bytes = match &new {
             Some(v) => encode_row(schema, seq, v),
@@ -370,6 +394,7 @@ fn apply_request(
         );
         batch.put(&Partition::change_log(), entry_key(seq), entry);
         local
+            .rows
             .entry(table.uid.0)
             .or_default()
             .insert(key.clone(), new.is_some().then(|| (seq, new_bytes.clone())));
@@ -378,6 +403,40 @@ fn apply_request(
         out.changes.push(AppliedChange { kind, seq, new, old });
     }
     Ok(out)
+}
+
+/// Writes the index entry changes of one row change into the request's batch, after
+/// checking unique indexes against the store and what the group wrote before.
+#[allow(clippy::too_many_arguments)]
+fn write_entries(
+    store: &HotStore,
+    table: &TableDef,
+    user: Option<&UserId>,
+    pk: &Value,
+    (old, new): (Option<&[Value]>, Option<&[Value]>),
+    group: &Written,
+    local: &mut Written,
+    batch: &mut WriteBatch,
+) -> Result<()> {
+    let uid = table.uid.0;
+    let part = Partition::index(uid);
+    let pk_enc = pk_bytes(pk)?;
+    for w in entry_writes(table, user, &pk_enc, old, new)? {
+        match w {
+            EntryWrite::Delete(key) => {
+                local.entries.insert((uid, key.clone()), false);
+                batch.delete(&part, key);
+            }
+            EntryWrite::Put { entry, index, unique } => {
+                if unique && unique_conflict(store, uid, &entry, &[&local.entries, &group.entries])?.is_some() {
+                    return Err(duplicate(table, &table.indexes[index], new.unwrap_or_default()));
+                }
+                local.entries.insert((uid, entry.key.clone()), true);
+                batch.put(&part, entry.key, pk_enc.clone());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Applies assignments to a copy of `old`, enforcing types, NOT NULL and a fixed key.

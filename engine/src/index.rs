@@ -236,6 +236,19 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// How many entries the ranges hold (from the start, whatever was taken).
+    pub fn count(&self, store: &HotStore, table: &TableDef) -> Result<usize> {
+        let part = Partition::index(table.uid.0);
+        let mut n = 0;
+        for (lo, hi) in self.ranges {
+            let mut it = store.scan(&part, lo, Some(hi))?;
+            while it.next_entry()?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Up to `n` more primary keys; fewer only at the end.
     pub fn next_chunk(&mut self, store: &HotStore, table: &TableDef, n: usize) -> Result<Vec<Value>> {
         let part = Partition::index(table.uid.0);

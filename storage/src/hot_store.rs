@@ -184,6 +184,22 @@ impl HotStore {
         Ok(self.db.get_pinned_cf(&cf, key)?.map(|v| f(v.as_ref())))
     }
 
+    /// Calls `f` with the value of each key (`None` where there is none), in the order
+    /// given, reading them as one batch.
+    pub fn multi_get_with<R>(
+        &self,
+        p: &Partition,
+        keys: &[Vec<u8>],
+        mut f: impl FnMut(Option<&[u8]>) -> R,
+    ) -> Result<Vec<R>> {
+        let cf = self.cf(p)?;
+        self.db
+            .batched_multi_get_cf(&cf, keys.iter(), false)
+            .into_iter()
+            .map(|v| Ok(f(v?.as_deref())))
+            .collect()
+    }
+
     /// Compacts the whole partition, memtable included: versions a range delete covers
     /// leave memory and files, so point reads and scans no longer pass over them.
     pub fn compact(&self, p: &Partition) -> Result<()> {

@@ -219,6 +219,34 @@ pub fn from_exprs(table: &TableDef, filters: &[Expr]) -> Conds {
     conds
 }
 
+/// Whether the index ranges of `choice` select exactly the rows `filter` matches: every
+/// conjunct is a condition on a column the ranges apply, and a column with an equality
+/// or `IN` has no other condition (ranges on one column merge exactly).
+pub fn fully_covered(filter: &BoundFilter, choice: &IndexChoice) -> bool {
+    let mut points: HashMap<usize, usize> = HashMap::new();
+    let mut ranges: HashMap<usize, usize> = HashMap::new();
+    for c in filter.conjuncts() {
+        match c {
+            BoundFilter::Compare {
+                field: FieldRef::Column(i),
+                op,
+                value,
+                ..
+            } if *op != CmpOp::Neq && !value.is_null() && choice.used.contains(i) => {
+                let kind = if *op == CmpOp::Eq { &mut points } else { &mut ranges };
+                *kind.entry(*i).or_default() += 1;
+            }
+            BoundFilter::In {
+                field: FieldRef::Column(i),
+                negated: false,
+                ..
+            } if choice.used.contains(i) => *points.entry(*i).or_default() += 1,
+            _ => return false,
+        }
+    }
+    points.iter().all(|(c, n)| *n == 1 && !ranges.contains_key(c))
+}
+
 /// The entry range of one column's values within `prefix`.
 fn range_bytes(prefix: &[u8], lo: &Bound<Value>, hi: &Bound<Value>, desc: bool) -> Result<(Vec<u8>, Vec<u8>)> {
     let with = |v: &Value| -> Result<Vec<u8>> {
@@ -262,6 +290,8 @@ pub struct IndexChoice {
     pub ranges: Vec<(Vec<u8>, Vec<u8>)>,
     /// Whether conditions narrow the walk (otherwise it only gives the order).
     pub narrowed: bool,
+    /// The columns whose conditions the ranges apply.
+    pub used: Vec<usize>,
     pub order: Option<OrderWalk>,
 }
 
@@ -361,10 +391,12 @@ pub fn choose(
             i += 1;
         }
         let mut score = i * 2;
+        let mut used = cols[..i].to_vec();
         let mut ranges = Vec::with_capacity(prefixes.len());
         match cols.get(i).and_then(|c| conds.get(c)) {
             Some(ColumnCond::Range { lo, hi }) => {
                 score += 1;
+                used.push(cols[i]);
                 for p in &prefixes {
                     ranges.push(range_bytes(p, lo, hi, index.columns[i].descending)?);
                 }
@@ -388,6 +420,7 @@ pub fn choose(
                     name: index.name.clone(),
                     ranges,
                     narrowed: narrows,
+                    used,
                     order: walk,
                 },
             ));

@@ -7,7 +7,6 @@
 //! a differential test holds the two to identical results. Aggregates always go
 //! through DataFusion.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
@@ -19,11 +18,12 @@ use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, min, sum};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, SortExpr};
 use kalamdb_auth::identity::UserId;
-use kalamdb_auth::permissions::TableOp;
+use kalamdb_auth::permissions::{TableOp, TableType};
+use kalamdb_storage::hot_store::Partition;
 use kalamdb_storage::seq::Seq;
 
 use crate::catalog::schema::TableDef;
-use crate::codec::pk_bytes;
+use crate::codec::{decode_row, row_key};
 use crate::context::ExecContext;
 use crate::engine::{Engine, Row};
 use crate::error::{EngineError, Result};
@@ -324,10 +324,24 @@ impl Engine {
         let wanted = sel.limit.map(|l| l.saturating_add(sel.offset));
         let walk = choice.order.as_ref().filter(|_| wanted.is_some());
         let mut cursor = Cursor::new(&choice.ranges, walk.is_some_and(|w| w.reverse));
-        let chunk = wanted.filter(|_| walk.is_some()).map_or(256, |w| w.clamp(8, 256));
+        // a page the index alone selects takes exactly its rows; with more conditions to
+        // pass, twice as many are fetched at a time
+        let exact = sel
+            .filter
+            .as_ref()
+            .is_none_or(|f| index::plan::fully_covered(f, choice));
+        let chunk = wanted
+            .filter(|_| walk.is_some())
+            .map_or(256, |w| if exact { w } else { w * 2 }.clamp(8, 256));
         let mut out: Vec<Row> = vec![];
         let mut visited = 0usize;
         'walk: loop {
+            if let (Some(w), Some(walk)) = (wanted, walk)
+                && walk.exact
+                && out.len() >= w
+            {
+                break;
+            }
             let pks = cursor.next_chunk(&self.store, table, chunk)?;
             if pks.is_empty() {
                 break;
@@ -377,6 +391,19 @@ impl Engine {
         let Some(choice) = index::plan::choose(table, user, &conds, &[], false)?.filter(|c| c.narrowed) else {
             return Ok(None);
         };
+        // counting rows the index alone selects needs no row: its entries are exactly
+        // the live rows of both tiers (STREAM rows may have expired under theirs)
+        if groups.is_empty()
+            && specs.iter().all(|s| s.func == AggFn::Count && s.field.is_none())
+            && table.table_type != TableType::Stream
+            && filter.is_some_and(|f| index::plan::fully_covered(f, &choice))
+        {
+            let n = Cursor::new(&choice.ranges, false).count(&self.store, table)?;
+            return Ok(Some(vec![AggregateGroup {
+                keys: vec![],
+                values: vec![Value::BigInt(n as i64); specs.len()],
+            }]));
+        }
         let pks = Cursor::new(&choice.ranges, false).next_chunk(&self.store, table, MAX_INDEX_ROWS + 1)?;
         if pks.len() > MAX_INDEX_ROWS {
             return Ok(None);
@@ -386,21 +413,40 @@ impl Engine {
         Ok(aggregate_rows(&rows, groups, specs))
     }
 
-    /// The visible rows of these keys, in the order given (missing ones left out).
+    /// The visible rows of these keys, in the order given (missing ones left out): the
+    /// hot versions in one batch, then, for keys the hot tier has no version of, the
+    /// newest cold one (as a `_by_pk` lookup finds it).
     pub(crate) async fn rows_by_keys(
         &self,
         table: &Arc<TableDef>,
         user: Option<&UserId>,
         pks: Vec<Value>,
     ) -> Result<Vec<Row>> {
-        let order: Vec<Vec<u8>> = pks.iter().map(pk_bytes).collect::<Result<_>>()?;
-        let (rows, _) = self.partition_rows(table, user, &KeyPlan::Points(pks)).await?;
-        let pk = table.current().pk;
-        let mut by_key: HashMap<Vec<u8>, Row> = HashMap::with_capacity(rows.len());
-        for row in rows {
-            by_key.insert(pk_bytes(&row.1[pk])?, row);
+        let reader = self.reader(table, user);
+        let floor = reader.ttl_floor();
+        let keys: Vec<Vec<u8>> = pks.iter().map(|pk| row_key(user, pk)).collect::<Result<_>>()?;
+        let part = Partition::table(table.uid.0);
+        let (hot, manifest) = self
+            .cold
+            .hot_then_manifest(table, user, |_| {
+                self.store
+                    .multi_get_with(&part, &keys, |v| v.map(|b| decode_row(table, b)).transpose())?
+                    .into_iter()
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await?;
+        let cold = !manifest.is_empty() && table.table_type != TableType::Stream;
+        let mut out = Vec::with_capacity(pks.len());
+        for (pk, found) in pks.iter().zip(hot) {
+            match found {
+                Some(row) if !row.deleted && floor.is_none_or(|f| row.seq >= f) => out.push((row.seq, row.values)),
+                // a tombstone or an expired row: the key has no visible row
+                Some(_) => {}
+                None if cold => out.extend(self.cold.get(table, user, pk).await?),
+                None => {}
+            }
         }
-        Ok(order.iter().filter_map(|k| by_key.remove(k)).collect())
+        Ok(out)
     }
 
     /// The direct path: one partition, narrowed by primary-key conditions, filtered

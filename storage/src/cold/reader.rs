@@ -164,28 +164,51 @@ pub(crate) fn leaf_of(meta: &ArrowReaderMetadata, id: u32) -> Option<usize> {
     })
 }
 
-/// The index of the first value of a key column equal to `probe` (floats compare by
-/// total order, as the hot tier's key encoding does).
+/// The index of the value of a key column equal to `probe` (floats compare by total
+/// order, as the hot tier's key encoding does). A segment holds each key once, sorted
+/// (a flush writes rows in key order, a compaction sorts them), so this is a binary
+/// search.
 pub(crate) fn position_of(a: &dyn arrow::array::Array, probe: &KeyProbe) -> Result<Option<usize>> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{self as dt, DataType, TimeUnit};
-    fn find<T: dt::ArrowPrimitiveType>(a: &dyn arrow::array::Array, eq: impl Fn(&T::Native) -> bool) -> Option<usize> {
+    use std::cmp::Ordering;
+    /// The first index in `0..n` whose value is not below the probe, if it equals it.
+    fn search(n: usize, valid: impl Fn(usize) -> bool, cmp: impl Fn(usize) -> Ordering) -> Option<usize> {
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if cmp(mid).is_lt() {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (lo < n && valid(lo) && cmp(lo).is_eq()).then_some(lo)
+    }
+    fn find<T: dt::ArrowPrimitiveType>(
+        a: &dyn arrow::array::Array,
+        cmp: impl Fn(&T::Native) -> Ordering,
+    ) -> Option<usize> {
         let p = a.as_primitive::<T>();
-        p.values().iter().enumerate().position(|(i, v)| eq(v) && p.is_valid(i))
+        let v = p.values();
+        search(v.len(), |i| p.is_valid(i), |i| cmp(&v[i]))
     }
     Ok(match (a.data_type(), probe) {
-        (DataType::Int64, KeyProbe::I64(v)) => find::<dt::Int64Type>(a, |x| x == v),
+        (DataType::Int64, KeyProbe::I64(v)) => find::<dt::Int64Type>(a, |x| x.cmp(v)),
         (DataType::Timestamp(TimeUnit::Microsecond, _), KeyProbe::I64(v)) => {
-            find::<dt::TimestampMicrosecondType>(a, |x| x == v)
+            find::<dt::TimestampMicrosecondType>(a, |x| x.cmp(v))
         }
-        (DataType::Int32, KeyProbe::I32(v)) => find::<dt::Int32Type>(a, |x| x == v),
-        (DataType::Date32, KeyProbe::I32(v)) => find::<dt::Date32Type>(a, |x| x == v),
-        (DataType::Float64, KeyProbe::F64(v)) => find::<dt::Float64Type>(a, |x| x.total_cmp(v).is_eq()),
-        (DataType::Utf8, KeyProbe::Bytes(v)) => a
-            .as_string::<i32>()
-            .iter()
-            .position(|x| x.map(str::as_bytes) == Some(v)),
-        (DataType::Binary, KeyProbe::Bytes(v)) => a.as_binary::<i32>().iter().position(|x| x == Some(v.as_slice())),
+        (DataType::Int32, KeyProbe::I32(v)) => find::<dt::Int32Type>(a, |x| x.cmp(v)),
+        (DataType::Date32, KeyProbe::I32(v)) => find::<dt::Date32Type>(a, |x| x.cmp(v)),
+        (DataType::Float64, KeyProbe::F64(v)) => find::<dt::Float64Type>(a, |x| x.total_cmp(v)),
+        (DataType::Utf8, KeyProbe::Bytes(v)) => {
+            let s = a.as_string::<i32>();
+            search(s.len(), |i| s.is_valid(i), |i| s.value(i).as_bytes().cmp(v))
+        }
+        (DataType::Binary, KeyProbe::Bytes(v)) => {
+            let b = a.as_binary::<i32>();
+            search(b.len(), |i| b.is_valid(i), |i| b.value(i).cmp(v.as_slice()))
+        }
         (DataType::Boolean, KeyProbe::Bool(v)) => a.as_boolean().iter().position(|x| x == Some(*v)),
         (t, _) => {
             return Err(StorageError::Corrupt(format!(
@@ -239,8 +262,8 @@ pub fn field_id_of(field: &arrow::datatypes::Field) -> Option<u32> {
 mod tests {
     use super::*;
 
-    /// A key is found in a column of each type a primary key can have, floats by total
-    /// order (so -0.0 is not 0.0), and a probe of the wrong kind is an error.
+    /// A key is found in a (sorted) column of each type a primary key can have, floats
+    /// by total order (so -0.0 is not 0.0), and a probe of the wrong kind is an error.
     #[test]
     fn keys_are_found_in_columns_of_every_key_type() {
         use arrow::array::{
@@ -248,8 +271,16 @@ mod tests {
             TimestampMicrosecondArray,
         };
         let cases: Vec<(ArrayRef, KeyProbe, Option<usize>)> = vec![
-            (Arc::new(Int64Array::from(vec![5, 9, 2])), KeyProbe::I64(2), Some(2)),
-            (Arc::new(Int64Array::from(vec![5, 9, 2])), KeyProbe::I64(3), None),
+            (Arc::new(Int64Array::from(vec![2, 5, 9])), KeyProbe::I64(9), Some(2)),
+            (Arc::new(Int64Array::from(vec![2, 5, 9])), KeyProbe::I64(3), None),
+            (Arc::new(Int64Array::from(vec![2, 5, 9])), KeyProbe::I64(10), None),
+            (
+                Arc::new(Int64Array::from(
+                    (0..16_384).map(|i| i * 3 - 9000).collect::<Vec<i64>>(),
+                )),
+                KeyProbe::I64(3 * 12_345 - 9000),
+                Some(12_345),
+            ),
             (
                 Arc::new(TimestampMicrosecondArray::from(vec![10, 20]).with_timezone("UTC")),
                 KeyProbe::I64(20),

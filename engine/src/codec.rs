@@ -256,6 +256,19 @@ pub fn row_key(user: Option<&UserId>, pk: &Value) -> Result<Vec<u8>> {
     Ok(k.finish())
 }
 
+/// Splits a stored row key into its user (per-user tables) and its encoded primary key.
+pub fn split_row_key(key: &[u8], per_user: bool) -> Result<(Option<UserId>, &[u8])> {
+    if !per_user {
+        return Ok((None, key));
+    }
+    let mut r = KeyReader::new(key);
+    let user = r
+        .bytes()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| EngineError::Internal("a row key without its user".into()))?;
+    Ok((Some(UserId::parse(&user)?), r.rest()))
+}
+
 /// Reads the user id back out of a per-user row key.
 pub fn key_user(key: &[u8]) -> Option<String> {
     KeyReader::new(key).bytes().and_then(|b| String::from_utf8(b).ok())

@@ -42,14 +42,14 @@ async fn todos(s: &TestServer, table: &str, from: i64, n: i64) {
     }
 }
 
-const TODOS: &str =
+const TODO_COLUMNS: &str =
     "(id BIGINT PRIMARY KEY, owner TEXT NOT NULL, title TEXT, done BOOLEAN, meta JSON, created TIMESTAMP)";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_statements_and_their_errors() {
     let s = TestServer::start().await;
     s.root("CREATE NAMESPACE app").await;
-    s.root(&format!("CREATE TABLE app.todos {TODOS} WITH (TYPE = 'SHARED')"))
+    s.root(&format!("CREATE TABLE app.todos {TODO_COLUMNS} WITH (TYPE = 'SHARED')"))
         .await;
     todos(&s, "app.todos", 0, 200).await;
 
@@ -282,7 +282,7 @@ async fn index_builds_take_writes_survive_a_crash_and_can_be_dropped() {
         dir.path(),
         &[("KALAMDB_TEST_FAULTS", "crash@index_build:chunk_written")],
     );
-    s.root(&format!("CREATE TABLE todos {TODOS} WITH (TYPE = 'SHARED')"))
+    s.root(&format!("CREATE TABLE todos {TODO_COLUMNS} WITH (TYPE = 'SHARED')"))
         .await;
     todos(&s, "todos", 0, 20_000).await;
     s.root("CREATE INDEX todos_owner ON todos (owner)").await;
@@ -313,7 +313,7 @@ async fn index_builds_take_writes_survive_a_crash_and_can_be_dropped() {
     // writes during a build are indexed; a drop during a build cancels it
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::spawn_binary(dir.path(), &[("KALAMDB_TEST_FAULTS", "sleep@index_build:1500")]);
-    s.root(&format!("CREATE TABLE todos {TODOS} WITH (TYPE = 'SHARED')"))
+    s.root(&format!("CREATE TABLE todos {TODO_COLUMNS} WITH (TYPE = 'SHARED')"))
         .await;
     todos(&s, "todos", 0, 1000).await;
     let (state, job) = create_index(&s, "CREATE INDEX todos_owner ON todos (owner)").await;

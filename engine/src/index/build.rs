@@ -15,17 +15,16 @@ use std::sync::Arc;
 
 use kalamdb_auth::identity::UserId;
 use kalamdb_storage::hot_store::{HotStore, Partition, WriteBatch};
-use kalamdb_storage::keys::KeyReader;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::catalog::schema::{IndexDef, IndexState, TableDef};
-use crate::codec::{decode_row, pk_bytes, row_key};
+use crate::codec::{decode_row, pk_bytes, row_key, split_row_key};
 use crate::engine::{Engine, Row};
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::ids::{IndexId, StorageUid};
 use crate::index::{PendingEntries, duplicate, entry, index_prefix, unique_conflict};
-use crate::jobs::{CancelFlag, JobFailure, JobId, JobKind};
+use crate::jobs::{CancelFlag, JobFailure, JobId};
 use crate::read::reader::KeyPlan;
 
 type JobResult<T> = std::result::Result<T, JobFailure>;
@@ -34,7 +33,7 @@ type JobResult<T> = std::result::Result<T, JobFailure>;
 pub const BUILD_CHUNK: usize = 8192;
 
 /// Where a build got to, persisted with each chunk's entries.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Progress {
     indexes: Vec<IndexId>,
     /// The last hot row key indexed.
@@ -110,20 +109,14 @@ fn hot_chunk(
         while let Some((k, v)) = it.next_entry()? {
             let row = decode_row(&table, v)?;
             if !row.deleted {
-                let mut r = KeyReader::new(k);
-                let user = if per_user {
-                    let u = r.bytes().and_then(|b| String::from_utf8(b).ok());
-                    Some(UserId::parse(&u.unwrap_or_default())?)
-                } else {
-                    None
-                };
+                let (user, pk_enc) = split_row_key(k, per_user)?;
                 put_entries(
                     store,
                     &table,
                     &indexes,
                     user.as_ref(),
                     &row.values,
-                    r.rest(),
+                    pk_enc,
                     &mut written,
                     &mut batch,
                 )?;
@@ -225,39 +218,21 @@ impl Engine {
         let uid = def.uid;
         let faults = &self.config.faults;
         // resume after the last chunk a crashed run wrote
-        let mut progress = match self.store.get(&Partition::system(), &progress_key(uid))? {
-            Some(v) => serde_json::from_slice::<Progress>(&v)
-                .ok()
-                .filter(|p| p.indexes == ids)
-                .unwrap_or(Progress {
-                    indexes: ids.to_vec(),
-                    after: vec![],
-                    rows: 0,
-                }),
-            None => Progress {
+        let mut progress = self
+            .store
+            .get(&Partition::system(), &progress_key(uid))?
+            .and_then(|v| serde_json::from_slice::<Progress>(&v).ok())
+            .filter(|p| p.indexes == ids)
+            .unwrap_or_else(|| Progress {
                 indexes: ids.to_vec(),
-                after: vec![],
-                rows: 0,
-            },
-        };
+                ..Progress::default()
+            });
         loop {
             cancel.check()?;
-            let catalog = self.catalog.clone();
-            let ids_owned = ids.to_vec();
-            let p = std::mem::replace(
-                &mut progress,
-                Progress {
-                    indexes: vec![],
-                    after: vec![],
-                    rows: 0,
-                },
-            );
+            let (catalog, ids_owned, mut p) = (self.catalog.clone(), ids.to_vec(), std::mem::take(&mut progress));
             let (seen, p) = self
                 .commit
-                .exclusive(move |store| {
-                    let mut p = p;
-                    hot_chunk(store, &catalog, uid, &ids_owned, &mut p).map(|n| (n, p))
-                })
+                .exclusive(move |store| hot_chunk(store, &catalog, uid, &ids_owned, &mut p).map(|n| (n, p)))
                 .await??;
             progress = p;
             faults.crash_point("index_build:chunk_written");
@@ -337,11 +312,6 @@ impl Engine {
                 Ok(())
             })
             .await?
-    }
-
-    /// Whether a job is building indexes of this table.
-    pub(crate) fn building_job(&self, uid: StorageUid) -> Option<JobId> {
-        self.jobs.active(JobKind::IndexBuild, uid)
     }
 }
 

@@ -224,7 +224,7 @@ impl Engine {
             })
             .await??;
         // a build of nothing but dropped indexes is cancelled
-        if !building_left && let Some(job) = self.building_job(def.uid) {
+        if !building_left && let Some(job) = self.jobs.active(JobKind::IndexBuild, def.uid) {
             let _ = self.jobs.kill(&job, now_millis());
         }
         Ok(SqlResult::message(format!("index {namespace}.{name} dropped")))

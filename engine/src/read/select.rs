@@ -568,17 +568,12 @@ impl Engine {
             .iter()
             .map(|c| FieldRef::resolve(&table, c))
             .collect::<Result<Vec<_>>>()?;
-        let mut aggr_exprs = Vec::with_capacity(req.aggregates.len());
+        // each aggregate checked against its column, with the type of its result
         let mut out_types = Vec::with_capacity(req.aggregates.len());
         let mut specs = Vec::with_capacity(req.aggregates.len());
-        for (i, a) in req.aggregates.iter().enumerate() {
+        for a in &req.aggregates {
             let field = a.column.as_ref().map(|c| FieldRef::resolve(&table, c)).transpose()?;
-            specs.push(AggSpec {
-                func: a.func,
-                field: field.map(|(f, _)| f),
-                ty: field.map_or(ColumnType::BigInt, |(_, t)| t),
-            });
-            let need = |what: &str, ok: fn(ColumnType) -> bool| -> Result<(Expr, ColumnType)> {
+            let need = |what: &str, ok: fn(ColumnType) -> bool| -> Result<ColumnType> {
                 let (f, ty) = field.ok_or_else(|| EngineError::InvalidInput(format!("{what} needs a column")))?;
                 if !ok(ty) {
                     return Err(EngineError::TypeMismatch(format!(
@@ -586,35 +581,31 @@ impl Engine {
                         f.name(&table)
                     )));
                 }
-                Ok((f.df_column(&table), ty))
+                Ok(ty)
             };
-            let (expr, ty) = match a.func {
-                AggFn::Count => match field {
-                    None => (count_all(), ColumnType::BigInt),
-                    Some((f, _)) => (count(f.df_column(&table)), ColumnType::BigInt),
+            let out = match a.func {
+                AggFn::Count => ColumnType::BigInt,
+                AggFn::CountDistinct => {
+                    need("count distinct", |_| true)?;
+                    ColumnType::BigInt
+                }
+                AggFn::Sum => match need("sum", ColumnType::is_numeric)? {
+                    ColumnType::Double => ColumnType::Double,
+                    _ => ColumnType::BigInt,
                 },
-                AggFn::CountDistinct => (count_distinct(need("count distinct", |_| true)?.0), ColumnType::BigInt),
-                AggFn::Sum => {
-                    let (e, ty) = need("sum", ColumnType::is_numeric)?;
-                    let out = if ty == ColumnType::Double {
-                        ColumnType::Double
-                    } else {
-                        ColumnType::BigInt
-                    };
-                    (sum(e), out)
+                AggFn::Avg => {
+                    need("avg", ColumnType::is_numeric)?;
+                    ColumnType::Double
                 }
-                AggFn::Avg => (avg(need("avg", ColumnType::is_numeric)?.0), ColumnType::Double),
-                AggFn::Min => {
-                    let (e, ty) = need("min", ColumnType::is_ordered)?;
-                    (min(e), ty)
-                }
-                AggFn::Max => {
-                    let (e, ty) = need("max", ColumnType::is_ordered)?;
-                    (max(e), ty)
-                }
+                AggFn::Min => need("min", ColumnType::is_ordered)?,
+                AggFn::Max => need("max", ColumnType::is_ordered)?,
             };
-            aggr_exprs.push(expr.alias(format!("__agg{i}")));
-            out_types.push(ty);
+            specs.push(AggSpec {
+                func: a.func,
+                field: field.map(|(f, _)| f),
+                ty: field.map_or(ColumnType::BigInt, |(_, t)| t),
+            });
+            out_types.push(out);
         }
         let group_fields: Vec<FieldRef> = groups.iter().map(|(f, _)| *f).collect();
         if let Some(out) = self
@@ -623,6 +614,23 @@ impl Engine {
         {
             return Ok(out);
         }
+        let aggr_exprs = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let e = match (s.func, s.field.map(|f| f.df_column(&table))) {
+                    (AggFn::Count, None) => count_all(),
+                    (AggFn::Count, Some(c)) => count(c),
+                    (AggFn::CountDistinct, Some(c)) => count_distinct(c),
+                    (AggFn::Sum, Some(c)) => sum(c),
+                    (AggFn::Avg, Some(c)) => avg(c),
+                    (AggFn::Min, Some(c)) => min(c),
+                    (AggFn::Max, Some(c)) => max(c),
+                    (_, None) => return Err(EngineError::Internal("an aggregate without its column".into())),
+                };
+                Ok(e.alias(format!("__agg{i}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut b = self.scan_builder(ctx, &table)?;
         if let Some(f) = &filter {
             b = b.filter(f.to_df_expr(&table))?;

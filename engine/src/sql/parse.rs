@@ -240,33 +240,54 @@ impl DepthBound {
     }
 }
 
+/// Why the walk over a statement stopped.
+enum Refused {
+    TooDeep,
+    /// A subquery used as a value that selects no column (DataFusion's planner
+    /// indexes its first column).
+    EmptySubquery,
+}
+
+/// Whether a query selects no column at all.
+fn selects_nothing(q: &ast::Query) -> bool {
+    matches!(q.body.as_ref(), ast::SetExpr::Select(s) if s.projection.is_empty())
+}
+
 impl Visitor for DepthBound {
-    type Break = ();
+    type Break = Refused;
 
-    fn pre_visit_expr(&mut self, _: &ast::Expr) -> ControlFlow<()> {
-        self.enter()
+    fn pre_visit_expr(&mut self, e: &ast::Expr) -> ControlFlow<Refused> {
+        if let ast::Expr::Subquery(q) | ast::Expr::InSubquery { subquery: q, .. } = e
+            && selects_nothing(q)
+        {
+            return ControlFlow::Break(Refused::EmptySubquery);
+        }
+        self.enter().map_break(|()| Refused::TooDeep)
     }
 
-    fn post_visit_expr(&mut self, _: &ast::Expr) -> ControlFlow<()> {
-        self.leave()
+    fn post_visit_expr(&mut self, _: &ast::Expr) -> ControlFlow<Refused> {
+        self.leave().map_break(|()| Refused::TooDeep)
     }
 
-    fn pre_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
-        self.enter()
+    fn pre_visit_query(&mut self, _: &ast::Query) -> ControlFlow<Refused> {
+        self.enter().map_break(|()| Refused::TooDeep)
     }
 
-    fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
-        self.leave()
+    fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<Refused> {
+        self.leave().map_break(|()| Refused::TooDeep)
     }
 }
 
 fn check_depth(stmt: &ast::Statement) -> Result<()> {
     match stmt.visit(&mut DepthBound { depth: 0 }) {
         ControlFlow::Continue(()) => Ok(()),
-        ControlFlow::Break(()) => Err(EngineError::TooDeep(format!(
+        ControlFlow::Break(Refused::TooDeep) => Err(EngineError::TooDeep(format!(
             "the statement nests expressions more than {MAX_EXPRESSION_DEPTH} levels deep \
              (a chain of operators counts one level per operator)"
         ))),
+        ControlFlow::Break(Refused::EmptySubquery) => Err(EngineError::InvalidInput(
+            "a subquery used as a value must select a column".into(),
+        )),
     }
 }
 
@@ -638,6 +659,15 @@ mod tests {
         let fine = "SELECT CASE WHEN max(CAST(x AS INT)) IN (1, 2) THEN ARRAY[1] ELSE NULL END FROM a.b";
         assert_eq!(code(fine), None);
         assert_eq!(code(&format!("SELECT {}1{}", "(".repeat(60), ")".repeat(60))), None);
+    }
+
+    #[test]
+    fn subqueries_that_select_nothing_are_refused() {
+        for sql in ["SELECT (SELECT FROM t) + 1", "SELECT 1 WHERE 2 IN (SELECT FROM t)"] {
+            let e = parse(sql).err().map(|e| e.code());
+            assert_eq!(e, Some(crate::error::ErrorCode::InvalidInput), "{sql}");
+        }
+        assert!(parse("SELECT (SELECT id FROM t) + 1").is_ok());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use kalamdb_storage::seq::{Seq, now_millis};
 use parking_lot::Mutex;
 
 use crate::catalog::schema::{FlushPolicy, TableDef};
-use crate::codec::{decode_header, decode_key_value, key_user, partition_prefix};
+use crate::codec::{decode_header, decode_key_value, key_user, partition_prefix, split_row_key};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::ids::StorageUid;
@@ -82,7 +82,7 @@ impl Engine {
             if t.indexes
                 .iter()
                 .any(|i| i.state == crate::catalog::schema::IndexState::Building)
-                && self.building_job(t.uid).is_none()
+                && self.jobs.active(JobKind::IndexBuild, t.uid).is_none()
             {
                 self.submit_quietly(JobKind::IndexBuild, &t);
             }
@@ -606,15 +606,8 @@ impl Engine {
                             && let Some(t) = &indexed
                         {
                             let row = crate::codec::decode_row(t, v)?;
-                            let mut r = KeyReader::new(k);
-                            let user = match t.table_type.is_per_user() {
-                                true => r
-                                    .bytes()
-                                    .and_then(|b| String::from_utf8(b).ok())
-                                    .and_then(|u| UserId::parse(&u).ok()),
-                                false => None,
-                            };
-                            for w in crate::index::entry_writes(t, user.as_ref(), r.rest(), Some(&row.values), None)? {
+                            let (user, pk_enc) = split_row_key(k, t.table_type.is_per_user())?;
+                            for w in crate::index::entry_writes(t, user.as_ref(), pk_enc, Some(&row.values), None)? {
                                 if let crate::index::EntryWrite::Delete(key) = w {
                                     entries.delete(&Partition::index(uid), key);
                                 }

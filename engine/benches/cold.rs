@@ -16,7 +16,7 @@ use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::{Engine, EngineConfig};
 use kalamdb_engine::ids::{ColumnName, NamespaceId, TableId, TableName};
 use kalamdb_engine::read::select::{AggFn, Aggregate, AggregateRequest};
-use kalamdb_engine::types::Value;
+use kalamdb_engine::types::{Pk, Value};
 use kalamdb_engine::write::mutate::ConflictAction;
 use kalamdb_storage::hot_store::Durability;
 
@@ -211,7 +211,10 @@ async fn by_pk(engine: &Engine, ctx: &ExecContext) {
             x ^= x << 17;
             let key = (x % 100_000) as i64;
             let t = Instant::now();
-            let r = engine.get_by_pk(ctx, &id(table), &Value::BigInt(key)).await.unwrap();
+            let r = engine
+                .get_by_pk(ctx, &id(table), &Pk::one(Value::BigInt(key)))
+                .await
+                .unwrap();
             samples.push(t.elapsed());
             assert_eq!(r.rows.len(), 1);
         }

@@ -10,7 +10,7 @@ use kalamdb_auth::identity::{Role, UserId};
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::{Engine, EngineConfig};
 use kalamdb_engine::ids::{ColumnName, NamespaceId, TableId, TableName};
-use kalamdb_engine::types::Value;
+use kalamdb_engine::types::{Pk, Value};
 use kalamdb_engine::write::mutate::ConflictAction;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -88,7 +88,10 @@ async fn run() {
         x ^= x << 17;
         let id = (x % N as u64) as i64;
         let t = Instant::now();
-        let r = engine.get_by_pk(&ctx, &table, &Value::BigInt(id)).await.unwrap();
+        let r = engine
+            .get_by_pk(&ctx, &table, &Pk::one(Value::BigInt(id)))
+            .await
+            .unwrap();
         samples.push(t.elapsed());
         assert_eq!(r.rows.len(), 1);
     }

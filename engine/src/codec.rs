@@ -11,7 +11,7 @@ use kalamdb_storage::seq::Seq;
 
 use crate::catalog::schema::{TableDef, TableSchema};
 use crate::error::{EngineError, Result};
-use crate::types::{ColumnType, Value};
+use crate::types::{ColumnType, Pk, Value};
 
 const FORMAT: u8 = 1;
 const FLAG_DELETED: u8 = 1;
@@ -232,7 +232,7 @@ pub fn decode_key_value(r: &mut KeyReader<'_>, ty: ColumnType) -> Option<Value> 
 }
 
 /// The encoded primary key alone (a row key without its user prefix).
-pub fn pk_bytes(pk: &Value) -> Result<Vec<u8>> {
+pub fn pk_bytes(pk: &Pk) -> Result<Vec<u8>> {
     row_key(None, pk)
 }
 
@@ -246,14 +246,28 @@ pub fn partition_prefix(user: Option<&UserId>) -> Vec<u8> {
     k.finish()
 }
 
-/// The storage key of one row.
-pub fn row_key(user: Option<&UserId>, pk: &Value) -> Result<Vec<u8>> {
+/// The storage key of one row: the user (per-user tables), then each key column's
+/// value in key order. Every value's encoding is self-delimiting and order-preserving,
+/// so keys sort by their columns in order.
+pub fn row_key(user: Option<&UserId>, pk: &Pk) -> Result<Vec<u8>> {
     let mut k = KeyBuilder::with_capacity(32);
     if let Some(u) = user {
         k.text(u.as_str());
     }
-    encode_key_value(&mut k, pk)?;
+    for v in &pk.0 {
+        encode_key_value(&mut k, v)?;
+    }
     Ok(k.finish())
+}
+
+/// Reads an encoded primary key (see [`pk_bytes`]) back into its values.
+pub fn decode_pk(schema: &TableSchema, enc: &[u8]) -> Option<Pk> {
+    let mut r = KeyReader::new(enc);
+    schema
+        .pk_columns()
+        .map(|c| decode_key_value(&mut r, c.ty))
+        .collect::<Option<Vec<_>>>()
+        .map(Pk)
 }
 
 /// Splits a stored row key into its user (per-user tables) and its encoded primary key.
@@ -295,7 +309,7 @@ mod tests {
     fn roundtrip_all_types_and_schema_evolution() {
         let v1 = TableSchema {
             version: 1,
-            pk: 0,
+            pk: vec![0],
             columns: vec![
                 col(1, "id", ColumnType::BigInt),
                 col(2, "b", ColumnType::Boolean),
@@ -363,11 +377,31 @@ mod tests {
     fn user_keys_group_by_user_then_pk() {
         let a = UserId::parse("alice").unwrap();
         let ab = UserId::parse("alicebob").unwrap();
-        let k1 = row_key(Some(&a), &Value::BigInt(i64::MAX)).unwrap();
-        let k2 = row_key(Some(&ab), &Value::BigInt(i64::MIN)).unwrap();
+        let k1 = row_key(Some(&a), &Pk::one(Value::BigInt(i64::MAX))).unwrap();
+        let k2 = row_key(Some(&ab), &Pk::one(Value::BigInt(i64::MIN))).unwrap();
         assert!(k1 < k2);
         assert!(k1.starts_with(&partition_prefix(Some(&a))));
         assert!(!k2.starts_with(&partition_prefix(Some(&a))));
         assert_eq!(key_user(&k1).as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn composite_keys_sort_column_by_column_and_decode() {
+        let schema = TableSchema {
+            version: 1,
+            pk: vec![1, 0],
+            columns: vec![col(1, "user_id", ColumnType::Text), col(2, "room", ColumnType::BigInt)],
+        };
+        let key = |room: i64, user: &str| pk_bytes(&Pk(vec![Value::BigInt(room), Value::Text(user.into())])).unwrap();
+        // the text's terminator keeps "a" before "a\0..." and the room sorts first
+        assert!(key(1, "b") < key(2, "a"));
+        assert!(key(1, "a") < key(1, "ab"));
+        assert!(key(-1, "zz") < key(1, ""));
+        let pk = Pk(vec![Value::BigInt(7), Value::Text("x\u{0}y".into())]);
+        assert_eq!(decode_pk(&schema, &pk_bytes(&pk).unwrap()), Some(pk));
+        assert_eq!(
+            schema.pk_of(&[Value::Text("u".into()), Value::BigInt(3)]).0[0],
+            Value::BigInt(3)
+        );
     }
 }

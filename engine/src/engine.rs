@@ -31,7 +31,7 @@ use crate::sql::parse::{self, Statement};
 use crate::sql::result::SqlResult;
 use crate::tiers::cold::ColdTier;
 use crate::tiers::flush::Unflushed;
-use crate::types::Value;
+use crate::types::{Pk, Value};
 use crate::write::commit::{CommitPipeline, OnConflict, Sinks, WriteOp, WriteOutcome, WriteRequest};
 use crate::write::mutate::{Changes, ConflictAction};
 use crate::write::row_expr::RowExpr;
@@ -497,7 +497,7 @@ impl Engine {
                 let mut set = Vec::with_capacity(cols.len());
                 for c in &cols {
                     let i = Self::column_index(&table, c.as_str())?;
-                    if i == table.current().pk {
+                    if table.current().is_pk(i) {
                         continue;
                     }
                     set.push((i, RowExpr::Excluded(i)));
@@ -526,9 +526,9 @@ impl Engine {
 
     /// Reads one row by primary key (the caller's own row for per-user tables): a point
     /// lookup, with no filter to bind or key plan to derive.
-    pub async fn get_by_pk(&self, ctx: &ExecContext, table: &TableId, pk: &Value) -> Result<Rows> {
+    pub async fn get_by_pk(&self, ctx: &ExecContext, table: &TableId, pk: &Pk) -> Result<Rows> {
         let table = self.table_for(ctx, table, TableOp::Read)?;
-        let pk = pk.clone().coerce(table.current().pk_column().ty)?;
+        let pk = table.current().coerce_pk(pk.clone())?;
         let user = table.table_type.is_per_user().then(|| ctx.subject());
         let row = self.lookup(&table, user, &pk).await?;
         Ok(Rows {

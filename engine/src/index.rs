@@ -21,13 +21,13 @@ use std::collections::BTreeMap;
 
 use kalamdb_auth::identity::UserId;
 use kalamdb_storage::hot_store::{HotStore, Partition};
-use kalamdb_storage::keys::{KeyBuilder, KeyReader, prefix_successor};
+use kalamdb_storage::keys::{KeyBuilder, prefix_successor};
 
 use crate::catalog::schema::{IndexDef, TableDef};
-use crate::codec::{decode_key_value, encode_key_value};
+use crate::codec::{decode_pk, encode_key_value};
 use crate::error::{EngineError, Result};
 use crate::ids::IndexId;
-use crate::types::Value;
+use crate::types::{Pk, Value};
 
 /// The tag of a present value: below [`NULL_TAG`], so NULLs sort last ascending and
 /// first descending, as in PostgreSQL.
@@ -210,8 +210,8 @@ pub fn duplicate(table: &TableDef, index: &IndexDef, values: &[Value]) -> Engine
 }
 
 /// Reads the primary key an entry points at.
-pub fn entry_pk(table: &TableDef, value: &[u8]) -> Result<Value> {
-    decode_key_value(&mut KeyReader::new(value), table.current().pk_column().ty)
+pub fn entry_pk(table: &TableDef, value: &[u8]) -> Result<Pk> {
+    decode_pk(table.current(), value)
         .ok_or_else(|| EngineError::Internal("an index entry with a bad primary key".into()))
 }
 
@@ -250,7 +250,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Up to `n` more primary keys; fewer only at the end.
-    pub fn next_chunk(&mut self, store: &HotStore, table: &TableDef, n: usize) -> Result<Vec<Value>> {
+    pub fn next_chunk(&mut self, store: &HotStore, table: &TableDef, n: usize) -> Result<Vec<Pk>> {
         let part = Partition::index(table.uid.0);
         let mut out = Vec::with_capacity(n.min(1024));
         while out.len() < n && self.done < self.ranges.len() {

@@ -312,6 +312,35 @@ impl Value {
     }
 }
 
+/// A row's primary key: the values of its key columns, in key order (one for a
+/// single-column key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pk(pub Vec<Value>);
+
+impl Pk {
+    pub fn one(v: Value) -> Self {
+        Pk(vec![v])
+    }
+}
+
+impl fmt::Display for Pk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => {
+                f.write_str("(")?;
+                for (i, v) in many.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

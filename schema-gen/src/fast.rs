@@ -36,16 +36,19 @@ use kalamdb_engine::catalog::schema::TableDef;
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::engine::Engine;
 use kalamdb_engine::error::{EngineError, ErrorCode};
+use kalamdb_engine::read::filter::Filter;
 use kalamdb_engine::read::filter::FilterLimits;
-use kalamdb_engine::read::select::SelectRequest;
-use kalamdb_engine::types::{ColumnType, Value};
+use kalamdb_engine::read::select::{AggFn, Aggregate, AggregateRequest, SelectRequest};
+use kalamdb_engine::types::{ColumnType, Pk, Value};
 use kalamdb_storage::seq::Seq;
 use parking_lot::RwLock;
 use serde_json::{Map, Value as Json};
 
 mod check;
 
-use self::check::{Vars, by_pk_argument, insert_argument, list_arguments, plain_fields};
+use self::check::{
+    Vars, aggregate_arguments, by_pk_argument, count_selection, insert_argument, list_arguments, plain_fields,
+};
 use crate::documents::{Document, operation};
 use crate::errors::engine_error;
 use crate::meta::TableMeta;
@@ -87,9 +90,11 @@ struct DocPlan {
 }
 
 enum Fetch {
-    ByPk(Value),
+    ByPk(Pk),
     List(SelectRequest),
     InsertOne(Gql),
+    /// `<t>_aggregate(where) { aggregate { count } }`.
+    Count(Option<Filter>),
 }
 
 /// One root field of a planned document.
@@ -101,8 +106,10 @@ struct Planned {
     kind: RootField,
     /// The arguments, checked, with their variables.
     args: Vec<(Name, Ast)>,
-    /// The selected fields, in query order.
+    /// The selected fields, in query order (of an aggregate: its `aggregate` field).
     fields: Vec<Selected>,
+    /// Of an aggregate: the `count`s its `aggregate` field selects.
+    counts: Vec<Selected>,
 }
 
 /// A field of a row object: its response key, what it reads (a column, `_seq`,
@@ -120,6 +127,8 @@ enum Failure {
     /// A null in a non-null field: the row at this list index (none for a single
     /// row), the selected field.
     NullField(Option<usize>, usize),
+    /// The error of an aggregate's `aggregate` field (its path goes through it).
+    Aggregate(async_graphql::Error),
 }
 
 /// The message async-graphql gives a non-null field that has no value.
@@ -131,6 +140,7 @@ impl FastPaths {
         let mut roots = HashMap::new();
         for (m, writable) in tables {
             roots.insert(m.names.by_pk(), (RootField::ByPk, m.clone()));
+            roots.insert(m.names.aggregate(), (RootField::Aggregate, m.clone()));
             if writable {
                 roots.insert(m.names.insert_one(), (RootField::InsertOne, m.clone()));
             }
@@ -181,14 +191,16 @@ impl FastPaths {
             };
             out.truncate(start);
             out.extend_from_slice(b"null");
+            // a list or aggregate field is non-null, so its error nulls `data` (the
+            // general executor nulls it for an error of the aggregate's `aggregate`
+            // field too); so does any error of a mutation's field, which the general
+            // executor resolves serially with `?`
+            nulls_data |= !matches!(fetch, Fetch::ByPk(_));
             let error = p.error(failure);
             if error.extensions.as_ref().and_then(|x| x.get("code")) == Some(&Gql::from(ErrorCode::Forbidden.as_str()))
             {
                 engine.accounts().audit_forbidden(ctx, &error.message);
             }
-            // a list field is non-null, so its error nulls `data`; so does any error of a
-            // mutation's field, which the general executor resolves serially with `?`
-            nulls_data |= matches!(fetch, Fetch::List(_) | Fetch::InsertOne(_));
             errors.push(error);
         }
         out.extend_from_slice(b"}");
@@ -238,6 +250,39 @@ impl FastPaths {
                         .map_err(|f| Failure::NullField(Some(n), f))?;
                 }
                 out.push(b']');
+            }
+            Fetch::Count(filter) => {
+                let req = AggregateRequest {
+                    filter: filter.clone(),
+                    group_by: vec![],
+                    aggregates: vec![Aggregate {
+                        func: AggFn::Count,
+                        column: None,
+                    }],
+                };
+                let groups = engine
+                    .aggregate(ctx, &p.meta.id, &req)
+                    .await
+                    .map_err(|e| Failure::Aggregate(engine_error(e)))?;
+                let count = match groups.first().and_then(|g| g.values.first()) {
+                    Some(Value::BigInt(n)) => *n,
+                    _ => {
+                        return Err(Failure::Aggregate(engine_error(EngineError::Internal(
+                            "a count without its value".into(),
+                        ))));
+                    }
+                };
+                out.push(b'{');
+                write_key(out, &p.fields[0].key);
+                out.push(b'{');
+                for (i, c) in p.counts.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_key(out, &c.key);
+                    out.extend_from_slice(count.to_string().as_bytes());
+                }
+                out.extend_from_slice(b"}}");
             }
             Fetch::InsertOne(obj) => match insert_one(engine, ctx, &p.meta, Some(obj), None)
                 .await
@@ -319,11 +364,18 @@ impl FastPaths {
             match (kind, mutation) {
                 (RootField::ByPk, false) => by_pk_argument(f, meta, &mut vars)?,
                 (RootField::List, false) => list_arguments(f, meta, &mut vars)?,
+                (RootField::Aggregate, false) => aggregate_arguments(f, meta, &mut vars)?,
                 (RootField::InsertOne, true) => insert_argument(f, meta, &mut vars)?,
                 _ => return None,
             }
-            let selected = plain_fields(f, meta)?;
-            complexity += 1 + selected.len();
+            let (selected, counts) = match kind {
+                RootField::Aggregate => {
+                    let (outer, counts) = count_selection(f)?;
+                    (vec![outer], counts)
+                }
+                _ => (plain_fields(f, meta)?, vec![]),
+            };
+            complexity += 1 + selected.len() + counts.len();
             fields.push(Planned {
                 key: f.response_key().node.clone(),
                 pos: field.pos,
@@ -335,6 +387,7 @@ impl FastPaths {
                     .map(|(n, v)| (n.node.clone(), v.node.clone()))
                     .collect(),
                 fields: selected,
+                counts,
             });
         }
         // every declared variable used, within the complexity limit
@@ -369,8 +422,19 @@ impl FastPaths {
             .iter()
             .map(|p| {
                 Some(match p.kind {
-                    RootField::ByPk => Fetch::ByPk(from_gql(p.meta.pk_column().ty, &bound(&p.args.first()?.1)?).ok()?),
+                    RootField::ByPk => Fetch::ByPk(Pk(p
+                        .meta
+                        .pk_columns()
+                        .map(|c| {
+                            let (_, a) = p.args.iter().find(|(n, _)| n.as_str() == c.name.as_str())?;
+                            from_gql(c.ty, &bound(a)?).ok()
+                        })
+                        .collect::<Option<_>>()?)),
                     RootField::InsertOne => Fetch::InsertOne(bound(&p.args.first()?.1)?),
+                    RootField::Aggregate => Fetch::Count(match p.args.first() {
+                        None => None,
+                        Some((_, w)) => Some(crate::inputs::bool_exp(&p.meta, &bound(w)?, filter_limits).ok()?),
+                    }),
                     RootField::List => {
                         let args = p
                             .args
@@ -438,6 +502,12 @@ impl Planned {
             Failure::Resolver(e) => {
                 let mut error = e.into_server_error(self.pos);
                 error.path = vec![root];
+                error
+            }
+            Failure::Aggregate(e) => {
+                let inner = &self.fields[0];
+                let mut error = e.into_server_error(inner.pos);
+                error.path = vec![root, PathSegment::Field(inner.key.to_string())];
                 error
             }
             Failure::NullField(index, field) => {

@@ -22,7 +22,8 @@ pub struct TableMeta {
     pub id: TableId,
     pub names: TableNames,
     pub columns: Vec<ColumnMeta>,
-    pub pk: usize,
+    /// The primary key's columns, as indexes into `columns`, in key order.
+    pub pk: Vec<usize>,
 }
 
 impl TableMeta {
@@ -40,12 +41,13 @@ impl TableMeta {
                     nullable: c.nullable,
                 })
                 .collect(),
-            pk: schema.pk,
+            pk: schema.pk.clone(),
         }
     }
 
-    pub fn pk_column(&self) -> &ColumnMeta {
-        &self.columns[self.pk]
+    /// The primary key's columns, in key order.
+    pub fn pk_columns(&self) -> impl ExactSizeIterator<Item = &ColumnMeta> + '_ {
+        self.pk.iter().map(|&i| &self.columns[i])
     }
 
     /// A user column by name.
@@ -67,12 +69,12 @@ impl TableMeta {
         self.column(name).map(|c| (c.name.clone(), c.ty))
     }
 
-    /// Columns an update may assign: everything but the primary key.
+    /// Columns an update may assign: everything but the primary key's.
     pub fn settable(&self) -> impl Iterator<Item = &ColumnMeta> {
         self.columns
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != self.pk)
+            .filter(|(i, _)| !self.pk.contains(i))
             .map(|(_, c)| c)
     }
 

@@ -229,12 +229,11 @@ pub fn table_types(meta: &Arc<TableMeta>, writable: bool) -> Vec<Type> {
                 )
                 .into(),
         );
-        let pk = meta.pk_column();
-        out.push(
-            InputObject::new(n.pk_columns_input())
-                .field(InputValue::new(pk.name.as_str(), TypeRef::named_nn(scalar_name(pk.ty))))
-                .into(),
-        );
+        let mut key = InputObject::new(n.pk_columns_input()).description("The primary key's columns.");
+        for c in meta.pk_columns() {
+            key = key.field(InputValue::new(c.name.as_str(), TypeRef::named_nn(scalar_name(c.ty))));
+        }
+        out.push(key.into());
         if meta.settable().next().is_some() {
             let mut set = InputObject::new(n.set_input()).description("Columns to assign.");
             for c in meta.settable() {

@@ -393,15 +393,13 @@ impl RootField {
             .filter(move |a| *a != Arg::Inc || meta.incrementable().next().is_some())
     }
 
-    /// Every argument of the field as declared, the primary key's first.
+    /// Every argument of the field as declared, the primary key's columns first.
     pub fn inputs(self, meta: &TableMeta) -> Vec<InputValue> {
-        let pk = meta.pk_column();
-        let key = self
-            .takes_pk()
-            .then(|| InputValue::new(pk.name.as_str(), TypeRef::named_nn(scalar_name(pk.ty))));
-        key.into_iter()
-            .chain(self.declared(meta).map(|a| a.input(meta)))
-            .collect()
+        let key = meta
+            .pk_columns()
+            .filter(|_| self.takes_pk())
+            .map(|c| InputValue::new(c.name.as_str(), TypeRef::named_nn(scalar_name(c.ty))));
+        key.chain(self.declared(meta).map(|a| a.input(meta))).collect()
     }
 
     /// The argument of this field that a name stands for.
@@ -465,7 +463,7 @@ mod tests {
             names: TableNames::new(&id),
             id,
             columns,
-            pk: 0,
+            pk: vec![0],
         }
     }
 
@@ -533,7 +531,7 @@ mod tests {
             }
             assert_eq!(
                 root.inputs(&meta).len(),
-                root.args().len() + usize::from(root.takes_pk())
+                root.args().len() + if root.takes_pk() { meta.pk.len() } else { 0 }
             );
         }
         assert_eq!(RootField::List.arg(&meta, "first"), None);

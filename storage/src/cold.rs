@@ -90,6 +90,10 @@ use self::reader::{
     KeyProbe, ReadRequest, SegmentHandle, SegmentReader, SegmentRow, field_id_of, leaf_of, may_hold, position_of,
 };
 
+/// How a segment row's whole key compares with the key sought (see
+/// [`ColdStore::find_row`]).
+pub type KeyOrder<'a> = dyn Fn(&arrow::array::RecordBatch, usize) -> Result<std::cmp::Ordering> + Send + Sync + 'a;
+
 static NEXT_HANDLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 pub struct ColdStore {
@@ -307,12 +311,18 @@ impl ColdStore {
     /// row groups whose statistics and bloom filter may hold it are decoded whole (all
     /// columns) once and kept in a bounded cache, so that repeated lookups only compare
     /// keys.
+    ///
+    /// A composite key's leading column is not unique: `rest` then compares a row's
+    /// whole key with the one sought, and the rows from the first with the leading
+    /// value on (the segment is sorted by the whole key) are tried until it matches or
+    /// passes it.
     pub async fn find_row(
         &self,
         dir: &ColdDir,
         seg: &SegmentMeta,
         column: u32,
         probe: &KeyProbe,
+        rest: Option<&KeyOrder<'_>>,
     ) -> Result<Option<SegmentRow>> {
         let h = self.handle(dir, seg, Some(column)).await?;
         let (Some(leaf), Some(col), Some(seq_col)) = (h.key_leaf, h.key_root, h.seq_root) else {
@@ -338,19 +348,32 @@ impl ColdStore {
                     b
                 }
             };
-            if let Some(row) = position_of(group.column(col).as_ref(), probe)? {
-                use arrow::array::AsArray;
-                let seqs = group
-                    .column(seq_col)
-                    .as_primitive_opt::<arrow::datatypes::Int64Type>()
-                    .ok_or_else(|| StorageError::Corrupt(format!("{}: _seq is not BIGINT", seg.file)))?;
-                return Ok(Some(SegmentRow {
-                    seq: seqs.value(row) as u64,
-                    batch: group,
-                    row,
-                    field_ids: h.field_ids.clone(),
-                }));
+            let Some(mut row) = position_of(group.column(col).as_ref(), probe)? else {
+                continue;
+            };
+            if let Some(order) = rest {
+                while row < group.num_rows() {
+                    match order(&group, row)? {
+                        std::cmp::Ordering::Less => row += 1,
+                        std::cmp::Ordering::Equal => break,
+                        std::cmp::Ordering::Greater => return Ok(None),
+                    }
+                }
+                if row == group.num_rows() {
+                    continue;
+                }
             }
+            use arrow::array::AsArray;
+            let seqs = group
+                .column(seq_col)
+                .as_primitive_opt::<arrow::datatypes::Int64Type>()
+                .ok_or_else(|| StorageError::Corrupt(format!("{}: _seq is not BIGINT", seg.file)))?;
+            return Ok(Some(SegmentRow {
+                seq: seqs.value(row) as u64,
+                batch: group,
+                row,
+                field_ids: h.field_ids.clone(),
+            }));
         }
         Ok(None)
     }

@@ -3,6 +3,7 @@
 mod auth_tokens;
 mod bad_input;
 mod cold_tier;
+mod composite_keys;
 mod durability;
 mod external_tokens;
 mod graphql_access;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
 use crate::ids::{ColumnId, ColumnName, IndexId, IndexName, StorageUid, TableId};
-use crate::types::{ColumnType, Value};
+use crate::types::{ColumnType, Pk, Value};
 
 /// A column's default, evaluated when an insert leaves the column out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,14 +41,32 @@ pub struct ColumnDef {
     pub default: Option<DefaultExpr>,
 }
 
+/// The most columns a key may have: a primary key, or a secondary index.
+pub const MAX_KEY_COLUMNS: usize = 16;
+
 /// One version of a table's columns. Rows are encoded against the version they were
 /// written under and read back under the current one by [`ColumnId`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableSchema {
     pub version: u32,
     pub columns: Vec<ColumnDef>,
-    /// Index into `columns` of the primary key.
-    pub pk: usize,
+    /// Indexes into `columns` of the primary key's columns, in key order (catalogs
+    /// written before composite keys hold a single index).
+    #[serde(deserialize_with = "key_positions")]
+    pub pk: Vec<usize>,
+}
+
+fn key_positions<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        One(usize),
+        Many(Vec<usize>),
+    }
+    Ok(match Stored::deserialize(d)? {
+        Stored::One(i) => vec![i],
+        Stored::Many(v) => v,
+    })
 }
 
 impl TableSchema {
@@ -56,8 +74,54 @@ impl TableSchema {
         self.columns.iter().position(|c| c.name.as_str() == name)
     }
 
-    pub fn pk_column(&self) -> &ColumnDef {
-        &self.columns[self.pk]
+    /// The primary key's columns, in key order.
+    pub fn pk_columns(&self) -> impl ExactSizeIterator<Item = &ColumnDef> + '_ {
+        self.pk.iter().map(|&i| &self.columns[i])
+    }
+
+    /// The key's first column: segments are sorted by it, and their statistics and
+    /// probes on it narrow key lookups.
+    pub fn leading_pk(&self) -> &ColumnDef {
+        &self.columns[self.pk[0]]
+    }
+
+    pub fn is_pk(&self, column: usize) -> bool {
+        self.pk.contains(&column)
+    }
+
+    /// The primary key of a row given in this schema's column order.
+    pub fn pk_of(&self, values: &[Value]) -> Pk {
+        Pk(self
+            .pk
+            .iter()
+            .map(|&i| values.get(i).cloned().unwrap_or(Value::Null))
+            .collect())
+    }
+
+    /// The key's column names, as `a` or `(a, b)`.
+    pub fn pk_names(&self) -> String {
+        let names: Vec<&str> = self.pk_columns().map(|c| c.name.as_str()).collect();
+        match names.as_slice() {
+            [one] => one.to_string(),
+            many => format!("({})", many.join(", ")),
+        }
+    }
+
+    /// A key given as one value per key column, converted to the columns' types.
+    pub fn coerce_pk(&self, pk: Pk) -> Result<Pk> {
+        if pk.0.len() != self.pk.len() {
+            return Err(EngineError::InvalidInput(format!(
+                "the primary key {} has {} column(s), {} value(s) given",
+                self.pk_names(),
+                self.pk.len(),
+                pk.0.len()
+            )));
+        }
+        pk.0.into_iter()
+            .zip(self.pk_columns())
+            .map(|(v, c)| v.coerce(c.ty))
+            .collect::<Result<_>>()
+            .map(Pk)
     }
 
     pub fn index_of_id(&self, id: ColumnId) -> Option<usize> {

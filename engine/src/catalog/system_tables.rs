@@ -146,7 +146,7 @@ pub fn provider(
             for t in catalog.tables() {
                 let s = t.current();
                 for (i, c) in s.columns.iter().enumerate() {
-                    rows.push((t.clone(), i, c.clone(), i == s.pk));
+                    rows.push((t.clone(), i, c.clone(), s.is_pk(i)));
                 }
             }
             (

@@ -151,15 +151,16 @@ fn cold_chunk(
     if indexes.is_empty() {
         return Ok(());
     }
-    let pk = table.current().pk;
+    let schema = table.current();
     let part = Partition::table(uid.0);
     let mut batch = WriteBatch::new();
     let mut written = PendingEntries::new();
     for (_, values) in rows {
-        if store.get_with(&part, &row_key(user, &values[pk])?, |_| ())?.is_some() {
+        let pk = schema.pk_of(values);
+        if store.get_with(&part, &row_key(user, &pk)?, |_| ())?.is_some() {
             continue;
         }
-        let pk_enc = pk_bytes(&values[pk])?;
+        let pk_enc = pk_bytes(&pk)?;
         put_entries(store, &table, &indexes, user, values, &pk_enc, &mut written, &mut batch)?;
     }
     store.write(batch)?;

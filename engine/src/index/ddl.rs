@@ -8,7 +8,7 @@ use kalamdb_storage::seq::now_millis;
 use serde_json::json;
 
 use crate::catalog::Catalog;
-use crate::catalog::schema::{IndexColumn, IndexDef, IndexState, TableDef};
+use crate::catalog::schema::{IndexColumn, IndexDef, IndexState, MAX_KEY_COLUMNS, TableDef};
 use crate::context::ExecContext;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
@@ -18,9 +18,6 @@ use crate::jobs::{JobKind, JobTarget};
 use crate::sql::ddl::require_ddl;
 use crate::sql::result::SqlResult;
 use crate::types::ColumnType;
-
-/// The most columns one index holds.
-const MAX_INDEX_COLUMNS: usize = 16;
 
 /// One index as `SHOW INDEXES` and `system.indexes` list it.
 pub struct IndexRow {
@@ -104,9 +101,9 @@ impl Engine {
             }
             return Err(EngineError::AlreadyExists(format!("index '{name}' (on {})", t.id)));
         }
-        if columns.is_empty() || columns.len() > MAX_INDEX_COLUMNS {
+        if columns.is_empty() || columns.len() > MAX_KEY_COLUMNS {
             return Err(EngineError::InvalidInput(format!(
-                "an index has 1 to {MAX_INDEX_COLUMNS} columns"
+                "an index has 1 to {MAX_KEY_COLUMNS} columns"
             )));
         }
         let schema = def.current();

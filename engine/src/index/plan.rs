@@ -304,14 +304,15 @@ fn order_walk(
     fixed: &[usize],
     order: &[BoundOrderKey],
 ) -> Option<OrderWalk> {
-    let pk = table.current().pk;
+    let pk = &table.current().pk;
     let mut seq: Vec<(usize, bool)> = cols
         .iter()
         .zip(&index.columns)
         .skip(fixed.len())
         .map(|(c, ic)| (*c, ic.descending))
         .collect();
-    seq.push((pk, false));
+    // entries of equal values follow in key order
+    seq.extend(pk.iter().map(|&c| (c, false)));
     // order keys on columns one value fixes change nothing
     let keys: Vec<&BoundOrderKey> = order
         .iter()
@@ -327,13 +328,15 @@ fn order_walk(
         let rev = k.descending != *desc;
         // forward, a column stored ascending yields its NULLs last; backwards, first
         let nulls_first = *desc != rev;
-        if reverse.is_some_and(|r| r != rev) || (*col != pk && k.nulls_first != nulls_first) {
+        let key_col = pk.contains(col);
+        if reverse.is_some_and(|r| r != rev) || (!key_col && k.nulls_first != nulls_first) {
             break;
         }
         reverse = Some(rev);
         matched.push(**k);
-        if *col == pk {
-            // the key is unique: nothing after it can reorder rows
+        let known = |c: &usize| fixed.contains(c) || matched.iter().any(|m| m.field == FieldRef::Column(*c));
+        if key_col && pk.iter().all(known) {
+            // the whole key is unique: nothing after it can reorder rows
             exact = true;
             break;
         }

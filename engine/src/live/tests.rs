@@ -10,18 +10,26 @@ use crate::testing::engine_with;
 use crate::types::Value;
 
 /// The changes a feed has now, as (kind, key) pairs.
-async fn taken(feed: &mut ChangeFeed) -> Vec<(ChangeKind, Value)> {
+/// The changes a feed delivers until it has `n` (they reach it from the dispatcher
+/// thread, after the writes were acknowledged) and nothing more is queued; gives up
+/// waiting after five seconds.
+async fn taken(feed: &mut ChangeFeed, n: usize) -> Vec<(ChangeKind, Value)> {
     let mut out = Vec::new();
-    while let Some(batch) = feed.take().await.unwrap() {
-        let FeedBatch::Changes(changes) = batch else {
-            panic!("no snapshot was asked for");
-        };
-        for c in changes {
-            let row = c.new.as_ref().or(c.old.as_ref()).unwrap();
-            out.push((c.kind, row[0].clone()));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        while let Some(batch) = feed.take().await.unwrap() {
+            let FeedBatch::Changes(changes) = batch else {
+                panic!("no snapshot was asked for");
+            };
+            for c in changes {
+                let row = c.new.as_ref().or(c.old.as_ref()).unwrap();
+                out.push((c.kind, row[0].clone()));
+            }
+        }
+        if out.len() >= n || tokio::time::timeout_at(deadline, feed.ready()).await.is_err() {
+            return out;
         }
     }
-    out
 }
 
 /// A feed hears the changes of its partition whose old or new row matches its
@@ -66,11 +74,11 @@ async fn feeds_hear_matching_changes_of_their_partition_only() {
     let one = Value::Int(1);
     let two = Value::Int(2);
     assert_eq!(
-        taken(&mut open_feed).await,
+        taken(&mut open_feed, 2).await,
         [(ChangeKind::Insert, one.clone()), (ChangeKind::Update, one.clone())],
     );
     assert_eq!(
-        taken(&mut all_feed).await,
+        taken(&mut all_feed, 5).await,
         [
             (ChangeKind::Insert, one.clone()),
             (ChangeKind::Insert, two.clone()),

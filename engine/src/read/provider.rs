@@ -34,7 +34,7 @@ use kalamdb_storage::hot_store::HotStore;
 use kalamdb_storage::keys::KeyReader;
 use kalamdb_storage::seq::Seq;
 
-use crate::catalog::schema::TableDef;
+use crate::catalog::schema::{ColumnDef, TableDef};
 use crate::codec::{decode_key_value, partition_prefix};
 use crate::error::{EngineError, Result};
 use crate::ids::IndexName;
@@ -42,10 +42,10 @@ use crate::index::{self, Cursor, MAX_INDEX_ROWS};
 use crate::read::arrow_convert::{rows_to_batch, table_arrow_schema};
 use crate::read::reader::{KeyPlan, PartitionReader};
 use crate::tiers::cold::{
-    ColdTier, conform, filters_allow, key_filter, partition_dir, pk_array, pk_keys, plan_allows, row_group_parts,
+    ColdTier, conform, filters_allow, key_filter, partition_dir, pk_arrays, pk_keys, plan_allows, row_group_parts,
     shadowed, unseen_mask,
 };
-use crate::types::{ColumnType, Value};
+use crate::types::{ColumnType, Pk, Value};
 
 /// A table as DataFusion sees it: the hot rows of one partition and its segments.
 #[derive(Debug)]
@@ -85,47 +85,66 @@ pub fn scalar_to_key(ty: ColumnType, s: &ScalarValue) -> Option<Value> {
     })
 }
 
-/// `pk <op> literal`, normalised so the column is on the left.
-fn pk_comparison<'a>(e: &'a Expr, pk: &str) -> Option<(Operator, &'a ScalarValue)> {
+/// `column <op> literal`, normalised so the column is on the left.
+fn column_comparison<'a>(e: &'a Expr, column: &str) -> Option<(Operator, &'a ScalarValue)> {
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
         return None;
     };
     match (left.as_ref(), right.as_ref()) {
-        (Expr::Column(c), Expr::Literal(v, _)) if c.name == pk => Some((*op, v)),
-        (Expr::Literal(v, _), Expr::Column(c)) if c.name == pk => Some((op.swap()?, v)),
+        (Expr::Column(c), Expr::Literal(v, _)) if c.name == column => Some((*op, v)),
+        (Expr::Literal(v, _), Expr::Column(c)) if c.name == column => Some((op.swap()?, v)),
         _ => None,
     }
 }
 
-/// The narrowest key plan the filters allow. Every filter stays applied above the scan
-/// (pushdown is `Inexact`), so a plan only has to cover the matching keys.
+/// The values a filter allows a column: `column = v` or `column IN (v, ...)`.
+fn equated_values(f: &Expr, col: &ColumnDef) -> Option<Vec<Value>> {
+    if let Expr::InList(list) = f {
+        if list.negated || !matches!(list.expr.as_ref(), Expr::Column(c) if c.name == col.name.as_str()) {
+            return None;
+        }
+        return list
+            .list
+            .iter()
+            .map(|e| match e {
+                Expr::Literal(s, _) => scalar_to_key(col.ty, s),
+                _ => None,
+            })
+            .collect();
+    }
+    match column_comparison(f, col.name.as_str())? {
+        (Operator::Eq, lit) => Some(vec![scalar_to_key(col.ty, lit)?]),
+        _ => None,
+    }
+}
+
+/// At most this many whole keys come of equalities on a composite key's columns (the
+/// product of their value lists); more read by range or in full.
+const MAX_KEY_POINTS: usize = 4096;
+
+/// The narrowest key plan the filters allow: whole keys when each key column is
+/// equated to values, else a range of the key's leading column (one value of it: the
+/// run of keys that start with it). Every filter stays
+/// applied above the scan (pushdown is `Inexact`), so a plan only has to cover the
+/// matching keys.
 pub fn key_plan(table: &TableDef, filters: &[Expr]) -> KeyPlan {
     let schema = table.current();
-    let pk = schema.pk_column();
+    let cols: Vec<&ColumnDef> = schema.pk_columns().collect();
+    let mut equated: Vec<Option<Vec<Value>>> = vec![None; cols.len()];
     let (mut lo, mut hi) = (Bound::Unbounded, Bound::Unbounded);
     for f in filters {
-        if let Expr::InList(list) = f {
-            if !list.negated && matches!(list.expr.as_ref(), Expr::Column(c) if c.name == pk.name.as_str()) {
-                let keys: Option<Vec<Value>> = list
-                    .list
-                    .iter()
-                    .map(|e| match e {
-                        Expr::Literal(s, _) => scalar_to_key(pk.ty, s),
-                        _ => None,
-                    })
-                    .collect();
-                if let Some(keys) = keys {
-                    return KeyPlan::Points(keys);
-                }
+        for (slot, col) in equated.iter_mut().zip(&cols) {
+            if slot.is_none() {
+                *slot = equated_values(f, col);
             }
-            continue;
         }
-        let Some((op, lit)) = pk_comparison(f, pk.name.as_str()) else {
+        let Some((op, lit)) = column_comparison(f, cols[0].name.as_str()) else {
             continue;
         };
-        let Some(v) = scalar_to_key(pk.ty, lit) else { continue };
+        let Some(v) = scalar_to_key(cols[0].ty, lit) else {
+            continue;
+        };
         match op {
-            Operator::Eq => return KeyPlan::Points(vec![v]),
             Operator::Gt => lo = Bound::Excluded(v),
             Operator::GtEq => lo = Bound::Included(v),
             Operator::Lt => hi = Bound::Excluded(v),
@@ -133,17 +152,49 @@ pub fn key_plan(table: &TableDef, filters: &[Expr]) -> KeyPlan {
             _ => {}
         }
     }
+    // a composite key's leading column equated to one value: that run of keys
+    if let Some([v]) = equated[0].as_deref()
+        && equated.iter().any(Option::is_none)
+    {
+        return KeyPlan::Range {
+            lo: Bound::Included(v.clone()),
+            hi: Bound::Included(v.clone()),
+        };
+    }
+    let lists: Option<Vec<Vec<Value>>> = equated.into_iter().collect();
+    if let Some(lists) = lists
+        && lists
+            .iter()
+            .try_fold(1usize, |n, l| n.checked_mul(l.len()))
+            .is_some_and(|n| n <= MAX_KEY_POINTS)
+    {
+        let mut keys = vec![Pk(vec![])];
+        for list in lists {
+            keys = keys
+                .into_iter()
+                .flat_map(|k| {
+                    list.iter().map(move |v| {
+                        let mut k = k.clone();
+                        k.0.push(v.clone());
+                        k
+                    })
+                })
+                .collect();
+        }
+        return KeyPlan::Points(keys);
+    }
     match (&lo, &hi) {
         (Bound::Unbounded, Bound::Unbounded) => KeyPlan::All,
         _ => KeyPlan::Range { lo, hi },
     }
 }
 
-/// The hot side of a scan: visible rows, and every key the hot tier holds a version of.
+/// The hot side of a scan: visible rows, every key the hot tier holds a version of,
+/// and those keys' leading values.
 struct HotSide {
     rows: Vec<(Seq, Vec<Value>)>,
     keys: HashSet<Vec<u8>>,
-    pks: Vec<Value>,
+    leading: Vec<Value>,
 }
 
 impl TieredTableProvider {
@@ -175,17 +226,17 @@ impl TieredTableProvider {
         };
         let floor = reader.ttl_floor();
         let prefix = partition_prefix(user).len();
-        let pk_ty = self.table.current().pk_column().ty;
+        let lead_ty = self.table.current().leading_pk().ty;
         let mut side = HotSide {
             rows: vec![],
             keys: HashSet::new(),
-            pks: vec![],
+            leading: vec![],
         };
         reader.scan_stored(plan, |key, row| {
             if with_keys {
                 let pk = &key[prefix..];
-                if let Some(v) = decode_key_value(&mut KeyReader::new(pk), pk_ty) {
-                    side.pks.push(v);
+                if let Some(v) = decode_key_value(&mut KeyReader::new(pk), lead_ty) {
+                    side.leading.push(v);
                 }
                 side.keys.insert(pk.to_vec());
             }
@@ -242,17 +293,20 @@ impl TableProvider for TieredTableProvider {
                 .newest_first()
                 .filter(|s| plan_allows(table, s, &plan))
                 .collect();
-            let shadow = shadowed(table, &segs, &hot.pks);
+            let shadow = shadowed(table, &segs, &hot.leading);
             let emit: Vec<bool> = segs.iter().map(|s| filters_allow(table, s, filters)).collect();
             let cols = &table.current().columns;
-            let pk_id = table.current().pk_column().id.0;
             let mut wanted: Vec<u32> = projection
                 .iter()
                 .filter(|&&p| p < cols.len())
                 .map(|&p| cols[p].id.0)
                 .collect();
-            if shadow.iter().any(|s| *s) && !wanted.contains(&pk_id) {
-                wanted.push(pk_id);
+            if shadow.iter().any(|s| *s) {
+                for key_col in table.current().pk_columns() {
+                    if !wanted.contains(&key_col.id.0) {
+                        wanted.push(key_col.id.0);
+                    }
+                }
             }
             let key = match &plan {
                 KeyPlan::Points(pks) => key_filter(table, pks),
@@ -309,7 +363,7 @@ impl TableProvider for TieredTableProvider {
                     let mut part = vec![];
                     for b in batches {
                         let mask = if *shadowed {
-                            let pk = pk_array(table, &b)
+                            let pk = pk_arrays(table, &b)
                                 .ok_or_else(|| EngineError::Internal("a segment without its key".into()))
                                 .map_err(df)?;
                             Some(unseen_mask(pk_keys(table, &pk).map_err(df)?, &mut seen, true))
@@ -345,7 +399,8 @@ impl TableProvider for TieredTableProvider {
                 projection,
             }));
         }
-        Ok(Arc::new(TieredScanExec::new(parts, source, out, index)))
+        let keys = plan.describe();
+        Ok(Arc::new(TieredScanExec::new(parts, source, out, keys, index)))
     }
 }
 
@@ -387,6 +442,8 @@ struct TieredScanExec {
     parts: Vec<ScanPart>,
     source: Option<Arc<SegmentSource>>,
     props: Arc<PlanProperties>,
+    /// Which keys are read (`None`: all), for `EXPLAIN`.
+    keys: Option<String>,
     /// The index whose entries chose the keys read, if any.
     index: Option<IndexName>,
 }
@@ -396,6 +453,7 @@ impl TieredScanExec {
         parts: Vec<ScanPart>,
         source: Option<Arc<SegmentSource>>,
         schema: SchemaRef,
+        keys: Option<String>,
         index: Option<IndexName>,
     ) -> Self {
         let props = PlanProperties::new(
@@ -408,6 +466,7 @@ impl TieredScanExec {
             parts,
             source,
             props: Arc::new(props),
+            keys,
             index,
         }
     }
@@ -421,6 +480,9 @@ impl DisplayAs for TieredScanExec {
             "TieredScanExec: partitions={}, streamed={streamed}",
             self.parts.len()
         )?;
+        if let Some(k) = &self.keys {
+            write!(f, ", keys={k}")?;
+        }
         if let Some(ix) = &self.index {
             write!(f, ", index={ix}")?;
         }

@@ -10,14 +10,20 @@ use kalamdb_storage::{hot_store::HotStore, hot_store::Partition, seq::Seq, seq::
 use crate::catalog::schema::TableDef;
 use crate::codec::{StoredRow, decode_row, encode_key_value, partition_prefix, pk_bytes, row_key};
 use crate::error::Result;
-use crate::types::Value;
+use crate::types::{Pk, Value};
 
 /// Which keys of the partition a read needs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyPlan {
     All,
-    Points(Vec<Value>),
-    Range { lo: Bound<Value>, hi: Bound<Value> },
+    /// Whole keys.
+    Points(Vec<Pk>),
+    /// A range of the key's leading column (of a composite key: every key whose first
+    /// column lies in it).
+    Range {
+        lo: Bound<Value>,
+        hi: Bound<Value>,
+    },
 }
 
 /// The rows a reader sees: live, not expired, of one user for per-user tables.
@@ -49,7 +55,7 @@ impl<'a> PartitionReader<'a> {
     }
 
     /// The stored version of a key: a row or a tombstone, expired or not.
-    pub fn get_stored(&self, pk: &Value) -> Result<Option<StoredRow>> {
+    pub fn get_stored(&self, pk: &Pk) -> Result<Option<StoredRow>> {
         let key = row_key(self.user, pk)?;
         self.store
             .get_with(&self.partition(), &key, |bytes| decode_row(self.table, bytes))?
@@ -60,7 +66,7 @@ impl<'a> PartitionReader<'a> {
         !row.deleted && floor.is_none_or(|f| row.seq >= f)
     }
 
-    pub fn get(&self, pk: &Value) -> Result<Option<VisibleRow>> {
+    pub fn get(&self, pk: &Pk) -> Result<Option<VisibleRow>> {
         let floor = self.ttl_floor();
         Ok(self
             .get_stored(pk)?
@@ -125,28 +131,15 @@ impl<'a> PartitionReader<'a> {
             return Ok(());
         }
         let prefix = partition_prefix(self.user);
-        let bound_key = |v: &Value, after: bool| -> Result<Vec<u8>> {
-            let mut k = KeyBuilder::new();
-            k.raw(&prefix);
-            encode_key_value(&mut k, v)?;
-            let mut out = k.finish();
-            if after {
-                // keys are prefix-free, so this sorts right after `v` and before the next key
-                out.push(0);
-            }
-            Ok(out)
-        };
         let (mut lower, mut upper) = (prefix.clone(), prefix_successor(&prefix));
         if let KeyPlan::Range { lo, hi } = plan {
-            match lo {
-                Bound::Included(v) => lower = bound_key(v, false)?,
-                Bound::Excluded(v) => lower = bound_key(v, true)?,
-                Bound::Unbounded => {}
-            }
-            match hi {
-                Bound::Included(v) => upper = Some(bound_key(v, true)?),
-                Bound::Excluded(v) => upper = Some(bound_key(v, false)?),
-                Bound::Unbounded => {}
+            let Some((lo, hi)) = leading_range(lo, hi)? else {
+                return Ok(());
+            };
+            let with_prefix = |k: Vec<u8>| [prefix.as_slice(), &k].concat();
+            lower = with_prefix(lo);
+            if let Some(hi) = hi {
+                upper = Some(with_prefix(hi));
             }
             if upper.as_ref().is_some_and(|u| *u <= lower) {
                 return Ok(());
@@ -163,27 +156,58 @@ impl<'a> PartitionReader<'a> {
     }
 }
 
+/// Encoded keys from the first (included) up to the second (excluded; `None`: no end).
+type ByteRange = (Vec<u8>, Option<Vec<u8>>);
+
+/// The encoded-key range `[lo, hi)` (no `hi`: unbounded) of the keys whose leading
+/// column lies within the bounds; `None` when no key can. A value's encoding is
+/// self-delimiting, so the keys whose leading column is `v` are exactly those that
+/// start with its encoding, and they end before the encoding's successor.
+fn leading_range(lo: &Bound<Value>, hi: &Bound<Value>) -> Result<Option<ByteRange>> {
+    let enc = |v: &Value| -> Result<Vec<u8>> {
+        let mut k = KeyBuilder::new();
+        encode_key_value(&mut k, v)?;
+        Ok(k.finish())
+    };
+    let lower = match lo {
+        Bound::Unbounded => vec![],
+        Bound::Included(v) => enc(v)?,
+        Bound::Excluded(v) => match prefix_successor(&enc(v)?) {
+            Some(k) => k,
+            None => return Ok(None),
+        },
+    };
+    let upper = match hi {
+        Bound::Unbounded => None,
+        Bound::Included(v) => prefix_successor(&enc(v)?),
+        Bound::Excluded(v) => Some(enc(v)?),
+    };
+    Ok(Some((lower, upper)))
+}
+
 impl KeyPlan {
+    /// How much of the key space the plan reads, for `EXPLAIN`: `points(n)` or `range`
+    /// (`None`: all of it).
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            KeyPlan::All => None,
+            KeyPlan::Points(pks) => Some(format!("points({})", pks.len())),
+            KeyPlan::Range { .. } => Some("range".into()),
+        }
+    }
+
     /// Whether an encoded primary key (a row key without its user prefix) is one the
     /// plan covers.
     pub fn covers(&self, pk: &[u8]) -> bool {
-        let enc = |v: &Value| pk_bytes(v).ok();
         match self {
             KeyPlan::All => true,
-            KeyPlan::Points(pks) => pks.iter().any(|v| enc(v).as_deref() == Some(pk)),
-            KeyPlan::Range { lo, hi } => {
-                let above = match lo {
-                    Bound::Unbounded => true,
-                    Bound::Included(v) => enc(v).is_none_or(|b| pk >= b.as_slice()),
-                    Bound::Excluded(v) => enc(v).is_none_or(|b| pk > b.as_slice()),
-                };
-                let below = match hi {
-                    Bound::Unbounded => true,
-                    Bound::Included(v) => enc(v).is_none_or(|b| pk <= b.as_slice()),
-                    Bound::Excluded(v) => enc(v).is_none_or(|b| pk < b.as_slice()),
-                };
-                above && below
-            }
+            KeyPlan::Points(pks) => pks.iter().any(|k| pk_bytes(k).ok().as_deref() == Some(pk)),
+            KeyPlan::Range { lo, hi } => match leading_range(lo, hi) {
+                Ok(Some((lower, upper))) => pk >= lower.as_slice() && upper.is_none_or(|u| pk < u.as_slice()),
+                Ok(None) => false,
+                // a bound that cannot be a key (NULL) leaves the range to the filter
+                Err(_) => true,
+            },
         }
     }
 }

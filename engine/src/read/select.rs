@@ -36,7 +36,7 @@ use crate::read::filter::{BoundFilter, BoundOrderKey, FieldRef, Filter, FilterLi
 use crate::read::provider::{TieredTableProvider, key_plan};
 use crate::read::reader::{KeyPlan, PartitionReader};
 use crate::read::row_cache::{CachedPartition, MAX_PARTITION_ROWS, PartitionKey};
-use crate::types::{ColumnType, Value};
+use crate::types::{ColumnType, Pk, Value};
 
 /// Rows of one table that match a filter, in order, with offset and limit.
 #[derive(Debug, Clone, Default)]
@@ -98,8 +98,13 @@ struct BoundSelect {
 impl BoundSelect {
     /// Whether the order is the primary key's, which the partition's key order gives.
     fn in_key_order(&self) -> bool {
-        let pk = self.table.current().pk;
-        matches!(self.order.as_slice(), [k] if k.field == FieldRef::Column(pk) && !k.descending)
+        let pk = &self.table.current().pk;
+        self.order.len() == pk.len()
+            && self
+                .order
+                .iter()
+                .zip(pk)
+                .all(|(k, c)| k.field == FieldRef::Column(*c) && !k.descending)
     }
 
     /// Orders matching rows and cuts the page; `in_order` says they already come in
@@ -164,14 +169,14 @@ impl BoundSelect {
     fn key_plan(&self) -> KeyPlan {
         // only conditions on the key can narrow the read; most filters have none, and
         // then no expression is built
-        let pk = FieldRef::Column(self.table.current().pk);
+        let schema = self.table.current();
         let on_key: Vec<Expr> = self
             .filter
             .iter()
             .flat_map(BoundFilter::conjuncts)
             .filter(|c| {
-                matches!(c, BoundFilter::Compare { field, .. } | BoundFilter::In { field, negated: false, .. }
-                    if *field == pk)
+                matches!(c, BoundFilter::Compare { field: FieldRef::Column(i), .. }
+                    | BoundFilter::In { field: FieldRef::Column(i), negated: false, .. } if schema.is_pk(*i))
             })
             .map(|c| c.to_df_expr(&self.table))
             .collect();
@@ -254,13 +259,14 @@ impl Engine {
             .map(|k| k.bind(&table))
             .collect::<Result<Vec<_>>>()?;
         // the primary key breaks ties, so every order is total and pages are stable
-        let pk = FieldRef::Column(table.current().pk);
-        if !order.iter().any(|k| k.field == pk) {
-            order.push(BoundOrderKey {
-                field: pk,
-                descending: false,
-                nulls_first: false,
-            });
+        for &c in &table.current().pk {
+            if !order.iter().any(|k| k.field == FieldRef::Column(c)) {
+                order.push(BoundOrderKey {
+                    field: FieldRef::Column(c),
+                    descending: false,
+                    nulls_first: false,
+                });
+            }
         }
         Ok(BoundSelect {
             table,
@@ -420,7 +426,7 @@ impl Engine {
         &self,
         table: &Arc<TableDef>,
         user: Option<&UserId>,
-        pks: Vec<Value>,
+        pks: Vec<Pk>,
     ) -> Result<Vec<Row>> {
         let reader = self.reader(table, user);
         let floor = reader.ttl_floor();

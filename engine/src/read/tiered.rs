@@ -16,7 +16,7 @@ use crate::engine::{Engine, Row};
 use crate::error::Result;
 use crate::read::reader::{KeyPlan, PartitionReader};
 use crate::tiers::cold::{conform, key_filter, partition_dir, plan_allows, row_at, segment_out_schema};
-use crate::types::Value;
+use crate::types::{Pk, Value};
 
 impl Engine {
     pub(crate) fn reader<'a>(&'a self, table: &'a TableDef, user: Option<&'a UserId>) -> PartitionReader<'a> {
@@ -73,7 +73,7 @@ impl Engine {
             let n = table.current().columns.len();
             let all: Vec<usize> = (0..=n).collect();
             let out = Arc::new(segment_out_schema(table, &all));
-            let pk = table.current().pk;
+            let schema = table.current();
             // the keys of a point plan, encoded once: a segment read returns whole pages
             let points: Option<std::collections::HashSet<Vec<u8>>> = match plan {
                 KeyPlan::Points(pks) => Some(pks.iter().map(pk_bytes).collect::<Result<_>>()?),
@@ -83,7 +83,7 @@ impl Engine {
                 let b = conform(table, batch, &all, &out)?;
                 for i in 0..b.num_rows() {
                     let (seq, values) = row_at(table, &b, i)?;
-                    let k = pk_bytes(&values[pk])?;
+                    let k = pk_bytes(&schema.pk_of(&values))?;
                     let covered = match &points {
                         Some(p) => p.contains(&k),
                         None => plan.covers(&k),
@@ -109,7 +109,7 @@ impl Engine {
 
     /// One key's visible version: the hot one (row or tombstone) if any, else the
     /// newest cold one.
-    pub(crate) async fn lookup(&self, table: &Arc<TableDef>, user: Option<&UserId>, pk: &Value) -> Result<Option<Row>> {
+    pub(crate) async fn lookup(&self, table: &Arc<TableDef>, user: Option<&UserId>, pk: &Pk) -> Result<Option<Row>> {
         let reader = self.reader(table, user);
         if let Some(row) = reader.get_stored(pk)? {
             let floor = reader.ttl_floor();

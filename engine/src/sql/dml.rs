@@ -22,7 +22,7 @@ use crate::read::arrow_convert::array_value;
 use crate::sql::eval::{compile_row_expr, eval_const};
 use crate::sql::parse::{ident_name, table_id};
 use crate::sql::result::SqlResult;
-use crate::types::Value;
+use crate::types::Pk;
 use crate::write::commit::{OnConflict, WriteOp};
 use crate::write::row_expr::RowExpr;
 
@@ -144,13 +144,27 @@ impl Engine {
         let on_conflict = match &ins.on {
             None => OnConflict::Error,
             Some(OnInsert::OnConflict(oc)) => {
-                if let Some(ast::ConflictTarget::Columns(cols)) = &oc.conflict_target {
-                    let pk = schema.pk_column().name.as_str();
-                    if cols.len() != 1 || ident_name(&cols[0]) != pk {
-                        return Err(EngineError::InvalidInput(format!(
-                            "ON CONFLICT must name the primary key ({pk})"
-                        )));
+                // the target is the primary key: its columns (in any order), or its
+                // constraint, named as PostgreSQL names it (`<table>_pkey`)
+                let names_key = match &oc.conflict_target {
+                    None => true,
+                    Some(ast::ConflictTarget::Columns(cols)) => {
+                        let mut named: Vec<String> = cols.iter().map(ident_name).collect();
+                        let mut key: Vec<String> = schema.pk_columns().map(|c| c.name.to_string()).collect();
+                        named.sort();
+                        key.sort();
+                        named == key
                     }
+                    Some(ast::ConflictTarget::OnConstraint(name)) => {
+                        name.0.len() == 1 && name.to_string().trim_matches('"') == format!("{}_pkey", table.id.table)
+                    }
+                };
+                if !names_key {
+                    return Err(EngineError::InvalidInput(format!(
+                        "ON CONFLICT must name the primary key: {} or ON CONSTRAINT {}_pkey",
+                        schema.pk_names(),
+                        table.id.table
+                    )));
                 }
                 match &oc.action {
                     OnConflictAction::DoNothing => OnConflict::DoNothing,
@@ -166,7 +180,7 @@ impl Engine {
             }
             Some(_) => {
                 return Err(EngineError::Unsupported(
-                    "use ON CONFLICT (pk) DO UPDATE / DO NOTHING".into(),
+                    "use ON CONFLICT (key columns) DO UPDATE / DO NOTHING".into(),
                 ));
             }
         };
@@ -280,18 +294,20 @@ impl Engine {
         table: &Arc<TableDef>,
         selection: Option<&Expr>,
         params: &[serde_json::Value],
-    ) -> Result<Vec<(Value, Seq)>> {
+    ) -> Result<Vec<(Pk, Seq)>> {
         let mut stmts = Parser::parse_sql(&GenericDialect {}, "SELECT k, s FROM t")
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         let mut stmt = stmts.pop().ok_or_else(|| EngineError::Internal("template".into()))?;
-        let pk = table.current().pk_column();
+        let schema = table.current();
         if let ast::Statement::Query(q) = &mut stmt
             && let SetExpr::Select(sel) = q.body.as_mut()
         {
-            sel.projection = vec![
-                SelectItem::UnnamedExpr(Expr::Identifier(Ident::with_quote('"', pk.name.as_str()))),
-                SelectItem::UnnamedExpr(Expr::Identifier(Ident::with_quote('"', "_seq"))),
-            ];
+            let column = |name: &str| SelectItem::UnnamedExpr(Expr::Identifier(Ident::with_quote('"', name)));
+            sel.projection = schema
+                .pk_columns()
+                .map(|c| column(c.name.as_str()))
+                .chain([column("_seq")])
+                .collect();
             if let TableFactor::Table { name, .. } = &mut sel.from[0].relation {
                 *name = ObjectName::from(vec![
                     Ident::with_quote('"', table.id.namespace.as_str()),
@@ -302,10 +318,16 @@ impl Engine {
         }
         let batches: Vec<RecordBatch> = self.run_query(ctx, stmt, params).await?;
         let mut out = Vec::new();
+        let n = schema.pk.len();
         for b in &batches {
-            let seqs = b.column(1).as_primitive::<dt::Int64Type>();
+            let seqs = b.column(n).as_primitive::<dt::Int64Type>();
             for i in 0..b.num_rows() {
-                out.push((array_value(b.column(0).as_ref(), i, pk.ty)?, Seq(seqs.value(i) as u64)));
+                let pk = schema
+                    .pk_columns()
+                    .enumerate()
+                    .map(|(j, c)| array_value(b.column(j).as_ref(), i, c.ty))
+                    .collect::<Result<_>>()?;
+                out.push((Pk(pk), Seq(seqs.value(i) as u64)));
             }
         }
         Ok(out)

@@ -17,17 +17,19 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use kalamdb_auth::identity::UserId;
 use kalamdb_storage::cold::manifest::{ColumnStats, Manifest, SegmentMeta, Stat};
 use kalamdb_storage::cold::reader::{KeyFilter, KeyProbe, ReadRequest, SegmentRow, field_id_of, with_field_id};
-use kalamdb_storage::cold::{ColdDir, ColdStore, SEQ_FIELD};
+use kalamdb_storage::cold::{ColdDir, ColdStore, KeyOrder, SEQ_FIELD};
+use kalamdb_storage::error::StorageError;
+use kalamdb_storage::keys::KeyBuilder;
 use kalamdb_storage::seq::Seq;
 
 use crate::catalog::schema::{TableDef, TableSchema};
-use crate::codec::pk_bytes;
+use crate::codec::{encode_key_value, pk_bytes};
 use crate::error::{EngineError, Result};
 use crate::ids::TableId;
 use crate::read::arrow_convert::{ColBuilder, array_value, constant_array, values_array};
 use crate::read::provider::scalar_to_key;
 use crate::read::reader::KeyPlan;
-use crate::types::Value;
+use crate::types::{Pk, Value};
 
 /// Rows per Arrow batch while a segment is built.
 const BUILD_BATCH_ROWS: usize = 64 * 1024;
@@ -266,21 +268,33 @@ pub fn conform(table: &TableDef, batch: &RecordBatch, projection: &[usize], out:
     .map_err(|e| EngineError::Internal(e.to_string()))
 }
 
-/// The primary-key column of a segment batch, found by its id.
-pub fn pk_array(table: &TableDef, batch: &RecordBatch) -> Option<ArrayRef> {
-    let id = table.current().pk_column().id.0;
-    let i = batch
-        .schema()
-        .fields()
-        .iter()
-        .position(|f| field_id_of(f) == Some(id))?;
-    Some(batch.column(i).clone())
+/// The primary key's columns of a segment batch, in key order, found by their ids.
+pub fn pk_arrays(table: &TableDef, batch: &RecordBatch) -> Option<Vec<ArrayRef>> {
+    let schema = batch.schema();
+    table
+        .current()
+        .pk_columns()
+        .map(|c| {
+            let i = schema.fields().iter().position(|f| field_id_of(f) == Some(c.id.0))?;
+            Some(batch.column(i).clone())
+        })
+        .collect()
 }
 
-/// The primary-key values of a batch, encoded as in row keys.
-pub fn pk_keys(table: &TableDef, pk: &dyn Array) -> Result<Vec<Vec<u8>>> {
-    let ty = table.current().pk_column().ty;
-    (0..pk.len()).map(|i| pk_bytes(&array_value(pk, i, ty)?)).collect()
+/// The primary key of row `i` of a batch's key arrays (see [`pk_arrays`]), encoded as
+/// in row keys.
+fn pk_key_at(table: &TableDef, pk: &[ArrayRef], i: usize) -> Result<Vec<u8>> {
+    let mut k = KeyBuilder::with_capacity(16);
+    for (a, c) in pk.iter().zip(table.current().pk_columns()) {
+        encode_key_value(&mut k, &array_value(a.as_ref(), i, c.ty)?)?;
+    }
+    Ok(k.finish())
+}
+
+/// The primary keys of a batch's key arrays (see [`pk_arrays`]), encoded as in row keys.
+pub fn pk_keys(table: &TableDef, pk: &[ArrayRef]) -> Result<Vec<Vec<u8>>> {
+    let n = pk.first().map_or(0, |a| a.len());
+    (0..n).map(|i| pk_key_at(table, pk, i)).collect()
 }
 
 /// Whether the segment's statistics allow a row with `col <op> v`.
@@ -300,7 +314,7 @@ fn stats_allow(stats: &ColumnStats, op: Operator, v: &Stat) -> bool {
 
 /// Whether the segment may hold rows the key plan covers, by its key statistics.
 pub fn plan_allows(table: &TableDef, seg: &SegmentMeta, plan: &KeyPlan) -> bool {
-    let Some(stats) = seg.stats(table.current().pk_column().id.0) else {
+    let Some(stats) = seg.stats(table.current().leading_pk().id.0) else {
         return true;
     };
     let bound = |b: &Bound<Value>, lower: bool| match b {
@@ -317,7 +331,9 @@ pub fn plan_allows(table: &TableDef, seg: &SegmentMeta, plan: &KeyPlan) -> bool 
     };
     match plan {
         KeyPlan::All => true,
-        KeyPlan::Points(pks) => pks.iter().any(|v| stat_of(v).is_none_or(|s| stats.may_hold(&s))),
+        KeyPlan::Points(pks) => pks
+            .iter()
+            .any(|k| k.0.first().and_then(stat_of).is_none_or(|s| stats.may_hold(&s))),
         KeyPlan::Range { lo, hi } => bound(lo, true) && bound(hi, false),
     }
 }
@@ -349,21 +365,26 @@ pub fn filters_allow(table: &TableDef, seg: &SegmentMeta, filters: &[Expr]) -> b
     })
 }
 
-/// The key filter that narrows a segment read to the rows of `pks`.
-pub fn key_filter(table: &TableDef, pks: &[Value]) -> Option<KeyFilter> {
-    let pk = table.current().pk_column();
-    let probes: Option<Vec<KeyProbe>> = pks.iter().map(probe_of).collect();
+/// The key filter that narrows a segment read to the rows of `pks`: by the key's
+/// leading column, so that with a composite key it keeps a superset, which the reader
+/// then narrows by whole keys.
+pub fn key_filter(table: &TableDef, pks: &[Pk]) -> Option<KeyFilter> {
+    let lead = table.current().leading_pk();
+    let values: Vec<Value> = pks.iter().filter_map(|k| k.0.first().cloned()).collect();
+    let probes: Option<Vec<KeyProbe>> = values.iter().map(probe_of).collect();
     Some(KeyFilter {
-        column: pk.id.0,
-        values: values_array(pk.ty, pks),
+        column: lead.id.0,
+        values: values_array(lead.ty, &values),
         probes: probes?,
     })
 }
 
 /// Whether hot keys and newer segments may shadow rows of each segment: a segment whose
 /// key range meets no other segment's and holds no hot key needs no de-duplication.
+/// Ranges are of the key's leading column, and `hot_keys` are the hot keys' leading
+/// values.
 pub fn shadowed(table: &TableDef, segs: &[&SegmentMeta], hot_keys: &[Value]) -> Vec<bool> {
-    let pk = table.current().pk_column().id.0;
+    let pk = table.current().leading_pk().id.0;
     let range = |s: &SegmentMeta| s.stats(pk).and_then(|c| Some((c.min.clone()?, c.max.clone()?)));
     let ranges: Vec<Option<(Stat, Stat)>> = segs.iter().map(|s| range(s)).collect();
     let hot: Vec<Option<Stat>> = hot_keys.iter().map(stat_of).collect();
@@ -469,22 +490,32 @@ impl ColdTier {
     /// The newest cold version of one key, if any segment holds it: only the segments
     /// whose key range holds it are probed, newest first, and the first row found is
     /// read straight off the decoded row group.
-    pub async fn get(&self, table: &TableDef, user: Option<&UserId>, pk: &Value) -> Result<Option<(Seq, Vec<Value>)>> {
+    pub async fn get(&self, table: &TableDef, user: Option<&UserId>, pk: &Pk) -> Result<Option<(Seq, Vec<Value>)>> {
         let dir = partition_dir(table, user);
         let manifest = self.store.manifest(&dir).await?;
         if manifest.is_empty() {
             return Ok(None);
         }
-        let Some(probe) = probe_of(pk) else {
+        let Some(lead) = pk.0.first() else { return Ok(None) };
+        let Some(probe) = probe_of(lead) else {
             return Ok(None);
         };
-        let pk_id = table.current().pk_column().id.0;
-        let segs: Vec<&SegmentMeta> = match stat_of(pk) {
-            Some(stat) => manifest.holding(pk_id, &stat),
+        let lead_id = table.current().leading_pk().id.0;
+        let segs: Vec<&SegmentMeta> = match stat_of(lead) {
+            Some(stat) => manifest.holding(lead_id, &stat),
             None => manifest.newest_first().collect(),
         };
+        // a composite key: rows sharing the leading value are told apart by the whole key
+        let sought = pk_bytes(pk)?;
+        let whole = |b: &RecordBatch, i: usize| -> kalamdb_storage::error::Result<std::cmp::Ordering> {
+            let arrays =
+                pk_arrays(table, b).ok_or_else(|| StorageError::Corrupt("a segment without its key".into()))?;
+            let k = pk_key_at(table, &arrays, i).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            Ok(k.cmp(&sought))
+        };
+        let rest: Option<&KeyOrder<'_>> = (pk.0.len() > 1).then_some(&whole as &KeyOrder<'_>);
         for seg in segs {
-            if let Some(found) = self.store.find_row(&dir, seg, pk_id, &probe).await? {
+            if let Some(found) = self.store.find_row(&dir, seg, lead_id, &probe, rest).await? {
                 return segment_row(table, &found).map(Some);
             }
         }

@@ -7,29 +7,28 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::compute::{SortOptions, sort_to_indices};
 use futures::FutureExt;
 use kalamdb_auth::identity::UserId;
 use kalamdb_auth::permissions::TableType;
 use kalamdb_storage::cold::manifest::{Manifest, SegmentMeta};
 use kalamdb_storage::cold::reader::ReadRequest;
 use kalamdb_storage::hot_store::{Partition, WriteBatch};
-use kalamdb_storage::keys::{KeyReader, prefix_successor};
+use kalamdb_storage::keys::prefix_successor;
 use kalamdb_storage::seq::{Seq, now_millis};
 use parking_lot::Mutex;
 
 use crate::catalog::schema::{FlushPolicy, TableDef};
-use crate::codec::{decode_header, decode_key_value, key_user, partition_prefix, split_row_key};
+use crate::codec::{decode_header, decode_pk, key_user, partition_prefix, pk_bytes, split_row_key};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::ids::StorageUid;
 use crate::jobs::{CancelFlag, JobFailure, JobKind, JobRecord, JobTarget};
 use crate::read::reader::KeyPlan;
 use crate::tiers::cold::{
-    BuiltSegment, SegmentBuilder, conform, dir_user, partition_dir, pk_array, pk_keys, plan_allows, row_at,
+    BuiltSegment, SegmentBuilder, conform, dir_user, partition_dir, pk_arrays, pk_keys, plan_allows, row_at,
     segment_out_schema, table_prefix,
 };
-use crate::types::Value;
+use crate::types::Pk;
 
 type JobResult<T> = std::result::Result<T, JobFailure>;
 
@@ -63,7 +62,7 @@ fn internal(e: impl std::fmt::Display) -> EngineError {
 }
 
 /// Whether a segment may hold the key (by its key statistics).
-fn cold_may_hold(table: &TableDef, manifest: &Manifest, pk: &Value) -> bool {
+fn cold_may_hold(table: &TableDef, manifest: &Manifest, pk: &Pk) -> bool {
     let plan = KeyPlan::Points(vec![pk.clone()]);
     manifest.segments.iter().any(|s| plan_allows(table, s, &plan))
 }
@@ -298,7 +297,7 @@ impl Engine {
         built: &BuiltSegment,
         covered: Seq,
     ) -> Result<SegmentMeta> {
-        let key_name = table.current().pk_column().name.to_string();
+        let key_name = table.current().leading_pk().name.to_string();
         let bytes = self
             .cold
             .store
@@ -397,14 +396,11 @@ impl Engine {
     ) -> Result<u64> {
         let prefix = partition_prefix(user.as_ref());
         let covered = Seq(manifest.covered_seq);
-        let pk_ty = table.current().pk_column().ty;
         let (t, skip) = (table.clone(), prefix.len());
         // the rows move to a segment: their index entries stay
         self.delete_hot_where(table, prefix, false, move |k, seq, deleted| {
             seq <= covered
-                && (!deleted
-                    || decode_key_value(&mut KeyReader::new(&k[skip..]), pk_ty)
-                        .is_some_and(|pk| !cold_may_hold(&t, &manifest, &pk)))
+                && (!deleted || decode_pk(t.current(), &k[skip..]).is_some_and(|pk| !cold_may_hold(&t, &manifest, &pk)))
         })
         .await
     }
@@ -464,7 +460,7 @@ impl Engine {
         let mut kept: Vec<(usize, usize)> = vec![];
         let mut dropped = 0u64;
         for batch in read.iter().flatten().flatten() {
-            let pk = pk_array(&table, batch).ok_or_else(|| internal("a segment without its key"))?;
+            let pk = pk_arrays(&table, batch).ok_or_else(|| internal("a segment without its key"))?;
             let keys = pk_keys(&table, &pk)?;
             let b = conform(&table, batch, &all, &out)?;
             for (i, k) in keys.into_iter().enumerate() {
@@ -482,21 +478,16 @@ impl Engine {
             return Ok(None);
         }
         cancel.check()?;
-        // sort the kept rows by key
-        let pk_idx = table.current().pk;
+        // sort the kept rows by key, in the hot tier's (encoded) key order
         let mut rows = Vec::with_capacity(kept.len());
         for (b, i) in kept {
-            rows.push(row_at(&table, &conformed[b], i)?);
+            let row = row_at(&table, &conformed[b], i)?;
+            rows.push((pk_bytes(&table.current().pk_of(&row.1))?, row));
         }
         drop(conformed);
-        let keys: Vec<Value> = rows.iter().map(|(_, v)| v[pk_idx].clone()).collect();
-        let order = {
-            let arr = crate::read::arrow_convert::values_array(table.current().pk_column().ty, &keys);
-            sort_to_indices(&arr, Some(SortOptions::default()), None).map_err(internal)?
-        };
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut builder = SegmentBuilder::new(table.current());
-        for i in order.values() {
-            let (seq, values) = &rows[*i as usize];
+        for (_, (seq, values)) in &rows {
             builder.push(*seq, values)?;
         }
         let built = builder.finish()?;
@@ -545,7 +536,6 @@ impl Engine {
         let cutoff = Seq::floor_at_millis(now_millis().saturating_sub(retention_ms));
         let lock = self.table_lock(table.uid.0);
         let _guard = lock.lock().await;
-        let pk_ty = table.current().pk_column().ty;
         let mut any = false;
         for user in self.partitions(table, false).await? {
             cancel.check()?;
@@ -553,7 +543,7 @@ impl Engine {
             let mut old = vec![];
             self.reader(table, user.as_ref()).scan_stored(&KeyPlan::All, |k, row| {
                 if row.deleted && row.seq < cutoff {
-                    old.extend(decode_key_value(&mut KeyReader::new(&k[prefix..]), pk_ty));
+                    old.extend(decode_pk(table.current(), &k[prefix..]));
                 }
                 true
             })?;

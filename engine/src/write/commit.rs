@@ -24,7 +24,7 @@ use crate::live::changelog::{ChangeKind, encode_entry, entry_key};
 use crate::read::row_cache::{PartitionKey, RowCache};
 use crate::tiers::cold::{ColdTier, partition_dir};
 use crate::tiers::flush::Unflushed;
-use crate::types::Value;
+use crate::types::{Pk, Value};
 use crate::write::row_expr::RowExpr;
 
 /// What an insert does when its primary key exists.
@@ -46,12 +46,12 @@ pub enum WriteOp {
     /// Assigns columns of the row with this key. With `expected_seq`, fails with a
     /// write conflict unless the row is still at that version.
     Update {
-        pk: Value,
+        pk: Pk,
         expected_seq: Option<Seq>,
         set: Vec<(usize, RowExpr)>,
     },
     Delete {
-        pk: Value,
+        pk: Pk,
         expected_seq: Option<Seq>,
     },
 }
@@ -190,7 +190,7 @@ struct ColdLookup {
 
 impl ColdLookup {
     /// The newest cold version of a key, encoded as a hot row would be.
-    fn get(&self, table: &TableDef, user: Option<&UserId>, pk: &Value) -> Result<Option<(Seq, Vec<u8>)>> {
+    fn get(&self, table: &TableDef, user: Option<&UserId>, pk: &Pk) -> Result<Option<(Seq, Vec<u8>)>> {
         let dir = partition_dir(table, user);
         if self.cold.store.cached_manifest(&dir).is_some_and(|m| m.is_empty()) {
             return Ok(None);
@@ -297,7 +297,7 @@ fn apply_request(
 
     // the live version of a key: what this group wrote last, else what is stored hot,
     // else the newest cold version
-    let lookup = |local: &Written, key: &[u8], pk: &Value| -> Result<Option<(Seq, Vec<u8>)>> {
+    let lookup = |local: &Written, key: &[u8], pk: &Pk| -> Result<Option<(Seq, Vec<u8>)>> {
         let uid = table.uid.0;
         let pending = local
             .rows
@@ -322,7 +322,7 @@ fn apply_request(
     for op in &req.ops {
         let (pk, key) = match op {
             WriteOp::Insert { values, .. } => {
-                let pk = values.get(schema.pk).cloned().unwrap_or(Value::Null);
+                let pk = schema.pk_of(values);
                 let key = row_key(user, &pk)?;
                 (pk, key)
             }
@@ -412,7 +412,7 @@ fn write_entries(
     store: &HotStore,
     table: &TableDef,
     user: Option<&UserId>,
-    pk: &Value,
+    pk: &Pk,
     (old, new): (Option<&[Value]>, Option<&[Value]>),
     group: &Written,
     local: &mut Written,
@@ -450,7 +450,7 @@ fn assign(table: &TableDef, old: &[Value], set: &[(usize, RowExpr)], excluded: O
             .ok_or_else(|| EngineError::Internal("assignment to a column out of range".into()))?;
         // every expression sees the row as it was before this statement
         let v = expr.eval_as(col.ty, old, excluded)?;
-        if *idx == schema.pk && v != old[*idx] {
+        if schema.is_pk(*idx) && v != old[*idx] {
             return Err(EngineError::InvalidInput("the primary key cannot be changed".into()));
         }
         if v.is_null() && !col.nullable {
@@ -502,7 +502,7 @@ mod tests {
             let id = id.clone();
             async move {
                 let rows = engine
-                    .get_by_pk(&ExecContext::system(), &id, &Value::Int(k))
+                    .get_by_pk(&ExecContext::system(), &id, &Pk::one(Value::Int(k)))
                     .await
                     .unwrap();
                 rows.rows.first().map(|(seq, v)| (*seq, v[1].clone()))
@@ -543,14 +543,14 @@ mod tests {
         let (seq, _) = value_of(1).await.unwrap();
         let stale = Seq(seq.0 - 1);
         let update = |expected_seq| WriteOp::Update {
-            pk: Value::Int(1),
+            pk: Pk::one(Value::Int(1)),
             expected_seq: Some(expected_seq),
             set: vec![(1, RowExpr::Literal(Value::Int(14)))],
         };
         let refused = engine.commit.write(request(vec![update(stale)])).await;
         assert_eq!(refused.err().map(|e| e.code()), Some(ErrorCode::WriteConflict));
         let delete = WriteOp::Delete {
-            pk: Value::Int(1),
+            pk: Pk::one(Value::Int(1)),
             expected_seq: Some(stale),
         };
         let refused = engine.commit.write(request(vec![delete])).await;
@@ -564,12 +564,12 @@ mod tests {
             .write(request(vec![
                 insert(3, 30, OnConflict::Error),
                 WriteOp::Update {
-                    pk: Value::Int(3),
+                    pk: Pk::one(Value::Int(3)),
                     expected_seq: None,
                     set: vec![(1, RowExpr::Literal(Value::Int(31)))],
                 },
                 WriteOp::Delete {
-                    pk: Value::Int(2),
+                    pk: Pk::one(Value::Int(2)),
                     expected_seq: None,
                 },
             ]))

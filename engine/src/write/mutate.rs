@@ -14,7 +14,7 @@ use crate::error::{EngineError, Result};
 use crate::ids::{ColumnName, TableId};
 use crate::read::filter::Filter;
 use crate::read::select::SelectRequest;
-use crate::types::Value;
+use crate::types::{Pk, Value};
 use crate::write::commit::{AppliedChange, WriteOp};
 use crate::write::row_expr::{BinOp, RowExpr};
 
@@ -50,9 +50,9 @@ impl Engine {
         for (name, a) in set {
             let i = Self::column_index(table, name.as_str())?;
             let col = &schema.columns[i];
-            if i == schema.pk {
+            if schema.is_pk(i) {
                 return Err(EngineError::InvalidInput(format!(
-                    "the primary key '{name}' cannot be changed"
+                    "the primary key column '{name}' cannot be changed"
                 )));
             }
             if out.iter().any(|(j, _)| *j == i) {
@@ -98,7 +98,6 @@ impl Engine {
     ) -> Result<Changes> {
         let def = self.table_for(ctx, table, TableOp::Write)?;
         let exprs = Self::compile_assignments(&def, set)?;
-        let pk = def.current().pk;
         let req = SelectRequest {
             filter: Some(filter.clone()),
             ..SelectRequest::default()
@@ -109,7 +108,7 @@ impl Engine {
             let ops = rows
                 .into_iter()
                 .map(|(seq, values)| WriteOp::Update {
-                    pk: values[pk].clone(),
+                    pk: def.current().pk_of(&values),
                     expected_seq: Some(seq),
                     set: exprs.clone(),
                 })
@@ -127,12 +126,12 @@ impl Engine {
         &self,
         ctx: &ExecContext,
         table: &TableId,
-        pk: &Value,
+        pk: &Pk,
         set: &[(ColumnName, Assign)],
     ) -> Result<Changes> {
         let def = self.table_for(ctx, table, TableOp::Write)?;
         let exprs = Self::compile_assignments(&def, set)?;
-        let pk = pk.clone().coerce(def.current().pk_column().ty)?;
+        let pk = def.current().coerce_pk(pk.clone())?;
         let out = self
             .write(
                 &def,
@@ -153,7 +152,6 @@ impl Engine {
     /// Deletes every row the caller sees that matches `filter`.
     pub async fn delete_where(&self, ctx: &ExecContext, table: &TableId, filter: &Filter) -> Result<Changes> {
         let def = self.table_for(ctx, table, TableOp::Write)?;
-        let pk = def.current().pk;
         let req = SelectRequest {
             filter: Some(filter.clone()),
             ..SelectRequest::default()
@@ -164,7 +162,7 @@ impl Engine {
             let ops = rows
                 .into_iter()
                 .map(|(seq, values)| WriteOp::Delete {
-                    pk: values[pk].clone(),
+                    pk: def.current().pk_of(&values),
                     expected_seq: Some(seq),
                 })
                 .collect();
@@ -177,9 +175,9 @@ impl Engine {
     }
 
     /// Deletes the row with this primary key, if the caller sees one.
-    pub async fn delete_by_pk(&self, ctx: &ExecContext, table: &TableId, pk: &Value) -> Result<Changes> {
+    pub async fn delete_by_pk(&self, ctx: &ExecContext, table: &TableId, pk: &Pk) -> Result<Changes> {
         let def = self.table_for(ctx, table, TableOp::Write)?;
-        let pk = pk.clone().coerce(def.current().pk_column().ty)?;
+        let pk = def.current().coerce_pk(pk.clone())?;
         let out = self
             .write(&def, ctx, vec![WriteOp::Delete { pk, expected_seq: None }])
             .await?;

@@ -121,16 +121,23 @@ pub(super) fn list_arguments(f: &Field, meta: &TableMeta, vars: &mut Vars<'_>) -
     Some(())
 }
 
-/// The key argument of a `_by_pk` field, checked.
+/// The key arguments of a `_by_pk` field (one per key column), checked.
 pub(super) fn by_pk_argument(f: &Field, meta: &TableMeta, vars: &mut Vars<'_>) -> Option<()> {
-    let pk_col = meta.pk_column();
-    let [(arg_name, arg)] = f.arguments.as_slice() else {
-        return None;
-    };
-    if arg_name.node.as_str() != pk_col.name.as_str() {
+    if f.arguments.len() != meta.pk.len() {
         return None;
     }
-    literal(&arg.node, Want::Scalar(pk_col.ty), meta, vars, 0)
+    for c in meta.pk_columns() {
+        let [(_, arg)] = f
+            .arguments
+            .iter()
+            .filter(|(n, _)| n.node.as_str() == c.name.as_str())
+            .collect::<Vec<_>>()[..]
+        else {
+            return None;
+        };
+        literal(&arg.node, Want::Scalar(c.ty), meta, vars, 0)?;
+    }
+    Some(())
 }
 
 /// The `object` argument of `insert_<t>_one` (without `on_conflict`), checked.
@@ -146,6 +153,46 @@ pub(super) fn insert_argument(f: &Field, meta: &TableMeta, vars: &mut Vars<'_>) 
 
 /// The selection of a row object, when it is plain fields only.
 pub(super) fn plain_fields(f: &Field, meta: &TableMeta) -> Option<Vec<Selected>> {
+    leaf_fields(f, |name| name == TYPENAME || meta.has_row_field(name))
+}
+
+/// The selection of `<t>_aggregate { aggregate { count } }`: one `aggregate` field
+/// that selects only bare `count`s. Returns the `aggregate` field and the counts.
+pub(super) fn count_selection(f: &Field) -> Option<(Selected, Vec<Selected>)> {
+    let [sel] = f.selection_set.node.items.as_slice() else {
+        return None;
+    };
+    let Selection::Field(agg) = &sel.node else {
+        return None;
+    };
+    let a = &agg.node;
+    if a.name.node.as_str() != "aggregate" || !a.arguments.is_empty() || !a.directives.is_empty() {
+        return None;
+    }
+    let counts = leaf_fields(a, |name| name == "count")?;
+    let outer = Selected {
+        key: a.response_key().node.clone(),
+        name: a.name.node.clone(),
+        pos: agg.pos,
+    };
+    Some((outer, counts))
+}
+
+/// An aggregate field's arguments, checked: `where` alone (a `group_by` takes the
+/// general path).
+pub(super) fn aggregate_arguments(f: &Field, meta: &TableMeta, vars: &mut Vars<'_>) -> Option<()> {
+    match f.arguments.as_slice() {
+        [] => Some(()),
+        [(name, value)] if name.node.as_str() == Arg::Where.name() => {
+            literal(&value.node, Want::BoolExp, meta, vars, 0)
+        }
+        _ => None,
+    }
+}
+
+/// A selection of leaf fields without arguments or directives, each named as `known`
+/// allows, under distinct response keys.
+fn leaf_fields(f: &Field, known: impl Fn(&str) -> bool) -> Option<Vec<Selected>> {
     let mut fields = Vec::new();
     let mut keys: HashSet<&str> = HashSet::new();
     for s in &f.selection_set.node.items {
@@ -153,9 +200,7 @@ pub(super) fn plain_fields(f: &Field, meta: &TableMeta) -> Option<Vec<Selected>>
             return None;
         };
         let c = &field.node;
-        let name = c.name.node.as_str();
-        let known = name == TYPENAME || meta.has_row_field(name);
-        if !known
+        if !known(c.name.node.as_str())
             || !c.arguments.is_empty()
             || !c.directives.is_empty()
             || !c.selection_set.node.items.is_empty()

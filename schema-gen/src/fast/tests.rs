@@ -32,7 +32,7 @@ fn paths() -> FastPaths {
                     col("name", ColumnType::Text, false),
                     col("qty", ColumnType::Int, true),
                 ],
-                pk: 0,
+                pk: vec![0],
             }),
             true,
         )],
@@ -163,7 +163,7 @@ async fn engine_errors_are_answered_here() {
         namespace: NamespaceId::parse("shop").unwrap(),
         table: TableName::parse("items").unwrap(),
     };
-    let rows = engine.get_by_pk(&root, &id, &Value::Int(1)).await.unwrap();
+    let rows = engine.get_by_pk(&root, &id, &Pk::one(Value::Int(1))).await.unwrap();
     assert_eq!(rows.rows[0].1[1], Value::Text("a".into()));
 }
 
@@ -185,6 +185,21 @@ fn by_pk_documents_of_plain_columns_are_served() {
         "query A { shop_items_by_pk(id: 1) { name } } query B { shop_items_by_pk(id: 2) { name } }",
         Some("B"),
         json!({})
+    ));
+}
+
+#[test]
+fn counts_are_served() {
+    assert!(served(
+        "{ shop_items_aggregate { aggregate { count } } }",
+        None,
+        json!({})
+    ));
+    assert!(served(
+        "query($q: Int!) { a: shop_items_aggregate(where: {qty: {_gt: $q}}) { x: aggregate { n: count count } } \
+         shop_items_by_pk(id: 1) { id } }",
+        None,
+        json!({"q": 2})
     ));
 }
 
@@ -270,10 +285,26 @@ fn anything_else_goes_to_the_general_executor() {
             json!({}),
         ),
         (
-            "{ shop_items_by_pk(id: 1) { id } shop_items_aggregate { aggregate { count } } }",
+            "{ shop_items_aggregate(group_by: [name]) { aggregate { count } } }",
             None,
             json!({}),
         ),
+        (
+            "{ shop_items_aggregate { aggregate { count(distinct: true) } } }",
+            None,
+            json!({}),
+        ),
+        (
+            "{ shop_items_aggregate { aggregate { count max { qty } } } }",
+            None,
+            json!({}),
+        ),
+        (
+            "{ shop_items_aggregate { aggregate { c: count c: count } } }",
+            None,
+            json!({}),
+        ),
+        ("{ shop_items_aggregate { nodes { id } } }", None, json!({})),
         (
             "{ a: shop_items_by_pk(id: 1) { id } a: shop_items_by_pk(id: 2) { id } }",
             None,

@@ -16,7 +16,6 @@ use crate::errors::gql_error;
 use crate::inputs;
 use crate::meta::TableMeta;
 use crate::spec::{Arg, RootField};
-use crate::values::from_gql;
 
 struct MutationResult {
     rows: Vec<RowObj>,
@@ -155,13 +154,10 @@ pub fn update_by_pk_field(meta: &Arc<TableMeta>) -> Field {
         |ctx, meta| {
             async move {
                 let env = env(&ctx)?;
-                let pk_name = meta.pk_column().name.as_str();
-                let pk = match arg(&ctx, Arg::PkColumns) {
-                    Some(Gql::Object(o)) => o.get(pk_name).cloned(),
-                    _ => None,
-                }
-                .ok_or_else(|| gql_error(ErrorCode::InvalidInput, "pk_columns is required"))?;
-                let pk = from_gql(meta.pk_column().ty, &pk).gql()?;
+                let Some(Gql::Object(key)) = arg(&ctx, Arg::PkColumns) else {
+                    return Err(gql_error(ErrorCode::InvalidInput, "pk_columns is required"));
+                };
+                let pk = super::query::key_of(&meta, |name| key.get(name))?;
                 let set = inputs::assignments(&meta, arg(&ctx, Arg::Set), arg(&ctx, Arg::Inc)).gql()?;
                 let changes = env.engine.update_by_pk(env.exec, &meta.id, &pk, &set).await.gql()?;
                 Ok(changed_rows(changes).pop().map(FieldValue::owned_any))

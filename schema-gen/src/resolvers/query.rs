@@ -7,7 +7,7 @@ use async_graphql::dynamic::{Field, FieldFuture, FieldValue, ResolverContext, Ty
 use futures::FutureExt;
 use kalamdb_engine::context::ExecContext;
 use kalamdb_engine::error::ErrorCode;
-use kalamdb_engine::types::Value;
+use kalamdb_engine::types::Pk;
 
 use super::{GqlResult, OrGql, bounded_select, env, list_request, list_value, named_arg, root_field, rows_of};
 use crate::errors::gql_error;
@@ -51,12 +51,26 @@ pub fn list_field(meta: &Arc<TableMeta>) -> Field {
     )
 }
 
-/// The primary-key argument of `_by_pk` and `delete_.._by_pk`, typed.
-pub(super) fn pk_arg(ctx: &ResolverContext<'_>, meta: &TableMeta) -> GqlResult<Value> {
-    let pk = meta.pk_column();
-    let v = named_arg(ctx, pk.name.as_str())
-        .ok_or_else(|| gql_error(ErrorCode::InvalidInput, "the primary key is required"))?;
-    from_gql(pk.ty, v).gql()
+/// The primary key of a row given as one value per key column (the arguments of
+/// `_by_pk` and `delete_.._by_pk`, or the fields of `pk_columns`), typed.
+pub(super) fn key_of<'a>(meta: &TableMeta, get: impl Fn(&str) -> Option<&'a Gql>) -> GqlResult<Pk> {
+    meta.pk_columns()
+        .map(|c| {
+            let v = get(c.name.as_str()).ok_or_else(|| {
+                gql_error(
+                    ErrorCode::InvalidInput,
+                    format!("the primary key's column '{}' is required", c.name),
+                )
+            })?;
+            from_gql(c.ty, v).gql()
+        })
+        .collect::<GqlResult<_>>()
+        .map(Pk)
+}
+
+/// The primary-key arguments of `_by_pk` and `delete_.._by_pk`, typed.
+pub(super) fn pk_arg(ctx: &ResolverContext<'_>, meta: &TableMeta) -> GqlResult<Pk> {
+    key_of(meta, |name| named_arg(ctx, name))
 }
 
 pub fn by_pk_field(meta: &Arc<TableMeta>) -> Field {

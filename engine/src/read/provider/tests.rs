@@ -22,7 +22,7 @@ fn table() -> TableDef {
         flush_policy: None,
         versions: vec![TableSchema {
             version: 1,
-            pk: 0,
+            pk: vec![0],
             columns: vec![c(1, "id", ColumnType::BigInt), c(2, "name", ColumnType::Text)],
         }],
         next_column_id: 3,
@@ -37,15 +37,15 @@ fn primary_key_predicates_become_lookups_and_ranges() {
     let t = table();
     assert_eq!(
         key_plan(&t, &[col("id").eq(lit(5i32))]),
-        KeyPlan::Points(vec![Value::BigInt(5)])
+        KeyPlan::Points(vec![Pk::one(Value::BigInt(5))])
     );
     assert_eq!(
         key_plan(&t, &[lit(7i64).eq(col("id"))]),
-        KeyPlan::Points(vec![Value::BigInt(7)])
+        KeyPlan::Points(vec![Pk::one(Value::BigInt(7))])
     );
     assert_eq!(
         key_plan(&t, &[col("id").in_list(vec![lit(1i64), lit(2i64)], false)]),
-        KeyPlan::Points(vec![Value::BigInt(1), Value::BigInt(2)])
+        KeyPlan::Points(vec![Pk::one(Value::BigInt(1)), Pk::one(Value::BigInt(2))])
     );
     assert_eq!(
         key_plan(&t, &[col("id").gt(lit(3i64)), col("id").lt_eq(lit(9i64))]),
@@ -64,6 +64,43 @@ fn primary_key_predicates_become_lookups_and_ranges() {
     );
     assert_eq!(key_plan(&t, &[col("name").eq(lit("x"))]), KeyPlan::All);
     assert_eq!(key_plan(&t, &[col("id").in_list(vec![lit(1i64)], true)]), KeyPlan::All);
+}
+
+#[test]
+fn composite_keys_need_every_column_equated_for_points() {
+    let mut t = table();
+    // PRIMARY KEY (name, id)
+    t.versions[0].pk = vec![1, 0];
+    let key = |n: &str, i: i64| Pk(vec![Value::Text(n.into()), Value::BigInt(i)]);
+    assert_eq!(
+        key_plan(
+            &t,
+            &[
+                col("id").in_list(vec![lit(1i64), lit(2i64)], false),
+                col("name").eq(lit("a"))
+            ]
+        ),
+        KeyPlan::Points(vec![key("a", 1), key("a", 2)])
+    );
+    // only the leading column: the run of keys that start with it
+    assert_eq!(
+        key_plan(&t, &[col("name").eq(lit("a"))]),
+        KeyPlan::Range {
+            lo: Bound::Included(Value::Text("a".into())),
+            hi: Bound::Included(Value::Text("a".into()))
+        }
+    );
+    // a condition on the second column alone cannot narrow the key order
+    assert_eq!(key_plan(&t, &[col("id").eq(lit(1i64))]), KeyPlan::All);
+    // the leading range covers every key that starts with its bounds
+    let plan = key_plan(&t, &[col("name").lt_eq(lit("b"))]);
+    let enc = |n: &str, i: i64| crate::codec::pk_bytes(&key(n, i)).unwrap();
+    assert!(plan.covers(&enc("b", i64::MAX)));
+    assert!(plan.covers(&enc("a", 0)));
+    assert!(!plan.covers(&enc("ba", 0)));
+    let plan = key_plan(&t, &[col("name").gt(lit("b"))]);
+    assert!(!plan.covers(&enc("b", i64::MAX)));
+    assert!(plan.covers(&enc("ba", i64::MIN)));
 }
 
 async fn sql(engine: &crate::engine::Engine, q: &str) -> Vec<Vec<serde_json::Value>> {
@@ -143,7 +180,7 @@ async fn flushed_versions_leave_the_hot_store() {
     sql(&engine, "UPDATE h SET v = -1 WHERE id = 7").await;
     assert_eq!(engine.store.stored_versions(&part).unwrap(), 11);
     for (k, v) in [(0i64, 0), (7, -1), (4999, 4999), (5009, 5009)] {
-        let got = engine.get_by_pk(&ctx, &id, &Value::BigInt(k)).await.unwrap();
+        let got = engine.get_by_pk(&ctx, &id, &Pk::one(Value::BigInt(k))).await.unwrap();
         assert_eq!(got.rows[0].1[1], Value::Int(v), "key {k}");
     }
     let r = sql(&engine, "SELECT count(*) FROM h").await;

@@ -229,13 +229,13 @@ async fn cached_partitions_see_every_write() {
         .update_by_pk(
             &root,
             &t,
-            &Value::Int(0),
+            &Pk::one(Value::Int(0)),
             &[(col("v"), crate::write::mutate::Assign::Set(text("z")))],
         )
         .await
         .unwrap();
     assert_eq!(values(&engine).await, vec![text("z"), text("v2"), text("v1")]);
-    engine.delete_by_pk(&root, &t, &Value::Int(2)).await.unwrap();
+    engine.delete_by_pk(&root, &t, &Pk::one(Value::Int(2))).await.unwrap();
     assert_eq!(values(&engine).await, vec![text("z"), text("v1")]);
     engine
         .execute_sql(&root, "ALTER TABLE c ADD COLUMN w INT DEFAULT 5", &[])

@@ -1,11 +1,11 @@
 //! A direct path for the commonest operations: queries whose root fields are all
-//! `_by_pk` lookups or list fields (`where`, `order_by`, `limit`, `offset`), and
-//! mutations that are one `insert_<t>_one` without `on_conflict`, selecting plain
-//! columns. Such a document is answered without async-graphql's validation and
+//! `_by_pk` lookups, list fields (`where`, `order_by`, `limit`, `offset`) or bare
+//! counts (`<t>_aggregate(where) { aggregate { count } }`), and mutations that are one
+//! `insert_<t>_one` without `on_conflict`, selecting plain columns. Such a document is answered without async-graphql's validation and
 //! field-by-field execution: its arguments are checked here as the validator would
 //! check them (against the same [`crate::spec`]) and turned into the same engine
-//! requests the resolvers make (one `Engine::get_by_pk`, `Engine::select` or
-//! `Engine::insert` per field), and the response body is written straight from the
+//! requests the resolvers make (one `Engine::get_by_pk`, `Engine::select`,
+//! `Engine::aggregate` or `Engine::insert` per field), and the response body is written straight from the
 //! rows, byte for byte as the general executor's (the same output conversions, keys in
 //! query order).
 //!

@@ -6,6 +6,11 @@ use kalamdb_api::{app, cli_sql, config::Config, demo};
 use kalamdb_auth::identity::Role;
 use kalamdb_engine::sql::parse::split_script;
 
+/// mimalloc: a request allocates and frees many small values (rows, keys, JSON), which
+/// glibc's allocator served at about a sixth of the server's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "kalamdb", version, about = "KalamDB GraphQL: a realtime backend")]
 struct Cli {

@@ -14,6 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kalamdb_tests::{FakeIssuer, TestServer, oidc_fixture, pw};
+
+/// The server in this process allocates as the `kalamdb` binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use serde_json::{Value, json};
 
 /// Builds the GraphQL body of request number `i`; `None` is `GET /v1/bench/noop`.

@@ -263,6 +263,12 @@ impl Engine {
                 );
             }
         }
+        // the build wrote its entries in bulk: read from a sorted file, a walk over
+        // them costs a few times less than over the memtable
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush(&Partition::index(uid.0)))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
         // ready: reads may use them from now on
         let (catalog, ids_owned) = (self.catalog.clone(), ids.to_vec());
         self.commit

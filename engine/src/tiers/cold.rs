@@ -506,14 +506,15 @@ impl ColdTier {
             None => manifest.newest_first().collect(),
         };
         // a composite key: rows sharing the leading value are told apart by the whole key
-        let sought = pk_bytes(pk)?;
+        let composite = pk.0.len() > 1;
+        let sought = if composite { pk_bytes(pk)? } else { Vec::new() };
         let whole = |b: &RecordBatch, i: usize| -> kalamdb_storage::error::Result<std::cmp::Ordering> {
             let arrays =
                 pk_arrays(table, b).ok_or_else(|| StorageError::Corrupt("a segment without its key".into()))?;
             let k = pk_key_at(table, &arrays, i).map_err(|e| StorageError::Corrupt(e.to_string()))?;
             Ok(k.cmp(&sought))
         };
-        let rest: Option<&KeyOrder<'_>> = (pk.0.len() > 1).then_some(&whole as &KeyOrder<'_>);
+        let rest: Option<&KeyOrder<'_>> = composite.then_some(&whole as &KeyOrder<'_>);
         for seg in segs {
             if let Some(found) = self.store.find_row(&dir, seg, lead_id, &probe, rest).await? {
                 return segment_row(table, &found).map(Some);

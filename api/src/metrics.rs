@@ -6,7 +6,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use kalamdb_engine::live::LiveStatsSnapshot;
+use prometheus::{Counter, Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::app::AppState;
 
@@ -69,6 +70,73 @@ pub struct ApiMetrics {
     /// `kalamdb_http_requests_total{kind}`, one counter per [`RequestKind`], in
     /// `RequestKind::ALL` order so that counting is an index and an atomic add.
     requests: Vec<IntCounter>,
+    live: LiveMetrics,
+}
+
+/// Live-query evaluation, copied from the engine's counters when the metrics are read.
+struct LiveMetrics {
+    subscriptions: IntGauge,
+    full_reads: IntCounter,
+    window_updates: IntCounter,
+    seconds: Counter,
+}
+
+impl LiveMetrics {
+    fn new(registry: &Registry) -> Self {
+        fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
+            registry
+                .register(Box::new(m.clone()))
+                .expect("registered once in a new registry");
+            m
+        }
+        let valid = "a valid metric definition";
+        Self {
+            subscriptions: register(
+                registry,
+                IntGauge::new(
+                    "kalamdb_live_subscriptions",
+                    "Subscriptions open now (live queries, live aggregates, change feeds).",
+                )
+                .expect(valid),
+            ),
+            full_reads: register(
+                registry,
+                IntCounter::new(
+                    "kalamdb_live_full_reads_total",
+                    "Whole results live queries read: starts, refills of windows deletes emptied, overflowed queues.",
+                )
+                .expect(valid),
+            ),
+            window_updates: register(
+                registry,
+                IntCounter::new(
+                    "kalamdb_live_window_updates_total",
+                    "Live-query windows updated from their changes without a whole read.",
+                )
+                .expect(valid),
+            ),
+            seconds: register(
+                registry,
+                Counter::new(
+                    "kalamdb_live_evaluation_seconds_total",
+                    "Time spent evaluating live queries, on the live-query threads.",
+                )
+                .expect(valid),
+            ),
+        }
+    }
+
+    fn update(&self, s: LiveStatsSnapshot) {
+        self.subscriptions.set(i64::try_from(s.active).unwrap_or(i64::MAX));
+        self.full_reads
+            .inc_by(s.full_reads.saturating_sub(self.full_reads.get()));
+        self.window_updates
+            .inc_by(s.incremental.saturating_sub(self.window_updates.get()));
+        let secs = s.micros as f64 / 1e6;
+        if secs > self.seconds.get() {
+            self.seconds.inc_by(secs - self.seconds.get());
+        }
+    }
 }
 
 impl ApiMetrics {
@@ -89,7 +157,12 @@ impl ApiMetrics {
             .iter()
             .map(|k| family.with_label_values(&[k.as_str()]))
             .collect();
-        Self { registry, requests }
+        let live = LiveMetrics::new(&registry);
+        Self {
+            registry,
+            requests,
+            live,
+        }
     }
 
     pub fn request(&self, kind: RequestKind) {
@@ -98,8 +171,10 @@ impl ApiMetrics {
         }
     }
 
-    /// Every metric in Prometheus' text exposition format.
-    pub fn render(&self) -> String {
+    /// Every metric in Prometheus' text exposition format, with the engine's live-query
+    /// counters as they are now.
+    pub fn render(&self, live: LiveStatsSnapshot) -> String {
+        self.live.update(live);
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "cannot encode the metrics");
@@ -125,7 +200,7 @@ pub async fn count_requests(State(state): State<AppState>, req: Request, next: N
 
 /// `GET /metrics`.
 pub async fn handle(State(state): State<AppState>) -> Response {
-    let mut resp = state.metrics.render().into_response();
+    let mut resp = state.metrics.render(state.engine.live_stats()).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -150,7 +225,12 @@ mod tests {
         ] {
             m.request(RequestKind::of(&method, path, upgrade));
         }
-        let text = m.render();
+        let text = m.render(LiveStatsSnapshot {
+            full_reads: 3,
+            incremental: 5,
+            micros: 1_500_000,
+            active: 2,
+        });
         for line in [
             "# TYPE kalamdb_http_requests_total counter",
             "kalamdb_http_requests_total{kind=\"graphql\"} 2",
@@ -159,6 +239,10 @@ mod tests {
             "kalamdb_http_requests_total{kind=\"auth\"} 1",
             "kalamdb_http_requests_total{kind=\"other\"} 1",
             "kalamdb_http_requests_total{kind=\"metrics\"} 0",
+            "kalamdb_live_subscriptions 2",
+            "kalamdb_live_full_reads_total 3",
+            "kalamdb_live_window_updates_total 5",
+            "kalamdb_live_evaluation_seconds_total 1.5",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

@@ -62,8 +62,11 @@ pub struct EngineConfig {
     pub max_filter_nodes: usize,
     /// How long change-log entries are kept for resuming change feeds.
     pub change_log_retention_secs: u64,
-    /// Changes a subscription may have queued before it is ended as too slow.
+    /// Changes a subscription may have queued before it is ended as too slow (a live
+    /// query reads its result again instead).
     pub live_queue_capacity: usize,
+    /// Threads that evaluate live queries, at a lower CPU priority than requests.
+    pub live_eval_threads: usize,
     /// Failed logins in a row after which an account is locked (0: never).
     pub login_max_failures: u32,
     /// How long a locked account stays locked.
@@ -152,6 +155,7 @@ impl EngineConfig {
             max_filter_nodes: 1000,
             change_log_retention_secs: 24 * 3600,
             live_queue_capacity: 4096,
+            live_eval_threads: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             login_max_failures: 5,
             login_lockout_secs: 15 * 60,
             cold_dir: None,
@@ -192,6 +196,8 @@ pub struct Engine {
     pub(crate) cold: Arc<ColdTier>,
     pub(crate) jobs: Arc<Jobs>,
     pub(crate) unflushed: Arc<Unflushed>,
+    /// Rows deleted per table since its last tombstone purge.
+    pub(crate) deleted: Arc<Unflushed>,
     /// Flushes and compactions of one table run one at a time.
     pub(crate) table_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -313,8 +319,9 @@ impl Engine {
             .build();
         crate::sql::bounded::bound_growing_functions(&mut df_state, config.max_value_bytes);
         let row_cache = Arc::new(RowCache::new(config.row_cache_bytes));
-        let live = LiveHub::new(config.live_queue_capacity);
+        let live = LiveHub::new(config.live_queue_capacity, config.live_eval_threads);
         let unflushed = Arc::new(Unflushed::default());
+        let deleted = Arc::new(Unflushed::default());
         let commit = CommitPipeline::start(
             store.clone(),
             catalog.clone(),
@@ -322,6 +329,7 @@ impl Engine {
                 cache: row_cache.clone(),
                 live: live.clone(),
                 unflushed: unflushed.clone(),
+                deleted: deleted.clone(),
             },
             cold.clone(),
         );
@@ -337,6 +345,7 @@ impl Engine {
             cold,
             jobs,
             unflushed,
+            deleted,
             table_locks: Mutex::new(HashMap::new()),
         });
         engine.bootstrap().await?;

@@ -18,3 +18,27 @@ pub async fn engine_with(dir: &std::path::Path, sql: &[&str]) -> Arc<Engine> {
     }
     engine
 }
+
+/// Runs `statement` as root and returns its rows.
+pub async fn sql_rows(engine: &Engine, statement: &str) -> Vec<Vec<serde_json::Value>> {
+    engine
+        .execute_sql(&ExecContext::system(), statement, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"))
+        .rows
+}
+
+/// Flushes `table` and waits for the job to complete.
+pub async fn flush(engine: &Engine, table: &str) {
+    let id = sql_rows(engine, &format!("FLUSH TABLE {table}")).await[0][0].clone();
+    let id = id.as_str().expect("a job id");
+    for _ in 0..2000 {
+        let r = sql_rows(engine, &format!("SELECT status FROM system.jobs WHERE job_id = '{id}'")).await;
+        match r[0][0].as_str() {
+            Some("completed") => return,
+            Some("failed" | "cancelled") => panic!("flush {id}: {r:?}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+        }
+    }
+    panic!("flush {id} did not finish");
+}

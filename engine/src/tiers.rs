@@ -4,3 +4,6 @@
 
 pub mod cold;
 pub mod flush;
+
+#[cfg(test)]
+mod tests;

@@ -164,7 +164,10 @@ pub fn build_role_schema(
                     subscription = subscription.field(resolvers::subscription::live_subscription_field(m));
                 }
                 RootField::ByPk => query = query.field(resolvers::query::by_pk_field(m)),
-                RootField::Aggregate => query = query.field(resolvers::aggregate::aggregate_field(m)),
+                RootField::Aggregate => {
+                    query = query.field(resolvers::aggregate::aggregate_field(m));
+                    subscription = subscription.field(resolvers::subscription::aggregate_subscription_field(m));
+                }
                 RootField::Changes => {
                     subscription = subscription.field(resolvers::subscription::changes_subscription_field(m))
                 }

@@ -203,6 +203,62 @@ async fn live_query_sends_only_changed_results() {
     s.stop().await;
 }
 
+/// `<t>_aggregate` as a subscription: counts, sums and groups now, again after each
+/// change that changes them, and nothing for a change that leaves them as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_aggregates_follow_the_rows_they_cover() {
+    let s = TestServer::start().await;
+    setup(&s).await;
+    for (i, done) in [(1, false), (2, true), (3, false)] {
+        insert(&s, "alice", i, &format!("t{i}"), done).await;
+    }
+    insert(&s, "bob", 9, "bob's", false).await;
+    let mut c = s.ws_as("alice").await;
+    c.subscribe(
+        "a",
+        "subscription { app_items_aggregate(where: {done: {_eq: false}}) { aggregate { count sum { id } } } }",
+        json!({}),
+    )
+    .await;
+    let agg = |count: i64, sum: i64| json!({ "app_items_aggregate": { "aggregate": { "count": count, "sum": { "id": sum.to_string() } } } });
+    assert_eq!(c.next_data("a").await, agg(2, 4));
+    insert(&s, "alice", 10, "ten", false).await;
+    assert_eq!(c.next_data("a").await, agg(3, 14));
+    // another user's partition, and a change within the where that changes no aggregate
+    insert(&s, "bob", 11, "bob's too", false).await;
+    s.gql_ok(
+        "alice",
+        "mutation { update_app_items_by_pk(pk_columns: {id: 3}, _set: {title: \"renamed\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    c.silent_for(300).await;
+    s.gql_ok(
+        "alice",
+        "mutation { update_app_items(where: {id: {_eq: 1}}, _set: {done: true}) { affected_rows } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(c.next_data("a").await, agg(2, 13));
+    c.subscribe(
+        "g",
+        "subscription { app_items_aggregate(group_by: [done]) { groups { keys { done } aggregate { count } } } }",
+        json!({}),
+    )
+    .await;
+    let groups = |open: i64, closed: i64| {
+        json!({ "app_items_aggregate": { "groups": [
+            { "keys": { "done": false }, "aggregate": { "count": open } },
+            { "keys": { "done": true }, "aggregate": { "count": closed } },
+        ] } })
+    };
+    assert_eq!(c.next_data("g").await, groups(2, 2));
+    s.gql_ok("alice", "mutation { delete_app_items_by_pk(id: 2) { id } }", json!({}))
+        .await;
+    assert_eq!(c.next_data("g").await, groups(2, 1));
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_table_reaches_all_100_subscribers() {
     let s = TestServer::start().await;

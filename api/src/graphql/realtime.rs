@@ -22,6 +22,7 @@ use async_graphql::parser::types::ExecutableDocument;
 use futures::StreamExt;
 use kalamdb_auth::identity::{Role, UserId};
 use kalamdb_engine::context::ExecContext;
+use kalamdb_engine::engine::Engine;
 use kalamdb_engine::error::EngineError;
 use kalamdb_engine::error::ErrorCode;
 use kalamdb_schema_gen::resolvers::subscription::{
@@ -386,6 +387,9 @@ async fn run_group(mut run: Box<GroupRun>) {
         source,
         ..
     } = &mut *run;
+    // the payload sent last: a result rendered the same (a live aggregate that a
+    // change left as it was) is not sent again
+    let mut sent: Option<Arc<str>> = None;
     loop {
         source.ready().await;
         let item = match Box::pin(source.take()).await {
@@ -394,11 +398,27 @@ async fn run_group(mut run: Box<GroupRun>) {
             Err(e) => Err(e),
         };
         let last = item.is_err();
-        let Some(resp) = Box::pin(prepared.render(item)).await else {
-            break;
+        // rendered on the live-query threads: a costly evaluation delays only itself
+        let render = prepared.clone();
+        let rendered = Box::pin(
+            prepared
+                .engine
+                .on_live_threads(async move { render.render(item).await }),
+        )
+        .await;
+        let resp = match rendered {
+            Ok(Some(resp)) => resp,
+            Ok(None) => break,
+            Err(e) => async_graphql::Response::from_errors(vec![
+                kalamdb_schema_gen::errors::engine_error(e).into_server_error(async_graphql::Pos::default()),
+            ]),
         };
         let failed = !resp.errors.is_empty();
         let payload: Arc<str> = response_json(resp).into();
+        if sent.as_deref() == Some(&*payload) && !failed {
+            continue;
+        }
+        sent = Some(payload.clone());
         if group.replay_last {
             *group.last.lock() = Some(payload.clone());
         }
@@ -417,7 +437,10 @@ async fn run_group(mut run: Box<GroupRun>) {
 }
 
 /// A subscription request, kept to run its document again for each result.
+#[derive(Clone)]
 pub struct Prepared {
+    /// Renders run on the engine's live-query threads.
+    pub engine: Arc<Engine>,
     pub schema: Schema,
     pub ctx: ExecContext,
     /// The request's document, parsed once (and shared with the document cache).

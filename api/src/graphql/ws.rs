@@ -429,6 +429,7 @@ impl Conn {
                     );
                 }
                 let prepared = Prepared {
+                    engine: self.state.engine.clone(),
                     schema,
                     ctx,
                     doc: doc.clone(),

@@ -86,13 +86,15 @@ pub struct Rows {
     pub rows: Vec<Row>,
 }
 
-/// A select resolved against the table's current schema.
-struct BoundSelect {
-    table: Arc<TableDef>,
-    filter: Option<BoundFilter>,
-    order: Vec<BoundOrderKey>,
-    limit: Option<usize>,
-    offset: usize,
+/// A select resolved against the table's current schema; its order is total (the
+/// primary key breaks ties).
+#[derive(Debug, Clone)]
+pub(crate) struct BoundSelect {
+    pub(crate) table: Arc<TableDef>,
+    pub(crate) filter: Option<BoundFilter>,
+    pub(crate) order: Vec<BoundOrderKey>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) offset: usize,
 }
 
 impl BoundSelect {
@@ -197,7 +199,7 @@ impl BoundSelect {
         index::plan::choose(&self.table, user, &conds, &self.order, ordered_walk)
     }
 
-    fn compare(&self, a: &Row, b: &Row) -> std::cmp::Ordering {
+    pub(crate) fn compare(&self, a: &Row, b: &Row) -> std::cmp::Ordering {
         self.order
             .iter()
             .map(|k| k.compare((a.0, &a.1), (b.0, &b.1)))
@@ -251,7 +253,7 @@ impl Engine {
         Ok((table, filter))
     }
 
-    fn bind_select(&self, ctx: &ExecContext, table: &TableId, req: &SelectRequest) -> Result<BoundSelect> {
+    pub(crate) fn bind_select(&self, ctx: &ExecContext, table: &TableId, req: &SelectRequest) -> Result<BoundSelect> {
         let (table, filter) = self.bind_read(ctx, table, req.filter.as_ref())?;
         let mut order = req
             .order_by
@@ -287,23 +289,29 @@ impl Engine {
     /// The rows of `table` the caller may see that match the request.
     pub async fn select(&self, ctx: &ExecContext, table: &TableId, req: &SelectRequest) -> Result<Rows> {
         let sel = self.bind_select(ctx, table, req)?;
+        let rows = self.select_bound(ctx, &sel).await?;
+        Ok(Rows { table: sel.table, rows })
+    }
+
+    /// The rows of a bound select.
+    pub(crate) async fn select_bound(&self, ctx: &ExecContext, sel: &BoundSelect) -> Result<Vec<Row>> {
         let user = sel.table.table_type.is_per_user().then(|| ctx.subject());
         if let Some(choice) = sel.index_choice(user)?
-            && let Some(rows) = self.select_indexed(&sel, user, &choice).await?
+            && let Some(rows) = self.select_indexed(sel, user, &choice).await?
         {
-            return Ok(Rows { table: sel.table, rows });
+            return Ok(rows);
         }
         // with no segment the hot tier holds every row: the direct path
         let (direct, manifest) = self
             .cold
             .hot_then_manifest(&sel.table, user, |cold| {
-                (!cold).then(|| self.select_direct(ctx, &sel)).transpose()
+                (!cold).then(|| self.select_direct(ctx, sel)).transpose()
             })
             .await?;
         if let Some(rows) = direct
             && manifest.is_empty()
         {
-            return Ok(Rows { table: sel.table, rows });
+            return Ok(rows);
         }
         let plan = sel.key_plan();
         let (rows, _) = self.partition_rows(&sel.table, user, &plan).await?;
@@ -311,8 +319,7 @@ impl Engine {
         let matched = rows
             .into_iter()
             .filter(|(s, v)| sel.filter.as_ref().is_none_or(|f| f.matches(*s, v)));
-        let rows = sel.page(matched, wanted, sel.in_key_order());
-        Ok(Rows { table: sel.table, rows })
+        Ok(sel.page(matched, wanted, sel.in_key_order()))
     }
 
     /// A select through an index: its entries are walked a chunk at a time, their rows

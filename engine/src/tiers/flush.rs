@@ -50,6 +50,12 @@ impl Unflushed {
     }
 }
 
+/// Tombstones purged at once after which the table's RocksDB files are compacted.
+const COMPACT_AFTER_PURGE: u64 = 10_000;
+
+/// Rows deleted in a table since its last purge after which one is queued at once.
+pub(crate) const PURGE_AFTER_DELETES: u64 = 10_000;
+
 /// When the scheduler last queued the periodic jobs.
 #[derive(Default)]
 struct Schedule {
@@ -141,6 +147,12 @@ impl Engine {
             if due {
                 self.unflushed.reset(t.uid.0);
                 self.submit_quietly(JobKind::Flush, t);
+            }
+        }
+        for t in tables.iter().filter(|t| t.table_type != TableType::Stream) {
+            if self.deleted.get(t.uid.0).is_some_and(|(n, _)| n >= PURGE_AFTER_DELETES) {
+                self.deleted.reset(t.uid.0);
+                self.submit_quietly(JobKind::RetentionPurge, t);
             }
         }
         if now.saturating_sub(s.ttl_at) >= self.config.ttl_check_secs * 1000 {
@@ -529,38 +541,70 @@ impl Engine {
         Ok(format!("evicted {n} expired row(s)"))
     }
 
-    /// Purges tombstones older than the retention: segments that may still hold their
-    /// keys are compacted first, so no deleted row comes back.
+    /// Drops the tombstones of deleted rows that nothing needs any more, so that reads
+    /// of a table where most rows were deleted cost what reads of a fresh one do:
+    /// - a tombstone older than the retention goes, after the segments that may still
+    ///   hold its key were compacted (so no deleted row comes back);
+    /// - a younger one goes at once when no segment may hold its key (it masks nothing).
+    ///
+    /// Each partition keeps the tombstone with its highest `_seq`, when it has one, so
+    /// that a change feed's snapshot still reflects exactly the changes up to that
+    /// position (its watermark is the highest `_seq` of any key). Readers already
+    /// scanning hold a RocksDB snapshot, and the index entries of a deleted row went
+    /// with its delete. The table lock keeps flushes and compactions out meanwhile.
     async fn purge_deleted(&self, table: &Arc<TableDef>, cancel: &CancelFlag) -> JobResult<String> {
         let retention_ms = self.config.deleted_retention_secs.saturating_mul(1000);
         let cutoff = Seq::floor_at_millis(now_millis().saturating_sub(retention_ms));
         let lock = self.table_lock(table.uid.0);
         let _guard = lock.lock().await;
-        let mut any = false;
+        let mut purged = 0;
         for user in self.partitions(table, false).await? {
             cancel.check()?;
-            let prefix = partition_prefix(user.as_ref()).len();
+            let prefix = partition_prefix(user.as_ref());
             let mut old = vec![];
+            let mut tombstones = 0usize;
+            // the key holding the partition's highest `_seq`, and that seq
+            let mut high: (Vec<u8>, Seq) = (vec![], Seq::ZERO);
             self.reader(table, user.as_ref()).scan_stored(&KeyPlan::All, |k, row| {
-                if row.deleted && row.seq < cutoff {
-                    old.extend(decode_pk(table.current(), &k[prefix..]));
+                if row.seq >= high.1 {
+                    high = (k.to_vec(), row.seq);
+                }
+                if row.deleted {
+                    tombstones += 1;
+                    if row.seq < cutoff {
+                        old.extend(decode_pk(table.current(), &k[prefix.len()..]));
+                    }
                 }
                 true
             })?;
-            any |= !old.is_empty();
-            let manifest = self.cold.manifest(table, user.as_ref()).await?;
-            if old.iter().any(|pk| cold_may_hold(table, &manifest, pk)) {
-                self.compact_partition(table, user, cancel).await?;
+            if tombstones == 0 || (tombstones == 1 && old.is_empty()) {
+                continue;
             }
+            let mut manifest = self.cold.manifest(table, user.as_ref()).await?;
+            if old.iter().any(|pk| cold_may_hold(table, &manifest, pk)) {
+                self.compact_partition(table, user.clone(), cancel).await?;
+                manifest = self.cold.manifest(table, user.as_ref()).await?;
+            }
+            // no segment holds an old tombstone's key any more (and none can gain one
+            // while the table is locked); later writes have higher seqs and stay
+            let (t, skip) = (table.clone(), prefix.len());
+            purged += self
+                .delete_hot_where(table, prefix, false, move |k, seq, deleted| {
+                    deleted
+                        && seq < high.1
+                        && k != high.0.as_slice()
+                        && (seq < cutoff
+                            || decode_pk(t.current(), &k[skip..]).is_some_and(|pk| !cold_may_hold(&t, &manifest, &pk)))
+                })
+                .await?;
         }
-        // no segment holds an old tombstone's key any more (and none can gain one while
-        // the table is locked)
-        let purged = if any {
-            self.delete_hot_where(table, vec![], false, move |_, seq, deleted| deleted && seq < cutoff)
-                .await?
-        } else {
-            0
-        };
+        if purged >= COMPACT_AFTER_PURGE {
+            // the range deletes leave RocksDB's memtable and files too
+            let (store, part) = (self.store.clone(), Partition::table(table.uid.0));
+            tokio::task::spawn_blocking(move || store.compact(&part))
+                .await
+                .map_err(internal)??;
+        }
         Ok(format!("purged {purged} tombstone(s)"))
     }
 

@@ -180,6 +180,8 @@ pub struct Sinks {
     pub cache: Arc<RowCache>,
     pub live: Arc<LiveHub>,
     pub unflushed: Arc<Unflushed>,
+    /// Deletes per table, which queue a tombstone purge.
+    pub deleted: Arc<Unflushed>,
 }
 
 /// Reads of flushed rows from the writer thread.
@@ -261,6 +263,10 @@ fn commit_group(
                 if let Ok(out) = &res {
                     sinks.live.publish(table, user.as_ref(), &out.changes);
                     sinks.unflushed.add(table.uid.0, out.changes.len() as u64);
+                    let deletes = out.changes.iter().filter(|c| c.new.is_none()).count();
+                    if deletes > 0 {
+                        sinks.deleted.add(table.uid.0, deletes as u64);
+                    }
                 }
                 let _ = reply.send(res);
             }

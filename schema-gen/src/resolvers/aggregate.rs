@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_graphql::Value as Gql;
 use async_graphql::context::SelectionField;
-use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, TypeRef};
+use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, ResolverContext, TypeRef};
 use futures::FutureExt;
 use kalamdb_engine::error::{EngineError, ErrorCode};
 use kalamdb_engine::ids::ColumnName;
@@ -54,10 +54,29 @@ impl AggKind {
 }
 
 /// The parent of the fields of `<t>_aggregate`.
-struct AggParent {
+pub(super) struct AggParent {
     meta: Arc<TableMeta>,
-    filter: Option<Filter>,
+    pub filter: Option<Filter>,
     group_by: Vec<ColumnName>,
+}
+
+/// The arguments of a `<t>_aggregate` root field (query or subscription).
+pub(super) fn aggregate_parent(
+    ctx: &ResolverContext<'_>,
+    env: &Env<'_>,
+    meta: &Arc<TableMeta>,
+) -> GqlResult<AggParent> {
+    let filter = filter_arg(ctx, env.engine, meta)?;
+    let group_by = arg(ctx, Arg::GroupBy)
+        .map(|g| inputs::column_list(meta, g))
+        .transpose()
+        .gql()?
+        .unwrap_or_default();
+    Ok(AggParent {
+        meta: meta.clone(),
+        filter,
+        group_by,
+    })
 }
 
 /// Computed aggregates: each requested [`Aggregate`] with its value.
@@ -181,13 +200,7 @@ pub fn aggregate_field(meta: &Arc<TableMeta>) -> Field {
         |ctx, meta| {
             async move {
                 let env = env(&ctx)?;
-                let filter = filter_arg(&ctx, env.engine, &meta)?;
-                let group_by = arg(&ctx, Arg::GroupBy)
-                    .map(|g| inputs::column_list(&meta, g))
-                    .transpose()
-                    .gql()?
-                    .unwrap_or_default();
-                Ok(Some(FieldValue::owned_any(AggParent { meta, filter, group_by })))
+                Ok(Some(FieldValue::owned_any(aggregate_parent(&ctx, &env, &meta)?)))
             }
             .boxed()
         },

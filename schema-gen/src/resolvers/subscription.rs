@@ -22,7 +22,7 @@ use async_graphql::dynamic::{
 };
 use kalamdb_engine::catalog::schema::TableDef;
 use kalamdb_engine::error::{EngineError, ErrorCode};
-use kalamdb_engine::live::{ChangeFeed, FeedBatch, FeedStart, LiveResults};
+use kalamdb_engine::live::{ChangeFeed, FeedBatch, FeedStart, LiveResults, LiveWatch};
 use kalamdb_engine::read::select::Rows;
 use kalamdb_engine::types::{ColumnType, Value};
 use kalamdb_storage::seq::Seq;
@@ -51,12 +51,16 @@ fn label(ctx: &ResolverContext<'_>, field: &str) -> Arc<str> {
 pub enum SubscriptionSource {
     Changes(ChangeFeed),
     Live(Box<LiveResults>),
+    /// A live aggregate: evaluated again, when its rows may have changed, by the render.
+    Watch(LiveWatch),
 }
 
 /// One thing a subscription yields.
 pub enum SubscriptionItem {
     Changes(Arc<TableDef>, FeedBatch),
     Live(Rows),
+    /// The rows of a live aggregate may have changed.
+    Changed,
 }
 
 impl SubscriptionSource {
@@ -66,6 +70,7 @@ impl SubscriptionSource {
         match self {
             SubscriptionSource::Changes(feed) => feed.ready().await,
             SubscriptionSource::Live(results) => results.ready().await,
+            SubscriptionSource::Watch(watch) => watch.ready().await,
         }
     }
 
@@ -78,6 +83,7 @@ impl SubscriptionSource {
                 .await?
                 .map(|batch| SubscriptionItem::Changes(feed.table.clone(), batch)),
             SubscriptionSource::Live(results) => results.take().await?.map(SubscriptionItem::Live),
+            SubscriptionSource::Watch(watch) => watch.take()?.then_some(SubscriptionItem::Changed),
         })
     }
 }
@@ -92,12 +98,14 @@ pub enum SubscriptionMode {
 
 type FieldStream<'a> = futures::stream::BoxStream<'a, GqlResult<FieldValue<'a>>>;
 
-/// The common part of both subscription fields: render a given item, or open the
-/// source with `open` and hand it to the transport.
+/// The common part of the subscription fields: render a given item, or open the
+/// source with `open` and hand it to the transport. `changed` is the value a live
+/// aggregate renders (its fields evaluate it).
 fn drive_subscription<'a>(
     ctx: &ResolverContext<'_>,
     env: &Env<'_>,
     open: impl FnOnce() -> GqlResult<SubscriptionSource>,
+    changed: Option<FieldValue<'a>>,
 ) -> GqlResult<FieldStream<'a>> {
     use futures::StreamExt;
     let mode = ctx.data_opt::<Arc<SubscriptionMode>>().ok_or_else(|| {
@@ -121,6 +129,7 @@ fn drive_subscription<'a>(
                     change_objs(&table, batch).into_iter().map(FieldValue::owned_any),
                 )),
                 SubscriptionItem::Live(rows) => checked_rows(env.limits, rows).map(list_value),
+                SubscriptionItem::Changed => changed.ok_or_else(|| gql_error(ErrorCode::Internal, "internal error")),
             };
             Ok(futures::stream::once(async move { value }).boxed())
         }
@@ -138,12 +147,17 @@ pub fn live_subscription_field(meta: &Arc<TableMeta>) -> SubscriptionField {
             let meta = m.clone();
             SubscriptionFieldFuture::new(async move {
                 let env = env(&ctx)?;
-                drive_subscription(&ctx, &env, || {
-                    let req = list_request(&ctx, &env, &meta)?;
-                    let label = label(&ctx, &meta.names.base);
-                    let results = env.engine.subscribe_live(env.exec, &meta.id, req, label).gql()?;
-                    Ok(SubscriptionSource::Live(Box::new(results)))
-                })
+                drive_subscription(
+                    &ctx,
+                    &env,
+                    || {
+                        let req = list_request(&ctx, &env, &meta)?;
+                        let label = label(&ctx, &meta.names.base);
+                        let results = env.engine.subscribe_live(env.exec, &meta.id, req, label).gql()?;
+                        Ok(SubscriptionSource::Live(Box::new(results)))
+                    },
+                    None,
+                )
             })
         },
     )
@@ -152,6 +166,45 @@ pub fn live_subscription_field(meta: &Arc<TableMeta>) -> SubscriptionField {
         meta.id
     ));
     RootField::List
+        .inputs(meta)
+        .into_iter()
+        .fold(field, SubscriptionField::argument)
+}
+
+/// `subscription { <t>_aggregate(where, group_by) { ... } }`: the aggregates now, and
+/// again each time a change to the rows they cover changes them.
+pub fn aggregate_subscription_field(meta: &Arc<TableMeta>) -> SubscriptionField {
+    let m = meta.clone();
+    let field = SubscriptionField::new(
+        RootField::Aggregate.name(&meta.names),
+        TypeRef::named_nn(meta.names.aggregate()),
+        move |ctx| {
+            let meta = m.clone();
+            SubscriptionFieldFuture::new(async move {
+                let env = env(&ctx)?;
+                let parent = super::aggregate::aggregate_parent(&ctx, &env, &meta)?;
+                let filter = parent.filter.clone();
+                drive_subscription(
+                    &ctx,
+                    &env,
+                    || {
+                        let label = label(&ctx, &RootField::Aggregate.name(&meta.names));
+                        let watch = env
+                            .engine
+                            .subscribe_watch(env.exec, &meta.id, filter.as_ref(), label)
+                            .gql()?;
+                        Ok(SubscriptionSource::Watch(watch))
+                    },
+                    Some(FieldValue::owned_any(parent)),
+                )
+            })
+        },
+    )
+    .description(format!(
+        "Aggregates over rows of {}: at once, then again each time they change.",
+        meta.id
+    ));
+    RootField::Aggregate
         .inputs(meta)
         .into_iter()
         .fold(field, SubscriptionField::argument)
@@ -237,7 +290,7 @@ pub fn changes_subscription_field(meta: &Arc<TableMeta>) -> SubscriptionField {
                         .subscribe_changes(env.exec, &meta.id, filter.as_ref(), start, label)
                         .gql()?;
                     Ok(SubscriptionSource::Changes(feed))
-                })
+                }, None)
             })
         },
     )

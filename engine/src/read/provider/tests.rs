@@ -2,6 +2,7 @@
 use super::*;
 use crate::catalog::schema::{ColumnDef, TableSchema};
 use crate::ids::{ColumnId, ColumnName, NamespaceId, StorageUid, TableId, TableName};
+use crate::testing::flush;
 use datafusion::prelude::{col, lit};
 use kalamdb_auth::permissions::{AccessLevel, TableType};
 
@@ -104,26 +105,7 @@ fn composite_keys_need_every_column_equated_for_points() {
 }
 
 async fn sql(engine: &crate::engine::Engine, q: &str) -> Vec<Vec<serde_json::Value>> {
-    let root = crate::context::ExecContext::system();
-    engine
-        .execute_sql(&root, q, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{q}: {e}"))
-        .rows
-}
-
-async fn flush(engine: &crate::engine::Engine, table: &str) {
-    let id = sql(engine, &format!("FLUSH TABLE {table}")).await[0][0].clone();
-    let id = id.as_str().unwrap();
-    for _ in 0..2000 {
-        let r = sql(engine, &format!("SELECT status FROM system.jobs WHERE job_id = '{id}'")).await;
-        match r[0][0].as_str() {
-            Some("completed") => return,
-            Some("failed" | "cancelled") => panic!("flush {id}: {r:?}"),
-            _ => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
-        }
-    }
-    panic!("flush {id} did not finish");
+    crate::testing::sql_rows(engine, q).await
 }
 
 /// An engine under `dir` with no automatic flushes, holding one SHARED table `name`

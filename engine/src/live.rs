@@ -15,10 +15,10 @@
 //!   it reads the current rows of the changed keys by key and puts them in place. It
 //!   reads its whole result again only to start, to refill a window that deletes
 //!   emptied, after its queue overflowed, and for STREAM tables (whose rows expire).
-//!   All of that runs on the hub's own evaluation threads, at a lower CPU priority than
-//!   requests, one evaluation per live query at a time with the changes queued since
-//!   coalesced, so a costly live query delays only itself. It yields a new result only
-//!   when the rows or their versions differ.
+//!   Whole reads (and live aggregates) run on the hub's own evaluation threads, at a
+//!   lower CPU priority than requests, one evaluation per live query at a time with
+//!   the changes queued since coalesced, so a costly live query delays only itself. It
+//!   yields a new result only when the rows or their versions differ.
 //!
 //! Every subscription has a bounded queue. One that is full is ended with
 //! [`EngineError::SlowConsumer`] rather than allowed to grow.
@@ -617,12 +617,7 @@ impl LiveResults {
             }
             _ => Evaluation::Full,
         };
-        let (engine, ctx, sel) = (self.engine.clone(), self.ctx.clone(), self.sel.clone());
-        let hub = self.engine.live.clone();
-        let window = hub
-            .eval
-            .run(async move { engine.evaluate_live(&ctx, &sel, eval).await })
-            .await?;
+        let window = self.engine.evaluate_live(&self.ctx, &self.sel, eval).await?;
         let page = window.page(&self.sel);
         self.window = Some(window);
         let signature: Vec<Seq> = page.iter().map(|(s, _)| *s).collect();
@@ -896,40 +891,48 @@ impl Engine {
     }
 
     /// Runs `f` on the live-query threads, at their lower CPU priority: the evaluation
-    /// of a live result (a live aggregate, the rendering of a pushed result), so that
-    /// its cost never delays requests and writes.
+    /// of a live aggregate, so that its cost never delays requests and writes.
     pub async fn on_live_threads<T: Send + 'static>(&self, f: impl Future<Output = T> + Send + 'static) -> Result<T> {
         self.live.eval.run(async move { Ok(f.await) }).await
     }
 
-    /// A live query's next window: read whole, or its current one with the changes
-    /// applied (refilled by a whole read when they left it short of its page).
-    async fn evaluate_live(&self, ctx: &ExecContext, sel: &BoundSelect, eval: Evaluation) -> Result<Window> {
+    /// A live query's next window: its current one with the changes applied, here (a
+    /// few reads by key), or, when it must be read whole (to start, or to refill a
+    /// window the changes left short of its page), a read on the live-query threads.
+    async fn evaluate_live(
+        self: &Arc<Self>,
+        ctx: &ExecContext,
+        sel: &Arc<BoundSelect>,
+        eval: Evaluation,
+    ) -> Result<Window> {
         let started = std::time::Instant::now();
         let stats = &self.live.stats;
-        let window = match eval {
+        let updated = match eval {
             Evaluation::Changes(mut window, changes) => {
                 self.apply_live_changes(ctx, sel, &mut window, &changes).await?;
-                if window.covers_page(sel) {
-                    stats.incremental.fetch_add(1, Ordering::Relaxed);
-                    Some(window)
-                } else {
-                    None
-                }
+                window.covers_page(sel).then_some(window)
             }
             Evaluation::Full => None,
         };
-        let window = match window {
-            Some(w) => w,
+        let window = match updated {
+            Some(w) => {
+                stats.incremental.fetch_add(1, Ordering::Relaxed);
+                w
+            }
             None => {
-                stats.full_reads.fetch_add(1, Ordering::Relaxed);
                 let size = Window::size(sel);
                 let read = BoundSelect {
                     limit: size,
                     offset: 0,
-                    ..sel.clone()
+                    ..(**sel).clone()
                 };
-                let rows = self.select_bound(ctx, &read).await?;
+                let (engine, ctx) = (self.clone(), ctx.clone());
+                let rows = self
+                    .live
+                    .eval
+                    .run(async move { engine.select_bound(&ctx, &read).await })
+                    .await?;
+                stats.full_reads.fetch_add(1, Ordering::Relaxed);
                 Window {
                     complete: size.is_none_or(|n| rows.len() < n),
                     rows,

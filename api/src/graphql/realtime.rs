@@ -439,7 +439,7 @@ async fn run_group(mut run: Box<GroupRun>) {
 /// A subscription request, kept to run its document again for each result.
 #[derive(Clone)]
 pub struct Prepared {
-    /// Renders run on the engine's live-query threads.
+    /// Live aggregates render on the engine's live-query threads.
     pub engine: Arc<Engine>,
     pub schema: Schema,
     pub ctx: ExecContext,

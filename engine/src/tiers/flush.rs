@@ -599,9 +599,14 @@ impl Engine {
                 .await?;
         }
         if purged >= COMPACT_AFTER_PURGE {
-            // the range deletes leave RocksDB's memtable and files too
-            let (store, part) = (self.store.clone(), Partition::table(table.uid.0));
-            tokio::task::spawn_blocking(move || store.compact(&part))
+            // the range deletes leave RocksDB's memtable and files too, and so do the
+            // index entries the deletes removed: entry walks then pass over none of them
+            let store = self.store.clone();
+            let mut parts = vec![Partition::table(table.uid.0)];
+            if !table.indexes.is_empty() {
+                parts.push(Partition::index(table.uid.0));
+            }
+            tokio::task::spawn_blocking(move || parts.iter().try_for_each(|p| store.compact(p)))
                 .await
                 .map_err(internal)??;
         }

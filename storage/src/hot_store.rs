@@ -226,6 +226,16 @@ impl HotStore {
         Ok(())
     }
 
+    /// RocksDB's estimate of the keys in `p` (tombstones included), cheap to read: from
+    /// its files' properties and the memtable's count.
+    pub fn estimated_keys(&self, p: &Partition) -> Result<u64> {
+        let cf = self.cf(p)?;
+        Ok(self
+            .db
+            .property_int_value_cf(&cf, "rocksdb.estimate-num-keys")?
+            .unwrap_or(0))
+    }
+
     /// How many versions of keys RocksDB physically holds in `p`, those a range delete
     /// covers included: what compaction has not dropped yet.
     pub fn stored_versions(&self, p: &Partition) -> Result<u64> {

@@ -134,3 +134,44 @@ async fn racing_writers_lose_no_increment_and_take_no_key_twice() {
         .collect();
     assert_eq!(stored, winners.into_iter().collect::<Vec<_>>());
 }
+
+/// A rows-only flush policy counts the rows written before a restart: 600 rows, a
+/// crash, 600 more, and the 1,000-row policy flushes (counting from nothing at each
+/// start, a server that restarts often never flushed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rows_only_flush_policy_counts_rows_from_before_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let insert = async |server: &TestServer, from: i64| {
+        let values: Vec<String> = (from..from + 600).map(|i| format!("({i}, 'v{i}')")).collect();
+        server
+            .root(&format!("INSERT INTO f.t (id, v) VALUES {}", values.join(",")))
+            .await;
+    };
+    let mut server = TestServer::spawn_binary(dir.path(), &[]);
+    server.root("CREATE NAMESPACE f").await;
+    server
+        .root("CREATE TABLE f.t (id BIGINT PRIMARY KEY, v TEXT) WITH (TYPE = 'SHARED', FLUSH_POLICY = 'rows:1000')")
+        .await;
+    insert(&server, 0).await;
+    server.kill();
+    let server = TestServer::spawn_binary(dir.path(), &[]);
+    insert(&server, 600).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = server
+            .root("SELECT count(*) FROM system.jobs WHERE kind = 'flush' AND status = 'completed'")
+            .await;
+        if rows(&r)[0][0] != json!(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no flush after 1,200 rows over a restart"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        rows(&server.root("SELECT count(*) FROM f.t").await),
+        vec![vec![json!(1200)]]
+    );
+}

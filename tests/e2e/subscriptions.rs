@@ -650,16 +650,71 @@ async fn a_client_that_stops_reading_is_cut_off_and_memory_stays_bounded() {
         growth >> 10
     );
 
-    // the client, reading again, finds the end of the connection after what was buffered
+    // the client, reading again, finds the close frame after what was buffered
     let mut c = kalamdb_tests::WsClient::from_stream(stalled);
     let end = c.closed().await;
-    assert!(matches!(end, WsEnd::Closed(1008, _) | WsEnd::Dropped), "{end:?}");
+    assert!(matches!(end, WsEnd::Closed(1008, _)), "{end:?}");
     // the server is healthy
     assert_eq!(
         s.gql_ok("alice", "{ app_news_aggregate { aggregate { count } } }", json!({}))
             .await,
         json!({ "app_news_aggregate": { "aggregate": { "count": 1500 } } })
     );
+    s.stop().await;
+}
+
+/// A client that reads too slowly gets 1008 even when the server's writer is stuck
+/// behind megabytes of queued frames (the socket buffers full): the close overtakes
+/// the queue, and waits for the client to read what the socket holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_behind_a_full_socket_still_gets_1008() {
+    const SUBS: usize = 10;
+    let s = TestServer::start_with(|c| c.max_body_bytes = 4 << 20).await;
+    setup(&s).await;
+    let title = "x".repeat(4096);
+    let mut c = s.ws_as("alice").await;
+    for i in 0..SUBS {
+        // each its own execution: the queue fills a batch at a time, not in one burst
+        c.subscribe(
+            &format!("slow{i}"),
+            "subscription($n: BigInt!) { app_news_changes(where: {id: {_gt: $n}}) { row { id title } } }",
+            json!({ "n": (-1 - i as i64).to_string() }),
+        )
+        .await;
+    }
+    c.send(json!({ "type": "ping" })).await;
+    assert_eq!(c.recv().await["type"], "pong");
+    let stalled = c.into_inner();
+    // 1 MB of events a round: the socket buffers fill first, then the 4 MB queue
+    let mut cut = false;
+    for round in 0..200i64 {
+        let objects: Vec<Value> = (0..25)
+            .map(|i| json!({ "id": round * 25 + i, "title": title }))
+            .collect();
+        s.gql_ok(
+            "root",
+            "mutation($o: [app_news_insert_input!]!) { insert_app_news(objects: $o) { affected_rows } }",
+            json!({ "o": objects }),
+        )
+        .await;
+        if rows(&s.root("SELECT live_id FROM system.live_queries").await).is_empty() {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "the slow client was never cut off");
+    // the client goes on reading, slowly: a tenth of a second per message. Behind 4 MB
+    // of queued frames (40 messages) the close would come after 4 s, and the server
+    // gives up on a close after 2; overtaking them, it comes after what the socket holds
+    let mut c = kalamdb_tests::WsClient::from_stream(stalled);
+    let end = loop {
+        match c.recv_within(Duration::from_secs(10)).await {
+            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(None) => panic!("nothing for 10 s and no close"),
+            Err(end) => break end,
+        }
+    };
+    assert!(matches!(end, WsEnd::Closed(1008, _)), "{end:?}");
     s.stop().await;
 }
 

@@ -68,6 +68,9 @@ struct OutboxInner {
     max_bytes: usize,
     overflowed: AtomicBool,
     wake: Notify,
+    /// A close that overtakes the queue ([`Outbox::close_now`]).
+    close: parking_lot::Mutex<Option<Closing>>,
+    close_wake: Notify,
 }
 
 /// A connection's outbound queue, bounded in bytes.
@@ -82,7 +85,17 @@ impl Outbox {
             max_bytes,
             overflowed: AtomicBool::new(false),
             wake: Notify::new(),
+            close: parking_lot::Mutex::new(None),
+            close_wake: Notify::new(),
         }))
+    }
+
+    /// Closes the connection ahead of everything queued: the writer drops the frames
+    /// it has not begun to write and sends the close frame next, so that a client that
+    /// fell behind still learns why (1008) once it reads what was already sent.
+    pub(crate) fn close_now(&self, code: u16, reason: String) {
+        *self.0.close.lock() = Some((code, reason));
+        self.0.close_wake.notify_one();
     }
 
     /// Queues a text frame. Past the bound the frame is dropped and the connection
@@ -156,52 +169,97 @@ fn fit_reason(mut s: String) -> String {
 }
 
 /// The connection's writer task: frames from the queue to the socket, a burst
-/// written together and flushed once.
+/// written together and flushed once. A close from [`Outbox::close_now`] overtakes
+/// the queue, even while a write waits for a client that stopped reading.
 pub(crate) async fn writer(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::UnboundedReceiver<Out>, out: Outbox) {
-    while let Some(first) = rx.recv().await {
-        // write everything queued, then flush once: one syscall for a burst of frames
-        let mut next = Some(first);
-        while let Some(o) = next.take() {
-            let fed = match o {
-                Out::Text(s) => {
-                    let n = s.len();
-                    let r = sink.feed(Message::Text(s.into())).await;
-                    out.0.queued.fetch_sub(n, Ordering::AcqRel);
-                    r
+    let closing = loop {
+        tokio::select! {
+            biased;
+            _ = out.0.close_wake.notified() => {
+                if let Some(c) = out.0.close.lock().take() {
+                    break c;
                 }
-                Out::Next { ty, ids, payload } => {
-                    let mut r = Ok(());
-                    for id in ids {
-                        let s = frame(&id, ty, Some(&payload));
-                        let n = s.len();
-                        if r.is_ok() {
-                            r = sink.feed(Message::Text(s.into())).await;
-                        }
-                        out.0.queued.fetch_sub(n, Ordering::AcqRel);
-                    }
-                    r
-                }
-                Out::Ping => sink.feed(Message::Ping(Default::default())).await,
-                Out::Close(code, reason) => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code,
-                            reason: fit_reason(reason).into(),
-                        })))
-                        .await;
-                    let _ = sink.close().await;
-                    return;
-                }
-            };
-            if fed.is_err() {
-                return;
             }
-            next = rx.try_recv().ok();
+            first = rx.recv() => {
+                let Some(first) = first else { return };
+                tokio::select! {
+                    biased;
+                    _ = out.0.close_wake.notified() => {
+                        // the burst's frames already handed to the socket stay whole
+                        if let Some(c) = out.0.close.lock().take() {
+                            break c;
+                        }
+                    }
+                    written = write_burst(&mut sink, &mut rx, &out, first) => match written {
+                        Burst::Written => {}
+                        Burst::Failed => return,
+                        Burst::Close(c) => break c,
+                    }
+                }
+            }
         }
-        if sink.flush().await.is_err() {
-            return;
+    };
+    // what is still queued is never sent
+    rx.close();
+    while rx.try_recv().is_ok() {}
+    let (code, reason) = closing;
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: fit_reason(reason).into(),
+        })))
+        .await;
+    let _ = sink.close().await;
+}
+
+enum Burst {
+    Written,
+    Failed,
+    /// A close queued in order, after the frames before it.
+    Close(Closing),
+}
+
+/// Writes `first` and everything queued behind it, then flushes once: one syscall
+/// for a burst of frames.
+async fn write_burst(
+    sink: &mut SplitSink<WebSocket, Message>,
+    rx: &mut mpsc::UnboundedReceiver<Out>,
+    out: &Outbox,
+    first: Out,
+) -> Burst {
+    let mut next = Some(first);
+    while let Some(o) = next.take() {
+        let fed = match o {
+            Out::Text(s) => {
+                let n = s.len();
+                let r = sink.feed(Message::Text(s.into())).await;
+                out.0.queued.fetch_sub(n, Ordering::AcqRel);
+                r
+            }
+            Out::Next { ty, ids, payload } => {
+                let mut r = Ok(());
+                for id in ids {
+                    let s = frame(&id, ty, Some(&payload));
+                    let n = s.len();
+                    if r.is_ok() {
+                        r = sink.feed(Message::Text(s.into())).await;
+                    }
+                    out.0.queued.fetch_sub(n, Ordering::AcqRel);
+                }
+                r
+            }
+            Out::Ping => sink.feed(Message::Ping(Default::default())).await,
+            Out::Close(code, reason) => return Burst::Close((code, reason)),
+        };
+        if fed.is_err() {
+            return Burst::Failed;
         }
+        next = rx.try_recv().ok();
     }
+    if sink.flush().await.is_err() {
+        return Burst::Failed;
+    }
+    Burst::Written
 }
 
 /// One protocol message for the operation `id_json` (a JSON string), built by

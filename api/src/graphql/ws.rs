@@ -185,14 +185,25 @@ async fn run(socket: WebSocket, protocol: Protocol, state: AppState, peer: Socke
             if code == close::SLOW_CONSUMER {
                 tracing::info!(peer = %conn.peer, "closing a WebSocket that stopped reading");
             }
-            out.control(Out::Close(code, reason));
-            if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
+            // a slow consumer's close overtakes its queue and waits for it to read
+            // what the socket already holds; other closes follow what is queued
+            let wait = if code == close::SLOW_CONSUMER {
+                out.close_now(code, reason);
+                SLOW_CONSUMER_CLOSE_WAIT
+            } else {
+                out.control(Out::Close(code, reason));
+                Duration::from_secs(2)
+            };
+            if tokio::time::timeout(wait, &mut writer).await.is_err() {
                 writer.abort();
             }
         }
         None => writer.abort(),
     }
 }
+
+/// How long a slow consumer has to read what its socket holds before its close frame.
+const SLOW_CONSUMER_CLOSE_WAIT: Duration = Duration::from_secs(15);
 
 fn invalid(why: impl Into<String>) -> Option<Closing> {
     Some((close::BAD_REQUEST, why.into()))

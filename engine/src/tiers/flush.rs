@@ -80,8 +80,11 @@ impl Engine {
         let jobs = self.jobs.clone();
         for t in self.catalog.tables() {
             if t.table_type != TableType::Stream && self.flush_policy_of(&t).is_some() {
-                // rows written before a restart are not counted: give them one flush
-                self.unflushed.add(t.uid.0, 1);
+                // the rows written before the restart are the hot ones (a flush deletes
+                // what it moves): RocksDB's estimate of them, so that a rows-only
+                // policy still fires however often the server restarts
+                let hot = self.store.estimated_keys(&Partition::table(t.uid.0)).unwrap_or(0);
+                self.unflushed.add(t.uid.0, hot.max(1));
             }
             // an index left building without a job (its job failed for good) is built again
             if t.indexes

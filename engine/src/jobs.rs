@@ -340,13 +340,20 @@ impl Jobs {
         let mut out = vec![];
         for id in due {
             let Some(r) = st.records.get_mut(&id) else { continue };
-            r.status = JobStatus::Running;
-            r.started_ms = Some(now_ms);
-            let r = r.clone();
-            self.persist(&r)?;
+            let mut started = r.clone();
+            started.status = JobStatus::Running;
+            started.started_ms = Some(now_ms);
+            // a start that cannot be recorded (a full disk) leaves the job as it was, to
+            // be picked again once a write succeeds: never running only in memory
+            if let Err(e) = self.persist(&started) {
+                tracing::warn!(job = %id, error = %e, "cannot record a job's start; trying again later");
+                r.not_before_ms = now_ms.saturating_add(self.config.backoff_base_ms);
+                continue;
+            }
+            *r = started.clone();
             let flag = CancelFlag::default();
             st.running.insert(id, flag.clone());
-            out.push((r, flag));
+            out.push((started, flag));
         }
         Ok(out)
     }
@@ -492,6 +499,29 @@ mod tests {
             backoff_base_ms: 100,
             keep_finished_ms: 1000,
         }
+    }
+
+    /// A job whose start cannot be written stays queued, is not joined as running by
+    /// later submissions' callers, and starts once writes succeed again.
+    #[test]
+    fn a_start_that_cannot_be_saved_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(HotStore::open(dir.path(), &StoreOptions::default()).unwrap());
+        let jobs = Jobs::load(store.clone(), config(), 0).unwrap();
+        let a = jobs.submit(JobKind::Flush, target(), 10).unwrap();
+        // every write of a job record fails now
+        store.drop_partition(&Partition::system()).unwrap();
+        assert!(jobs.start_due(20, 2).unwrap().is_empty());
+        assert!(jobs.state.lock().running.is_empty());
+        let r = jobs.get(&a.id).unwrap();
+        assert_eq!(r.status, JobStatus::Queued);
+        assert!(r.not_before_ms > 20, "{r:?}");
+        store.create_partition(&Partition::system()).unwrap();
+        assert!(jobs.start_due(20, 2).unwrap().is_empty(), "not before its backoff");
+        let started = jobs.start_due(20 + config().backoff_base_ms, 2).unwrap();
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0].0.id, a.id);
+        assert_eq!(jobs.get(&a.id).unwrap().status, JobStatus::Running);
     }
 
     #[test]

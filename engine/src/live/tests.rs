@@ -1,6 +1,8 @@
 //! Tests of the live-query hub: changes reach the subscriptions of their partition only.
 
 use super::*;
+use crate::engine::Row;
+use crate::read::select::SelectRequest;
 use kalamdb_auth::identity::Role;
 
 use crate::ids::{ColumnName, NamespaceId, TableName};

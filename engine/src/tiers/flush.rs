@@ -30,7 +30,7 @@ use crate::tiers::cold::{
 };
 use crate::types::Pk;
 
-type JobResult<T> = std::result::Result<T, JobFailure>;
+pub(super) type JobResult<T> = std::result::Result<T, JobFailure>;
 
 /// Rows written per table since its last flush was queued, and since when.
 #[derive(Default)]
@@ -50,9 +50,6 @@ impl Unflushed {
     }
 }
 
-/// Tombstones purged at once after which the table's RocksDB files are compacted.
-const COMPACT_AFTER_PURGE: u64 = 10_000;
-
 /// Rows deleted in a table since its last purge after which one is queued at once.
 pub(crate) const PURGE_AFTER_DELETES: u64 = 10_000;
 
@@ -63,12 +60,12 @@ struct Schedule {
     purge_at: u64,
 }
 
-fn internal(e: impl std::fmt::Display) -> EngineError {
+pub(super) fn internal(e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(e.to_string())
 }
 
 /// Whether a segment may hold the key (by its key statistics).
-fn cold_may_hold(table: &TableDef, manifest: &Manifest, pk: &Pk) -> bool {
+pub(super) fn cold_may_hold(table: &TableDef, manifest: &Manifest, pk: &Pk) -> bool {
     let plan = KeyPlan::Points(vec![pk.clone()]);
     manifest.segments.iter().any(|s| plan_allows(table, s, &plan))
 }
@@ -440,7 +437,7 @@ impl Engine {
     /// Rewrites a partition's segments as one, sorted by key, in the current schema,
     /// without the versions newer segments or hot rows shadow. Returns the segment
     /// counts before and after, or `None` when there was nothing to do.
-    async fn compact_partition(
+    pub(super) async fn compact_partition(
         &self,
         table: &Arc<TableDef>,
         user: Option<UserId>,
@@ -544,83 +541,11 @@ impl Engine {
         Ok(format!("evicted {n} expired row(s)"))
     }
 
-    /// Drops the tombstones of deleted rows that nothing needs any more, so that reads
-    /// of a table where most rows were deleted cost what reads of a fresh one do:
-    /// - a tombstone older than the retention goes, after the segments that may still
-    ///   hold its key were compacted (so no deleted row comes back);
-    /// - a younger one goes at once when no segment may hold its key (it masks nothing).
-    ///
-    /// Each partition keeps the tombstone with its highest `_seq`, when it has one, so
-    /// that a change feed's snapshot still reflects exactly the changes up to that
-    /// position (its watermark is the highest `_seq` of any key). Readers already
-    /// scanning hold a RocksDB snapshot, and the index entries of a deleted row went
-    /// with its delete. The table lock keeps flushes and compactions out meanwhile.
-    async fn purge_deleted(&self, table: &Arc<TableDef>, cancel: &CancelFlag) -> JobResult<String> {
-        let retention_ms = self.config.deleted_retention_secs.saturating_mul(1000);
-        let cutoff = Seq::floor_at_millis(now_millis().saturating_sub(retention_ms));
-        let lock = self.table_lock(table.uid.0);
-        let _guard = lock.lock().await;
-        let mut purged = 0;
-        for user in self.partitions(table, false).await? {
-            cancel.check()?;
-            let prefix = partition_prefix(user.as_ref());
-            let mut old = vec![];
-            let mut tombstones = 0usize;
-            // the key holding the partition's highest `_seq`, and that seq
-            let mut high: (Vec<u8>, Seq) = (vec![], Seq::ZERO);
-            self.reader(table, user.as_ref()).scan_stored(&KeyPlan::All, |k, row| {
-                if row.seq >= high.1 {
-                    high = (k.to_vec(), row.seq);
-                }
-                if row.deleted {
-                    tombstones += 1;
-                    if row.seq < cutoff {
-                        old.extend(decode_pk(table.current(), &k[prefix.len()..]));
-                    }
-                }
-                true
-            })?;
-            if tombstones == 0 || (tombstones == 1 && old.is_empty()) {
-                continue;
-            }
-            let mut manifest = self.cold.manifest(table, user.as_ref()).await?;
-            if old.iter().any(|pk| cold_may_hold(table, &manifest, pk)) {
-                self.compact_partition(table, user.clone(), cancel).await?;
-                manifest = self.cold.manifest(table, user.as_ref()).await?;
-            }
-            // no segment holds an old tombstone's key any more (and none can gain one
-            // while the table is locked); later writes have higher seqs and stay
-            let (t, skip) = (table.clone(), prefix.len());
-            purged += self
-                .delete_hot_where(table, prefix, false, move |k, seq, deleted| {
-                    deleted
-                        && seq < high.1
-                        && k != high.0.as_slice()
-                        && (seq < cutoff
-                            || decode_pk(t.current(), &k[skip..]).is_some_and(|pk| !cold_may_hold(&t, &manifest, &pk)))
-                })
-                .await?;
-        }
-        if purged >= COMPACT_AFTER_PURGE {
-            // the range deletes leave RocksDB's memtable and files too, and so do the
-            // index entries the deletes removed: entry walks then pass over none of them
-            let store = self.store.clone();
-            let mut parts = vec![Partition::table(table.uid.0)];
-            if !table.indexes.is_empty() {
-                parts.push(Partition::index(table.uid.0));
-            }
-            tokio::task::spawn_blocking(move || parts.iter().try_for_each(|p| store.compact(p)))
-                .await
-                .map_err(internal)??;
-        }
-        Ok(format!("purged {purged} tombstone(s)"))
-    }
-
     /// Deletes the hot versions under key `prefix` (every partition of the table when
     /// empty) for which `doomed(key, seq, deleted)` holds, between two commit groups;
     /// with `drop_entries`, the index entries of the rows deleted too (rows that leave
     /// both tiers).
-    async fn delete_hot_where(
+    pub(super) async fn delete_hot_where(
         &self,
         table: &Arc<TableDef>,
         prefix: Vec<u8>,

@@ -22,7 +22,8 @@ use async_graphql::dynamic::{
 };
 use kalamdb_engine::catalog::schema::TableDef;
 use kalamdb_engine::error::{EngineError, ErrorCode};
-use kalamdb_engine::live::{ChangeFeed, FeedBatch, FeedStart, LiveResults, LiveWatch};
+use kalamdb_engine::live::results::{LiveResults, LiveWatch};
+use kalamdb_engine::live::{ChangeFeed, FeedBatch, FeedStart};
 use kalamdb_engine::read::select::Rows;
 use kalamdb_engine::types::{ColumnType, Value};
 use kalamdb_storage::seq::Seq;

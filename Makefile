@@ -6,7 +6,7 @@ BIN := $(CARGO_TARGET_DIR)/release/kalamdb
 KALAMDB_ROOT_PASSWORD ?= kalamdb-root
 export KALAMDB_ROOT_PASSWORD
 
-.PHONY: run test bench deps test-deps build release lint playground fuzz
+.PHONY: run test bench deps test-deps build release lint playground fuzz soak
 
 deps:
 	@bash scripts/install-deps.sh
@@ -35,6 +35,14 @@ test: build test-deps
 FUZZ_SECS ?= 600
 fuzz: build
 	FUZZ_SECS=$(FUZZ_SECS) cargo test --release --workspace --lib fuzz_ -- --nocapture
+
+# The soak test (tests/examples/soak.rs): SOAK_SECS seconds (default 600) of writers,
+# readers, subscribers (slow ones too), flushes, compactions and SIGKILL restarts, then
+# a check of every acknowledged write and change-feed event and the server's RSS.
+SOAK_SECS ?= 600
+soak: build
+	cargo build --release --workspace --examples
+	SOAK_SECS=$(SOAK_SECS) KALAMDB_BIN=$(BIN) $(CARGO_TARGET_DIR)/release/examples/soak
 
 bench: build
 	cargo bench --profile release --workspace --bench engine --bench cold --bench load --bench ws_load

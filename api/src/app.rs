@@ -48,6 +48,21 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Readiness: 200 while the server can take writes, 503 while its storage is full
+/// (reads still work then; a load balancer may keep sending them).
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    use axum::http::StatusCode;
+    if state.engine.storage_full().await {
+        let body = serde_json::json!({
+            "status": "storage_full",
+            "message": kalamdb_engine::error::EngineError::StorageFull.to_string(),
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    } else {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    }
+}
+
 /// The load generator's baseline: the cheapest request the server can answer.
 async fn bench_noop_handler() -> &'static str {
     "{}"
@@ -81,6 +96,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<(Router, AppState)> {
     };
     let mut router = Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::handle))
         .route("/v1/sql", post(sql_handler::handle))
         .route("/v1/graphql", get(graphql_http::get).post(graphql_http::post))

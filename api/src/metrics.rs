@@ -57,7 +57,7 @@ impl RequestKind {
             "/v1/graphql" => RequestKind::Graphql,
             "/v1/sql" => RequestKind::Sql,
             "/metrics" => RequestKind::Metrics,
-            "/healthz" => RequestKind::Health,
+            "/healthz" | "/readyz" => RequestKind::Health,
             p if p.starts_with("/v1/auth/") => RequestKind::Auth,
             _ => RequestKind::Other,
         }

@@ -198,6 +198,8 @@ pub struct Engine {
     pub(crate) unflushed: Arc<Unflushed>,
     /// Rows deleted per table since its last tombstone purge.
     pub(crate) deleted: Arc<Unflushed>,
+    /// When the full device was last probed for space (ms since the epoch).
+    space_probed_ms: std::sync::atomic::AtomicU64,
     /// Flushes and compactions of one table run one at a time.
     pub(crate) table_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -276,6 +278,15 @@ pub type Row = (Seq, Vec<Value>);
 
 impl Engine {
     pub async fn open(config: EngineConfig) -> Result<Arc<Self>> {
+        Self::open_with(config, None).await
+    }
+
+    /// As [`Engine::open`], with a local cold tier written through `files` (the
+    /// crash-consistency tests record its calls).
+    pub(crate) async fn open_with(
+        config: EngineConfig,
+        files: Option<Arc<dyn kalamdb_storage::cold::files::FileOps>>,
+    ) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| EngineError::Internal(format!("cannot create data dir: {e}")))?;
         let store_opts = StoreOptions {
@@ -299,7 +310,10 @@ impl Engine {
             let cold = Arc::new(ColdTier {
                 store: Arc::new(match &cold_url {
                     Some(url) => ColdStore::at_url(url, &cold_options)?,
-                    None => ColdStore::local(&cold_dir)?,
+                    None => match files {
+                        Some(ops) => ColdStore::local_with(&cold_dir, ops)?,
+                        None => ColdStore::local(&cold_dir)?,
+                    },
                 }),
             });
             let jobs = Arc::new(Jobs::load(store.clone(), jobs_config, now_millis())?);
@@ -346,6 +360,7 @@ impl Engine {
             jobs,
             unflushed,
             deleted,
+            space_probed_ms: Default::default(),
             table_locks: Mutex::new(HashMap::new()),
         });
         engine.bootstrap().await?;
@@ -371,6 +386,30 @@ impl Engine {
 
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// Whether the device holding the data is full, so that writes fail with
+    /// `STORAGE_FULL` (reads still work). Once a write found it full, a small synced
+    /// write checks again, at most once a second, and clears it when space is back.
+    pub async fn storage_full(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.store.is_full() {
+            return false;
+        }
+        let now = now_millis();
+        let last = self.space_probed_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 1000
+            || self
+                .space_probed_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return true;
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.probe_space())
+            .await
+            .unwrap_or(true)
     }
 
     pub fn config(&self) -> &EngineConfig {

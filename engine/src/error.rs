@@ -50,6 +50,8 @@ pub enum ErrorCode {
     MemoryLimitExceeded,
     /// A statement that ran past the statement timeout, and was stopped.
     StatementTimeout,
+    /// The device holding the data is full: writes fail until space is freed.
+    StorageFull,
     Internal,
 }
 
@@ -87,6 +89,7 @@ impl ErrorCode {
             ErrorCode::ResultTooLarge => "RESULT_TOO_LARGE",
             ErrorCode::MemoryLimitExceeded => "MEMORY_LIMIT_EXCEEDED",
             ErrorCode::StatementTimeout => "STATEMENT_TIMEOUT",
+            ErrorCode::StorageFull => "STORAGE_FULL",
             ErrorCode::Internal => "INTERNAL_ERROR",
         }
     }
@@ -157,7 +160,10 @@ pub enum EngineError {
     #[error("the definition of table '{0}' changed; subscribe again")]
     SchemaChanged(String),
     #[error("storage: {0}")]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
+    /// What a write gets while the device is full (the detail goes to the log).
+    #[error("the server's storage is full: writes are refused until space is freed (reads still work)")]
+    StorageFull,
     /// An engine error that came back out of DataFusion, which carries errors as trait
     /// objects: the original's code and message.
     #[error("{message}")]
@@ -196,6 +202,7 @@ impl EngineError {
             EngineError::TooManySubscriptions(_) => ErrorCode::TooManySubscriptions,
             EngineError::SlowConsumer => ErrorCode::SlowConsumer,
             EngineError::SchemaChanged(_) => ErrorCode::SchemaChanged,
+            EngineError::StorageFull => ErrorCode::StorageFull,
             EngineError::Storage(_) | EngineError::Internal(_) => ErrorCode::Internal,
             EngineError::Returned { code, .. } => *code,
         }
@@ -211,6 +218,17 @@ impl EngineError {
 
     pub fn forbidden(what: impl Into<String>) -> Self {
         EngineError::Forbidden(what.into())
+    }
+}
+
+impl From<StorageError> for EngineError {
+    fn from(e: StorageError) -> Self {
+        if e.is_full() {
+            tracing::error!(error = %e, "the storage device is full");
+            EngineError::StorageFull
+        } else {
+            EngineError::Storage(e)
+        }
     }
 }
 

@@ -20,6 +20,8 @@ use crate::error::{EngineError, Result};
 use crate::ids::{StorageUid, TableId};
 
 const JOB_PREFIX: &str = "jobs/";
+/// The longest a job failed by a full device waits before it tries again.
+const STORAGE_FULL_MAX_BACKOFF_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -384,7 +386,15 @@ impl Jobs {
             Err(JobFailure::Error(e)) => {
                 tracing::warn!(job = %r.id, error = %e, "job failed");
                 r.error = Some(e.to_string());
-                if r.retries < self.config.max_retries {
+                // a full device is waited out, however long it takes: the job runs
+                // again once space comes back, at most a minute later
+                let waits_for_space = e.code() == crate::error::ErrorCode::StorageFull;
+                if waits_for_space {
+                    let backoff = self.config.backoff_base_ms.saturating_mul(1u64 << r.retries.min(16));
+                    r.retries = r.retries.saturating_add(1);
+                    r.status = JobStatus::Retrying;
+                    r.not_before_ms = now_ms + backoff.min(STORAGE_FULL_MAX_BACKOFF_MS);
+                } else if r.retries < self.config.max_retries {
                     let backoff = self.config.backoff_base_ms.saturating_mul(1u64 << r.retries.min(16));
                     r.retries += 1;
                     r.status = JobStatus::Retrying;

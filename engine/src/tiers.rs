@@ -7,4 +7,6 @@ pub mod flush;
 mod purge;
 
 #[cfg(test)]
+mod power_loss;
+#[cfg(test)]
 mod tests;

@@ -7,14 +7,18 @@
 //! Columns are written under their names at flush time with their stable column id as
 //! the Parquet field id, so a reader maps them by id across renames; `_seq` is by name.
 //!
-//! A manifest is replaced with one `put`, which is atomic on every backend (the local
-//! filesystem writes a temporary file and renames it). Segments are immutable; the
-//! metadata, statistics and primary-key bloom filters of each are read once and cached.
+//! A manifest is replaced with one `put`, which is atomic on every backend. On the
+//! local filesystem the writes go through `files`, which syncs each file and its
+//! directory before returning, so a write is durable once it returns there as on an
+//! object store. Segments are immutable; the metadata, statistics and primary-key
+//! bloom filters of each are read once and cached.
 //!
 //! This module is the object-store side (paths, writes, reads, deletes); `manifest`
-//! holds what a manifest lists, `reader` the Parquet reading, `cache` the caches.
+//! holds what a manifest lists, `reader` the Parquet reading, `cache` the caches,
+//! `files` the durable local writes.
 
 mod cache;
+pub mod files;
 pub mod manifest;
 pub mod reader;
 
@@ -57,7 +61,7 @@ impl ColdDir {
         Self { dir: dir.into(), uid }
     }
     fn path(&self, file: &str) -> Result<Path> {
-        Path::parse(format!("{}/{file}", self.dir)).map_err(|e| StorageError::Cold(e.to_string()))
+        Path::parse(format!("{}/{file}", self.dir)).map_err(cold_err)
     }
     fn manifest_file(&self) -> String {
         format!("t{}.manifest.json", self.uid)
@@ -85,6 +89,7 @@ impl std::fmt::Debug for ColdStoreOptions {
 }
 
 use self::cache::{BoundedCache, DecodedCache, RangeCache};
+use self::files::{FileOps, LocalFiles, SystemFiles};
 use self::manifest::{Manifest, SegmentMeta};
 use self::reader::{
     KeyProbe, ReadRequest, SegmentHandle, SegmentReader, SegmentRow, field_id_of, leaf_of, may_hold, position_of,
@@ -98,6 +103,8 @@ static NEXT_HANDLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 
 pub struct ColdStore {
     store: Arc<dyn ObjectStore>,
+    /// The durable writer of a store on the local filesystem (`store` reads there).
+    local: Option<LocalFiles>,
     manifests: RwLock<HashMap<ColdDir, Arc<Manifest>>>,
     handles: RwLock<HashMap<String, Arc<SegmentHandle>>>,
     ranges: Arc<RangeCache>,
@@ -118,13 +125,15 @@ impl std::fmt::Debug for ColdStore {
 }
 
 fn cold_err(e: impl std::fmt::Display) -> StorageError {
-    StorageError::Cold(e.to_string())
+    StorageError::cold(e)
 }
 
 impl ColdStore {
+    /// A store on an object store, whose puts are durable once they return.
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         Self {
             store,
+            local: None,
             manifests: RwLock::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
             ranges: Arc::new(RangeCache::new(RANGE_CACHE_BYTES)),
@@ -134,9 +143,56 @@ impl ColdStore {
 
     /// A store on the local filesystem under `root`.
     pub fn local(root: &std::path::Path) -> Result<Self> {
+        Self::local_with(root, Arc::new(SystemFiles))
+    }
+
+    /// A store on the local filesystem under `root`, written through `ops`.
+    pub fn local_with(root: &std::path::Path, ops: Arc<dyn FileOps>) -> Result<Self> {
         std::fs::create_dir_all(root).map_err(cold_err)?;
-        let fs = LocalFileSystem::new_with_prefix(root).map_err(cold_err)?;
-        Ok(Self::new(Arc::new(fs)))
+        let root = root.canonicalize().map_err(cold_err)?;
+        let fs = LocalFileSystem::new_with_prefix(&root).map_err(cold_err)?;
+        Ok(Self {
+            local: Some(LocalFiles::new(root, ops)),
+            ..Self::new(Arc::new(fs))
+        })
+    }
+
+    /// Puts `bytes` at `path`: durably, in place of what was there.
+    async fn put(&self, path: &Path, bytes: Vec<u8>) -> Result<()> {
+        match &self.local {
+            Some(local) => {
+                let (local, rel) = (local.clone(), path.to_string());
+                tokio::task::spawn_blocking(move || local.put_durably(&rel, &bytes))
+                    .await
+                    .map_err(cold_err)?
+                    .map_err(cold_err)
+            }
+            None => self
+                .store
+                .put(path, PutPayload::from(bytes))
+                .await
+                .map(|_| ())
+                .map_err(cold_err),
+        }
+    }
+
+    /// Deletes the file at `path`, if there is one.
+    async fn delete(&self, path: &Path) -> Result<()> {
+        let gone = match &self.local {
+            Some(local) => {
+                let (local, rel) = (local.clone(), path.to_string());
+                tokio::task::spawn_blocking(move || local.remove(&rel))
+                    .await
+                    .map_err(cold_err)?
+                    .map_err(cold_err)
+            }
+            None => match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(cold_err(e)),
+            },
+        };
+        self.handles.write().remove(path.as_ref());
+        gone
     }
 
     /// A store named by URL: `s3://bucket` or `s3://bucket/prefix` for Amazon S3 or any
@@ -225,20 +281,14 @@ impl ColdStore {
             w.close().map_err(cold_err)?;
         }
         let size = buf.len() as u64;
-        self.store
-            .put(&dir.path(&dir.segment_file(id))?, PutPayload::from(buf))
-            .await
-            .map_err(cold_err)?;
+        self.put(&dir.path(&dir.segment_file(id))?, buf).await?;
         Ok(size)
     }
 
     /// Replaces the partition's manifest in one atomic put.
     pub async fn commit_manifest(&self, dir: &ColdDir, m: Manifest) -> Result<Arc<Manifest>> {
         let bytes = serde_json::to_vec_pretty(&m).map_err(cold_err)?;
-        self.store
-            .put(&dir.path(&dir.manifest_file())?, PutPayload::from(bytes))
-            .await
-            .map_err(cold_err)?;
+        self.put(&dir.path(&dir.manifest_file())?, bytes).await?;
         let m = Arc::new(m);
         self.manifests.write().insert(dir.clone(), m.clone());
         Ok(m)
@@ -480,11 +530,7 @@ impl ColdStore {
         for obj in listed.objects {
             let Some(name) = obj.location.filename() else { continue };
             if dir.owns(name) && name != manifest && !keep.contains(name) {
-                match self.store.delete(&obj.location).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(cold_err(e)),
-                }
-                self.handles.write().remove(obj.location.as_ref());
+                self.delete(&obj.location).await?;
                 n += 1;
             }
         }
@@ -504,11 +550,7 @@ impl ColdStore {
             }
         }
         for p in &doomed {
-            match self.store.delete(p).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(cold_err(e)),
-            }
-            self.handles.write().remove(p.as_ref());
+            self.delete(p).await?;
         }
         self.manifests.write().retain(|d, _| d.uid != uid);
         Ok(doomed.len())
@@ -517,12 +559,7 @@ impl ColdStore {
     /// Deletes segment files no manifest lists any more (after a compaction).
     pub async fn delete_segments(&self, dir: &ColdDir, files: &[String]) -> Result<()> {
         for f in files {
-            let p = dir.path(f)?;
-            match self.store.delete(&p).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(cold_err(e)),
-            }
-            self.handles.write().remove(p.as_ref());
+            self.delete(&dir.path(f)?).await?;
         }
         Ok(())
     }

@@ -74,12 +74,16 @@ impl Default for StoreOptions {
 }
 
 const SEQ_HIGH_WATER_KEY: &[u8] = b"meta/seq_high_water";
+/// The key [`HotStore::probe_space`] writes.
+const SPACE_PROBE_KEY: &[u8] = b"meta/space_probe";
 
 pub struct HotStore {
     db: Db,
     cf_opts: Options,
     durability: Durability,
     seq: SeqAllocator,
+    /// Set by a write that found the device full, cleared by the next that succeeds.
+    full: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for HotStore {
@@ -140,6 +144,7 @@ impl HotStore {
             cf_opts,
             durability: options.durability,
             seq: SeqAllocator::new(high_water),
+            full: Default::default(),
         })
     }
 
@@ -305,8 +310,48 @@ impl HotStore {
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.durability == Durability::Sync);
-        self.db.write_opt(wb, &wo)?;
+        self.note_outcome(self.db.write_opt(wb, &wo).map_err(StorageError::from))
+    }
+
+    /// A consistent copy of the whole store at `dir` (which must not exist): hard links
+    /// to its files and a copy of what is still in memory.
+    pub fn checkpoint(&self, dir: &Path) -> Result<()> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
         Ok(())
+    }
+
+    /// Whether the last write found the device full (or a job's file did).
+    pub fn is_full(&self) -> bool {
+        self.full.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records that a write elsewhere (a cold-tier file) found the device full.
+    pub fn mark_full(&self) {
+        self.full.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tries a small synced write (4 KiB to one key of the system partition), which
+    /// clears the full state once the device takes writes again. Returns whether the
+    /// store is still full.
+    pub fn probe_space(&self) -> bool {
+        let write = || -> Result<()> {
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            let cf = self.cf(&Partition::system())?;
+            self.db.put_cf_opt(&cf, SPACE_PROBE_KEY, [0u8; 4096], &wo)?;
+            Ok(())
+        };
+        let _ = self.note_outcome(write());
+        self.is_full()
+    }
+
+    fn note_outcome(&self, res: Result<()>) -> Result<()> {
+        match &res {
+            Ok(()) => self.full.store(false, std::sync::atomic::Ordering::Relaxed),
+            Err(e) if e.is_full() => self.mark_full(),
+            Err(_) => {}
+        }
+        res
     }
 }
 

@@ -6,6 +6,7 @@ mod cold_tier;
 mod composite_keys;
 mod durability;
 mod external_tokens;
+mod full_disk;
 mod graphql_access;
 mod graphql_api;
 mod graphql_clients;

@@ -121,11 +121,41 @@ impl TestServer {
     /// Starts `kalamdb serve` on `data` with `env` added, and waits for its
     /// `listening on` line. The process is killed when the server is dropped.
     pub fn spawn_binary(data: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = std::process::Command::new(kalamdb_bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data);
+        Self::spawn_command(cmd, env)
+    }
+
+    /// As [`Self::spawn_binary`], with `data` on a disk of `size_mb` MiB of its own: a
+    /// tmpfs mounted over it in a user and mount namespace of the server's (`unshare`,
+    /// no privileges needed), gone when the server stops. The test reaches the disk
+    /// through [`Self::server_path`].
+    pub fn spawn_on_small_disk(data: &std::path::Path, size_mb: u32, env: &[(&str, &str)]) -> Self {
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs -o size={size_mb}m tmpfs \"$1\" && exec \"$0\" serve --listen 127.0.0.1:0 --data-dir \"$1\""
+            ))
+            .arg(kalamdb_bin())
+            .arg(data);
+        Self::spawn_command(cmd, env)
+    }
+
+    /// The process id of a spawned binary.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a spawned binary").id()
+    }
+
+    /// `path` as the spawned server sees it (through its mount namespace).
+    pub fn server_path(&self, path: &std::path::Path) -> std::path::PathBuf {
+        let pid = self.pid();
+        std::path::PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
+    }
+
+    fn spawn_command(mut cmd: std::process::Command, env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         let bin = kalamdb_bin();
-        let mut child = std::process::Command::new(&bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
+        let mut child = cmd
             .env("KALAMDB_ROOT_PASSWORD", ROOT_PASSWORD)
             .env("KALAMDB_BCRYPT_COST", "4")
             .env("KALAMDB_LOG", "info")

@@ -24,19 +24,7 @@ const WS_WAIT: Duration = Duration::from_secs(15);
 impl TestServer {
     /// Opens `/v1/graphql` as a WebSocket with this sub-protocol.
     pub async fn ws(&self, protocol: &str) -> WsClient {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let url = format!("{}/v1/graphql", self.url.replacen("http", "ws", 1));
-        let mut req = url.into_client_request().expect("ws request");
-        req.headers_mut()
-            .insert("sec-websocket-protocol", protocol.parse().expect("protocol"));
-        let (ws, resp) = tokio_tungstenite::connect_async(req).await.expect("ws connect");
-        assert_eq!(
-            resp.headers()
-                .get("sec-websocket-protocol")
-                .and_then(|v| v.to_str().ok()),
-            Some(protocol)
-        );
-        WsClient { ws }
+        WsClient::connect(&self.url, protocol).await.expect("ws connect")
     }
 
     /// A `graphql-transport-ws` connection, initialised as `user` (HTTP Basic in the
@@ -47,15 +35,44 @@ impl TestServer {
         } else {
             pw(user)
         };
-        let mut c = self.ws("graphql-transport-ws").await;
-        c.send(json!({ "type": "connection_init", "payload": { "Authorization": basic(user, &password) } }))
-            .await;
-        assert_eq!(c.recv().await["type"], "connection_ack");
-        c
+        WsClient::connect_as(&self.url, &basic(user, &password))
+            .await
+            .expect("ws connection_init")
     }
 }
 
 impl WsClient {
+    /// Opens `{base}/v1/graphql` (an `http://` base) as a WebSocket with this
+    /// sub-protocol; fails when the server cannot be reached or picks another.
+    pub async fn connect(base: &str, protocol: &str) -> Result<Self, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}/v1/graphql", base.replacen("http", "ws", 1));
+        let mut req = url.into_client_request().map_err(|e| e.to_string())?;
+        req.headers_mut()
+            .insert("sec-websocket-protocol", protocol.parse().map_err(|_| "bad protocol")?);
+        let (ws, resp) = tokio_tungstenite::connect_async(req).await.map_err(|e| e.to_string())?;
+        let chosen = resp
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok());
+        if chosen != Some(protocol) {
+            return Err(format!("the server chose sub-protocol {chosen:?}"));
+        }
+        Ok(WsClient { ws })
+    }
+
+    /// A `graphql-transport-ws` connection, initialised with this `Authorization`
+    /// value and acknowledged.
+    pub async fn connect_as(base: &str, authorization: &str) -> Result<Self, String> {
+        let mut c = Self::connect(base, "graphql-transport-ws").await?;
+        c.try_send(&json!({ "type": "connection_init", "payload": { "Authorization": authorization } }))
+            .await?;
+        match c.recv_within(WS_WAIT).await {
+            Ok(Some(m)) if m["type"] == "connection_ack" => Ok(c),
+            other => Err(format!("no connection_ack: {other:?}")),
+        }
+    }
+
     pub fn from_stream(
         ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     ) -> Self {
@@ -67,11 +84,20 @@ impl WsClient {
     }
 
     pub async fn send_text(&mut self, text: &str) {
+        self.try_send_text(text).await.expect("ws send");
+    }
+
+    /// Sends a frame; fails when the connection is gone.
+    pub async fn try_send(&mut self, v: &Value) -> Result<(), String> {
+        self.try_send_text(&v.to_string()).await
+    }
+
+    async fn try_send_text(&mut self, text: &str) -> Result<(), String> {
         use futures::SinkExt;
         self.ws
             .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
             .await
-            .expect("ws send");
+            .map_err(|e| e.to_string())
     }
 
     /// The next message within `wait`, or how the connection ended.

@@ -188,6 +188,9 @@ impl Engine {
                     Ok(o) => o,
                     Err(_) => Err(JobFailure::Error(EngineError::Internal("the job panicked".into()))),
                 };
+                if let Err(JobFailure::Error(EngineError::StorageFull)) = &outcome {
+                    engine.store.mark_full();
+                }
                 engine.jobs.finish(&record.id, outcome, now_millis());
             });
         }

@@ -273,8 +273,14 @@ fn commit_group(
         }
         Err(e) => {
             tracing::error!(error = %e, "commit failed");
+            let full = e.is_full();
             for (reply, res) in results {
-                let _ = reply.send(res.and(Err(EngineError::Internal("commit failed".into()))));
+                let failed = if full {
+                    EngineError::StorageFull
+                } else {
+                    EngineError::Internal("commit failed".into())
+                };
+                let _ = reply.send(res.and(Err(failed)));
             }
         }
     }

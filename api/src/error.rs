@@ -65,6 +65,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::ResultTooLarge
         | ErrorCode::MemoryLimitExceeded
         | ErrorCode::StatementTimeout
+        | ErrorCode::OutOfRange
         | ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthenticated | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,

@@ -52,6 +52,8 @@ pub enum ErrorCode {
     StatementTimeout,
     /// The device holding the data is full: writes fail until space is freed.
     StorageFull,
+    /// A number outside its type's range: an integer overflow, a non-finite DOUBLE.
+    OutOfRange,
     Internal,
 }
 
@@ -90,6 +92,7 @@ impl ErrorCode {
             ErrorCode::MemoryLimitExceeded => "MEMORY_LIMIT_EXCEEDED",
             ErrorCode::StatementTimeout => "STATEMENT_TIMEOUT",
             ErrorCode::StorageFull => "STORAGE_FULL",
+            ErrorCode::OutOfRange => "OUT_OF_RANGE",
             ErrorCode::Internal => "INTERNAL_ERROR",
         }
     }
@@ -130,6 +133,9 @@ pub enum EngineError {
     WriteConflict,
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A number outside its type's range (PostgreSQL's numeric_value_out_of_range).
+    #[error("{0}")]
+    OutOfRange(String),
     /// The one message every failed login gets.
     #[error("invalid username or password")]
     Unauthenticated,
@@ -190,6 +196,7 @@ impl EngineError {
             EngineError::DuplicateKey(_) | EngineError::UniqueViolation(_) => ErrorCode::DuplicateKey,
             EngineError::WriteConflict => ErrorCode::WriteConflict,
             EngineError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            EngineError::OutOfRange(_) => ErrorCode::OutOfRange,
             EngineError::Unauthenticated | EngineError::InvalidToken(_) => ErrorCode::Unauthenticated,
             EngineError::TokenExpired => ErrorCode::TokenExpired,
             EngineError::Forbidden(_) => ErrorCode::Forbidden,

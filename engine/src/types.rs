@@ -127,11 +127,50 @@ impl Value {
     }
 }
 
+/// A DOUBLE value as stored: finite (JSON, and so every client, has no NaN or
+/// infinity), and with -0.0 as 0.0, which PostgreSQL treats as equal to it everywhere
+/// (filters, sorts, DISTINCT, keys).
+pub fn double(d: f64) -> Result<Value> {
+    if !d.is_finite() {
+        return Err(EngineError::OutOfRange(format!(
+            "value out of range: DOUBLE takes finite values only, not {d}"
+        )));
+    }
+    Ok(Value::Double(d + 0.0))
+}
+
 fn mismatch(ty: ColumnType, got: impl fmt::Display) -> EngineError {
     EngineError::TypeMismatch(format!("expected a value of type {ty}, got {got}"))
 }
 
+/// Splits off fractional seconds finer than a microsecond, rounded as PostgreSQL
+/// rounds them (to the nearest microsecond, ties to even): the text with six digits
+/// at most, and the microseconds the rounding adds (0 or 1).
+fn round_fraction(s: &str) -> (std::borrow::Cow<'_, str>, i64) {
+    let b = s.as_bytes();
+    // the fraction follows the seconds of a time: "...:SS.fffffffff"
+    let Some(dot) = (3..b.len())
+        .find(|&i| b[i] == b'.' && b[i - 3] == b':' && b[i - 2].is_ascii_digit() && b[i - 1].is_ascii_digit())
+    else {
+        return (s.into(), 0);
+    };
+    let digits = b[dot + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits <= 6 {
+        return (s.into(), 0);
+    }
+    let end = dot + 1 + digits;
+    let frac: f64 = s[dot..end].parse().unwrap_or(0.0);
+    let micros = (frac * 1e6).round_ties_even() as i64;
+    let kept: i64 = s[dot + 1..dot + 7].parse().unwrap_or(0);
+    (format!("{}{}", &s[..dot + 7], &s[end..]).into(), micros - kept)
+}
+
 pub fn parse_timestamp(s: &str) -> Option<i64> {
+    let (s, carry) = round_fraction(s);
+    Some(parse_timestamp_micros(&s)? + carry)
+}
+
+fn parse_timestamp_micros(s: &str) -> Option<i64> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return Some(dt.timestamp_micros());
     }
@@ -153,7 +192,10 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 
 /// Parses an RFC 3339 timestamp only (the strict form the GraphQL scalar takes).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(s).ok().map(|dt| dt.timestamp_micros())
+    let (s, carry) = round_fraction(s);
+    DateTime::parse_from_rfc3339(&s)
+        .ok()
+        .map(|dt| dt.timestamp_micros() + carry)
 }
 
 pub fn parse_date(s: &str) -> Option<i32> {
@@ -216,7 +258,7 @@ impl Value {
             (ColumnType::BigInt, J::String(s)) => {
                 Value::BigInt(s.trim().parse().map_err(|_| mismatch(ty, format!("'{}'", trunc(s))))?)
             }
-            (ColumnType::Double, J::Number(n)) => Value::Double(n.as_f64().ok_or_else(|| mismatch(ty, n))?),
+            (ColumnType::Double, J::Number(n)) => double(n.as_f64().ok_or_else(|| mismatch(ty, n))?)?,
             (ColumnType::Json, other) => Value::Json(other.to_string()),
             (_, J::String(s)) => Value::from_text(ty, s)?,
             (ty, other) => return Err(mismatch(ty, json_kind(other))),
@@ -235,7 +277,7 @@ impl Value {
             },
             ColumnType::Int => Value::Int(s.trim().parse().map_err(|_| bad())?),
             ColumnType::BigInt => Value::BigInt(s.trim().parse().map_err(|_| bad())?),
-            ColumnType::Double => Value::Double(s.trim().parse().map_err(|_| bad())?),
+            ColumnType::Double => double(s.trim().parse().map_err(|_| bad())?)?,
             ColumnType::Timestamp => Value::Timestamp(parse_timestamp(s.trim()).ok_or_else(bad)?),
             ColumnType::Date => Value::Date(parse_date(s.trim()).ok_or_else(bad)?),
             ColumnType::Uuid => Value::Uuid(*uuid::Uuid::parse_str(s.trim()).map_err(|_| bad())?.as_bytes()),
@@ -263,7 +305,7 @@ impl Value {
             (ColumnType::BigInt, v @ Value::BigInt(_)) => v,
             (ColumnType::Double, Value::Int(i)) => Value::Double(i as f64),
             (ColumnType::Double, Value::BigInt(i)) => Value::Double(i as f64),
-            (ColumnType::Double, v @ Value::Double(_)) => v,
+            (ColumnType::Double, Value::Double(d)) => double(d)?,
             (ColumnType::Timestamp, v @ Value::Timestamp(_)) => v,
             (ColumnType::Timestamp, Value::Date(d)) => Value::Timestamp(d as i64 * 86_400_000_000),
             (ColumnType::Date, v @ Value::Date(_)) => v,
@@ -372,6 +414,48 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fractions_finer_than_a_microsecond_round_as_postgresql_rounds_them() {
+        let at = |s: &str| parse_timestamp(s).map(format_timestamp);
+        assert_eq!(
+            at("2020-01-01 00:00:00.1234567").as_deref(),
+            Some("2020-01-01T00:00:00.123457Z")
+        );
+        assert_eq!(
+            at("2020-01-01T00:00:00.1234564Z").as_deref(),
+            Some("2020-01-01T00:00:00.123456Z")
+        );
+        assert_eq!(
+            at("2020-01-01T23:59:59.9999996+00:00").as_deref(),
+            Some("2020-01-02T00:00:00Z")
+        );
+        assert_eq!(
+            at("2020-01-01 00:00:00.123456").as_deref(),
+            Some("2020-01-01T00:00:00.123456Z")
+        );
+        assert_eq!(
+            parse_rfc3339("2020-01-01T00:00:00.0000015Z"),
+            parse_rfc3339("2020-01-01T00:00:00.000002Z")
+        );
+    }
+
+    #[test]
+    fn doubles_are_finite_and_have_one_zero() {
+        assert_eq!(double(-0.0).unwrap(), Value::Double(0.0));
+        assert!(matches!(double(-0.0).unwrap(), Value::Double(d) if d.is_sign_positive()));
+        for bad in ["NaN", "inf", "-Infinity"] {
+            let e = Value::from_text(ColumnType::Double, bad).unwrap_err();
+            assert_eq!(e.code(), crate::error::ErrorCode::OutOfRange, "{bad}: {e}");
+        }
+        assert_eq!(
+            Value::Double(f64::INFINITY)
+                .coerce(ColumnType::Double)
+                .unwrap_err()
+                .code(),
+            crate::error::ErrorCode::OutOfRange
+        );
+    }
     use serde_json::json;
 
     #[test]

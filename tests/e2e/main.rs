@@ -15,6 +15,7 @@ mod indexes;
 mod isolation;
 mod jobs;
 mod oauth;
+mod pg_semantics;
 mod playground;
 mod role_matrix;
 mod session_security;

@@ -244,15 +244,16 @@ impl Filter {
     }
 }
 
-/// Orders two non-null values of one column type as DataFusion does (floats by IEEE
-/// total order, text and bytes bytewise).
+/// Orders two non-null values of one column type as PostgreSQL does (-0.0 and 0.0 are
+/// one value; text and bytes bytewise).
 #[inline]
 pub fn compare_values(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
         (Value::Boolean(x), Value::Boolean(y)) => x.cmp(y),
         (Value::Int(x), Value::Int(y)) => x.cmp(y),
         (Value::BigInt(x), Value::BigInt(y)) => x.cmp(y),
-        (Value::Double(x), Value::Double(y)) => x.total_cmp(y),
+        // adding 0.0 turns -0.0 into 0.0 and leaves every other value as it is
+        (Value::Double(x), Value::Double(y)) => (x + 0.0).total_cmp(&(y + 0.0)),
         (Value::Text(x), Value::Text(y)) | (Value::Json(x), Value::Json(y)) => x.as_bytes().cmp(y.as_bytes()),
         (Value::Timestamp(x), Value::Timestamp(y)) => x.cmp(y),
         (Value::Date(x), Value::Date(y)) => x.cmp(y),
@@ -297,7 +298,7 @@ pub fn scalar_of(v: &Value, ty: ColumnType) -> ScalarValue {
         Value::Boolean(b) => ScalarValue::Boolean(Some(*b)),
         Value::Int(i) => ScalarValue::Int32(Some(*i)),
         Value::BigInt(i) => ScalarValue::Int64(Some(*i)),
-        Value::Double(d) => ScalarValue::Float64(Some(*d)),
+        Value::Double(d) => ScalarValue::Float64(Some(*d + 0.0)),
         Value::Text(s) | Value::Json(s) => ScalarValue::Utf8(Some(s.clone())),
         Value::Timestamp(t) => ScalarValue::TimestampMicrosecond(Some(*t), Some(TIMESTAMP_TZ.into())),
         Value::Date(d) => ScalarValue::Date32(Some(*d)),

@@ -31,9 +31,9 @@ pub const MAX_PATTERN_BYTES: usize = 1024;
 const MAX_COMPILED_BYTES: usize = 1 << 20;
 
 /// A LIKE pattern as an anchored regular expression: `%` is any run of characters,
-/// `_` one character, and `\` makes the next character literal (as in DataFusion's
-/// LIKE).
-fn like_to_regex(pattern: &str) -> String {
+/// `_` one character, and `\` makes the next character literal; a pattern that ends
+/// in a lone `\` is refused, as PostgreSQL refuses it.
+fn like_to_regex(pattern: &str) -> Result<String> {
     let mut out = String::with_capacity(pattern.len() + 8);
     out.push_str("(?s)^");
     let mut chars = pattern.chars();
@@ -42,14 +42,16 @@ fn like_to_regex(pattern: &str) -> String {
             '%' => out.push_str(".*"),
             '_' => out.push('.'),
             '\\' => {
-                let lit = chars.next().unwrap_or('\\');
+                let lit = chars.next().ok_or_else(|| {
+                    EngineError::InvalidInput("a LIKE pattern must not end with the escape character \\".into())
+                })?;
                 out.push_str(&regex::escape(lit.encode_utf8(&mut [0; 4])));
             }
             c => out.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
         }
     }
     out.push('$');
-    out
+    Ok(out)
 }
 
 /// A [`TextPattern`], compiled.
@@ -71,7 +73,7 @@ impl Matcher {
             )));
         }
         let source = match p.kind {
-            PatternKind::Like => like_to_regex(&p.pattern),
+            PatternKind::Like => like_to_regex(&p.pattern)?,
             PatternKind::Regex => p.pattern.clone(),
         };
         regex::RegexBuilder::new(&source)

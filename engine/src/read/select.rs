@@ -635,6 +635,11 @@ impl Engine {
                     (AggFn::Count, None) => count_all(),
                     (AggFn::Count, Some(c)) => count(c),
                     (AggFn::CountDistinct, Some(c)) => count_distinct(c),
+                    // integers sum exactly, as in PostgreSQL (whose sum of bigint is
+                    // numeric): a total past BIGINT is an error, never a wrapped number
+                    (AggFn::Sum, Some(c)) if s.ty != ColumnType::Double => {
+                        sum(datafusion::logical_expr::cast(c, dt::DataType::Decimal128(38, 0)))
+                    }
                     (AggFn::Sum, Some(c)) => sum(c),
                     (AggFn::Avg, Some(c)) => avg(c),
                     (AggFn::Min, Some(c)) => min(c),
@@ -670,12 +675,23 @@ impl Engine {
                 let values = out_types
                     .iter()
                     .enumerate()
-                    .map(|(ai, ty)| array_value(batch.column(groups.len() + ai).as_ref(), i, *ty))
+                    .map(|(ai, ty)| aggregate_value(batch.column(groups.len() + ai).as_ref(), i, *ty))
                     .collect::<Result<Vec<_>>>()?;
                 out.push(AggregateGroup { keys, values });
             }
         }
         Ok(out)
+    }
+}
+
+/// An aggregate's value: an exact integer sum (a DECIMAL) as a BIGINT when it fits.
+fn aggregate_value(col: &dyn datafusion::arrow::array::Array, i: usize, ty: ColumnType) -> Result<Value> {
+    match col.as_primitive_opt::<dt::Decimal128Type>() {
+        Some(_) if col.is_null(i) => Ok(Value::Null),
+        Some(d) => i64::try_from(d.value(i))
+            .map(Value::BigInt)
+            .map_err(|_| EngineError::OutOfRange(format!("the sum {} is out of the range of BIGINT", d.value(i)))),
+        None => array_value(col, i, ty),
     }
 }
 

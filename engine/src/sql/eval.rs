@@ -91,18 +91,36 @@ fn placeholder<'p>(name: &str, params: &'p [serde_json::Value]) -> Result<&'p se
         .ok_or_else(|| EngineError::InvalidInput(format!("parameter ${idx} was not given")))
 }
 
+/// The text of a negated number literal (`-9223372036854775808`), read as one
+/// literal as PostgreSQL does: its positive part alone may be out of range.
+fn negative_number(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => Some(format!("-{n}")),
+            _ => None,
+        },
+        Expr::Nested(inner) => negative_number(inner),
+        _ => None,
+    }
+}
+
+/// A number literal without a target type: integers are BIGINT, others DOUBLE.
+fn untyped_number(n: &str) -> Result<Value> {
+    match n.parse::<i64>() {
+        Ok(i) => Ok(Value::BigInt(i)),
+        Err(_) => crate::types::double(
+            n.parse()
+                .map_err(|_| EngineError::TypeMismatch(format!("bad number {n}")))?,
+        ),
+    }
+}
+
 /// A literal without a target type: integers are BIGINT, other numbers DOUBLE,
 /// strings TEXT (converted when assigned to a column).
 fn untyped_literal(v: &ast::Value, params: &[serde_json::Value]) -> Result<Value> {
     use ast::Value as V;
     Ok(match v {
-        V::Number(n, _) => match n.parse::<i64>() {
-            Ok(i) => Value::BigInt(i),
-            Err(_) => Value::Double(
-                n.parse()
-                    .map_err(|_| EngineError::TypeMismatch(format!("bad number {n}")))?,
-            ),
-        },
+        V::Number(n, _) => untyped_number(n)?,
         V::SingleQuotedString(s) | V::DoubleQuotedString(s) | V::EscapedStringLiteral(s) => Value::Text(s.clone()),
         V::Boolean(b) => Value::Boolean(*b),
         V::Null => Value::Null,
@@ -111,7 +129,7 @@ fn untyped_literal(v: &ast::Value, params: &[serde_json::Value]) -> Result<Value
             serde_json::Value::Bool(b) => Value::Boolean(*b),
             serde_json::Value::Number(n) => match n.as_i64() {
                 Some(i) => Value::BigInt(i),
-                None => Value::Double(n.as_f64().unwrap_or(f64::NAN)),
+                None => crate::types::double(n.as_f64().unwrap_or(f64::NAN))?,
             },
             serde_json::Value::String(s) => Value::Text(s.clone()),
             other => Value::Json(other.to_string()),
@@ -137,7 +155,12 @@ pub fn eval_const(e: &Expr, ty: ColumnType, env: &EvalEnv<'_>) -> Result<Value> 
         Expr::UnaryOp {
             op: UnaryOperator::Minus,
             expr,
-        } => RowExpr::Neg(Box::new(RowExpr::Literal(eval_const(expr, ty, env)?))).eval_as(ty, &[], None),
+        } => match negative_number(expr) {
+            Some(n) if matches!(ty, ColumnType::Int | ColumnType::BigInt | ColumnType::Double) => {
+                Value::from_text(ty, &n)
+            }
+            _ => RowExpr::Neg(Box::new(RowExpr::Literal(eval_const(expr, ty, env)?))).eval_as(ty, &[], None),
+        },
         Expr::UnaryOp {
             op: UnaryOperator::Plus,
             expr,
@@ -185,7 +208,10 @@ pub fn compile_row_expr(e: &Expr, schema: Option<&TableSchema>, env: &EvalEnv<'_
         Expr::UnaryOp {
             op: UnaryOperator::Minus,
             expr,
-        } => RowExpr::Neg(Box::new(compile_row_expr(expr, schema, env)?)),
+        } => match negative_number(expr) {
+            Some(n) => RowExpr::Literal(untyped_number(&n)?),
+            None => RowExpr::Neg(Box::new(compile_row_expr(expr, schema, env)?)),
+        },
         Expr::UnaryOp {
             op: UnaryOperator::Plus,
             expr,

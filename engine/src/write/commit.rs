@@ -4,7 +4,7 @@
 //! writes all of them as one RocksDB batch with one fsync (group commit). A request is
 //! all-or-nothing: if any of its rows fails, none of them is written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
@@ -330,6 +330,8 @@ fn apply_request(
         }
     };
     let values_of = |bytes: &[u8]| -> Result<Vec<Value>> { Ok(decode_row(&table, bytes)?.values) };
+    // the keys this request's upserts proposed: PostgreSQL refuses one proposed twice
+    let mut upserted: HashSet<Vec<u8>> = HashSet::new();
 
     for op in &req.ops {
         let (pk, key) = match op {
@@ -340,6 +342,16 @@ fn apply_request(
             }
             WriteOp::Update { pk, .. } | WriteOp::Delete { pk, .. } => (pk.clone(), row_key(user, pk)?),
         };
+        if let WriteOp::Insert {
+            on_conflict: OnConflict::DoUpdate(_),
+            ..
+        } = op
+            && !upserted.insert(key.clone())
+        {
+            return Err(EngineError::InvalidInput(format!(
+                "ON CONFLICT DO UPDATE cannot affect row {pk} a second time: the rows proposed name one key twice"
+            )));
+        }
         let existing = lookup(local, &key, &pk)?;
         let check_version = |existing: &Option<(Seq, Vec<u8>)>, expected: &Option<Seq>| -> Result<()> {
             match (existing, expected) {

@@ -27,7 +27,7 @@ pub enum RowExpr {
 }
 
 fn overflow() -> EngineError {
-    EngineError::TypeMismatch("numeric value out of range".into())
+    EngineError::OutOfRange("numeric value out of range".into())
 }
 
 fn arith_i64(op: BinOp, a: i64, b: i64) -> Result<i64> {
@@ -43,15 +43,23 @@ fn arith_i64(op: BinOp, a: i64, b: i64) -> Result<i64> {
     .ok_or_else(overflow)
 }
 
+/// Float arithmetic as PostgreSQL does it: division by zero and results past the
+/// range of DOUBLE are errors, never infinities.
 fn arith_f64(op: BinOp, a: f64, b: f64) -> Result<f64> {
-    Ok(match op {
+    let r = match op {
         BinOp::Add => a + b,
         BinOp::Sub => a - b,
         BinOp::Mul => a * b,
+        BinOp::Div | BinOp::Mod if b == 0.0 => return Err(EngineError::InvalidInput("division by zero".into())),
         BinOp::Div => a / b,
         BinOp::Mod => a % b,
         BinOp::Concat => return Err(EngineError::TypeMismatch("|| needs text".into())),
-    })
+    };
+    if r.is_finite() {
+        Ok(r)
+    } else {
+        Err(EngineError::OutOfRange("value out of range: overflow".into()))
+    }
 }
 
 fn as_text(v: &Value) -> String {

@@ -106,6 +106,13 @@ pub struct EngineConfig {
     pub max_value_bytes: usize,
     /// The memory the cache of decoded rows may take.
     pub row_cache_bytes: usize,
+    /// RocksDB's block cache, shared by all tables.
+    pub block_cache_bytes: usize,
+    /// RocksDB's memtables across all tables.
+    pub write_buffer_bytes: usize,
+    /// The caches of the cold tier's key lookups (byte ranges of segments, decoded row
+    /// groups).
+    pub cold_cache_bytes: usize,
     /// How long audit-log events are kept.
     pub audit_retention_days: u64,
     /// How often expired audit events, refresh tokens and revoked sessions are purged.
@@ -177,6 +184,9 @@ impl EngineConfig {
             max_result_bytes: 64 << 20,
             max_value_bytes: 16 << 20,
             row_cache_bytes: 256 << 20,
+            block_cache_bytes: 128 << 20,
+            write_buffer_bytes: 128 << 20,
+            cold_cache_bytes: 192 << 20,
             audit_retention_days: 90,
             housekeeping_secs: 3600,
             faults: Faults::default(),
@@ -291,11 +301,13 @@ impl Engine {
             .map_err(|e| EngineError::Internal(format!("cannot create data dir: {e}")))?;
         let store_opts = StoreOptions {
             durability: config.durability,
-            ..StoreOptions::default()
+            write_buffer_bytes: config.write_buffer_bytes,
+            block_cache_bytes: config.block_cache_bytes,
         };
         let path = config.data_dir.join("hot");
         let cold_dir = config.cold_dir.clone().unwrap_or_else(|| config.data_dir.join("cold"));
         let (cold_url, cold_options) = (config.cold_store_url.clone(), config.cold_store_options.clone());
+        let cold_cache_bytes = config.cold_cache_bytes;
         let jobs_config = JobsConfig {
             max_concurrent: config.max_concurrent_jobs,
             max_retries: config.job_max_retries,
@@ -308,13 +320,16 @@ impl Engine {
             let catalog = Arc::new(Catalog::load(&store)?);
             let accounts = Accounts::open(store.clone(), &accounts_config)?;
             let cold = Arc::new(ColdTier {
-                store: Arc::new(match &cold_url {
-                    Some(url) => ColdStore::at_url(url, &cold_options)?,
-                    None => match files {
-                        Some(ops) => ColdStore::local_with(&cold_dir, ops)?,
-                        None => ColdStore::local(&cold_dir)?,
-                    },
-                }),
+                store: Arc::new(
+                    match &cold_url {
+                        Some(url) => ColdStore::at_url(url, &cold_options)?,
+                        None => match files {
+                            Some(ops) => ColdStore::local_with(&cold_dir, ops)?,
+                            None => ColdStore::local(&cold_dir)?,
+                        },
+                    }
+                    .with_cache_bytes(cold_cache_bytes),
+                ),
             });
             let jobs = Arc::new(Jobs::load(store.clone(), jobs_config, now_millis())?);
             Ok((store, catalog, accounts, cold, jobs))
@@ -332,6 +347,7 @@ impl Engine {
             .with_default_features()
             .build();
         crate::sql::bounded::bound_growing_functions(&mut df_state, config.max_value_bytes);
+        crate::sql::pg_text::fold_case_as_postgresql(&mut df_state);
         let row_cache = Arc::new(RowCache::new(config.row_cache_bytes));
         let live = LiveHub::new(config.live_queue_capacity, config.live_eval_threads);
         let unflushed = Arc::new(Unflushed::default());

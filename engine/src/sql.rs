@@ -8,5 +8,6 @@ pub mod dml;
 pub mod eval;
 pub mod maintenance;
 pub mod parse;
+pub(crate) mod pg_text;
 pub mod query;
 pub mod result;

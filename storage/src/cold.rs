@@ -111,10 +111,10 @@ pub struct ColdStore {
     decoded: DecodedCache,
 }
 
-/// Memory for byte ranges of segments read before (key lookups read the same few).
-const RANGE_CACHE_BYTES: usize = 128 << 20;
-/// Memory for row groups decoded by key lookups.
-const DECODED_CACHE_BYTES: usize = 64 << 20;
+/// Memory for byte ranges of segments read before (key lookups read the same few)
+/// and for row groups decoded by key lookups, by default (see
+/// [`ColdStore::with_cache_bytes`]).
+const CACHE_BYTES: usize = 192 << 20;
 
 impl std::fmt::Debug for ColdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,8 +136,18 @@ impl ColdStore {
             local: None,
             manifests: RwLock::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
-            ranges: Arc::new(RangeCache::new(RANGE_CACHE_BYTES)),
-            decoded: DecodedCache(BoundedCache::new(DECODED_CACHE_BYTES)),
+            ranges: Arc::new(RangeCache::new(CACHE_BYTES / 3 * 2)),
+            decoded: DecodedCache(BoundedCache::new(CACHE_BYTES / 3)),
+        }
+    }
+
+    /// The same store with `bytes` for its caches: two thirds for byte ranges of
+    /// segments, one third for decoded row groups.
+    pub fn with_cache_bytes(self, bytes: usize) -> Self {
+        Self {
+            ranges: Arc::new(RangeCache::new(bytes / 3 * 2)),
+            decoded: DecodedCache(BoundedCache::new(bytes / 3)),
+            ..self
         }
     }
 

@@ -255,3 +255,56 @@ async fn integer_sums_never_wrap() {
         .await;
     assert_eq!(grouped.1, "OUT_OF_RANGE");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_insensitive_matching_folds_one_way_in_every_path() {
+    let s = TestServer::start().await;
+    setup(&s).await;
+    let texts = [
+        "ſ", "s", "S", "İ", "i", "É", "é", "ß", "SS", "\u{212A}", "k", "Σ", "ς", "σ",
+    ];
+    let values: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("({}, '{t}')", i + 1))
+        .collect();
+    s.root(&format!("INSERT INTO p.t (id, s) VALUES {}", values.join(", ")))
+        .await;
+    // what PostgreSQL 15 answers under a C.UTF-8 locale (each character lowercased)
+    for (pattern, expected) in [
+        ("s", vec![2, 3]),
+        ("i", vec![4, 5]),
+        ("É", vec![6, 7]),
+        ("ss", vec![9]),
+        ("K", vec![10, 11]),
+        ("ς", vec![13]),
+        ("σ", vec![12, 14]),
+    ] {
+        let list = s
+            .gql_ok(
+                "root",
+                "query($p: String!) { p_t(where: {s: {_ilike: $p}}, order_by: {id: asc}) { id } \
+                 p_t_aggregate(where: {s: {_ilike: $p}}) { aggregate { count } } }",
+                json!({ "p": pattern }),
+            )
+            .await;
+        assert_eq!(ids(&list["p_t"]), expected, "_ilike {pattern}");
+        assert_eq!(
+            list["p_t_aggregate"]["aggregate"]["count"],
+            json!(expected.len()),
+            "_ilike {pattern} in an aggregate"
+        );
+        let sql = s
+            .root(&format!("SELECT id FROM p.t WHERE s ILIKE '{pattern}' ORDER BY id"))
+            .await;
+        let got: Vec<i64> = rows(&sql).iter().map(|r| r[0].as_i64().unwrap()).collect();
+        assert_eq!(got, expected, "ILIKE {pattern} in SQL");
+        let lower = s
+            .root(&format!(
+                "SELECT id FROM p.t WHERE lower(s) = lower('{pattern}') ORDER BY id"
+            ))
+            .await;
+        let got: Vec<i64> = rows(&lower).iter().map(|r| r[0].as_i64().unwrap()).collect();
+        assert_eq!(got, expected, "lower() = lower({pattern}) in SQL");
+    }
+}

@@ -23,6 +23,15 @@ const READERS: usize = 3;
 const LIVE: usize = 8;
 const LIVE_AGGREGATES: usize = 2;
 const SLOW: usize = 2;
+
+/// How many of a kind of client to run: `default`, or `SOAK_<KIND>` when set (to
+/// find which part of the load a figure follows).
+fn clients(kind: &str, default: usize) -> usize {
+    std::env::var(format!("SOAK_{kind}"))
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 /// How long a slow subscriber goes without reading: long enough for its queue to pass
 /// `ws_max_queued_bytes`, short enough to read up to its close frame within the 15 s
 /// the server gives it.
@@ -583,8 +592,11 @@ async fn main() {
     let env = [
         ("KALAMDB_WS_MAX_QUEUED_BYTES", SLOW_QUEUE_BYTES),
         ("KALAMDB_DEFAULT_FLUSH_POLICY", "rows:20000,interval:30"),
-        // small caches, so that they are warm well before the quiet part begins
+        // small caches (about 100 MiB in all), warm well before the quiet part begins
         ("KALAMDB_ROW_CACHE_BYTES", "33554432"),
+        ("KALAMDB_BLOCK_CACHE_BYTES", "16777216"),
+        ("KALAMDB_WRITE_BUFFER_BYTES", "33554432"),
+        ("KALAMDB_COLD_CACHE_BYTES", "16777216"),
     ];
     let mut server = TestServer::spawn_binary(dir.path(), &env);
     let soak = Arc::new(Soak {
@@ -617,21 +629,23 @@ async fn main() {
     for u in 0..USERS {
         writers.push(tokio::spawn(user_writer(soak.clone(), u)));
     }
-    for r in 0..READERS {
+    for r in 0..clients("READERS", READERS) {
         workers.push(tokio::spawn(reader(soak.clone(), seed ^ r as u64)));
     }
     const LIST: &str = "subscription { soak_events(order_by: {id: desc}, limit: 10) { id v } }";
     const COUNT: &str = "subscription { soak_events_aggregate(where: {n: {_lt: 1000}}) { aggregate { count } } }";
-    for _ in 0..LIVE {
+    for _ in 0..clients("LIVE", LIVE) {
         workers.push(tokio::spawn(live(soak.clone(), LIST, |c| &c.live_payloads)));
     }
-    for _ in 0..LIVE_AGGREGATES {
+    for _ in 0..clients("LIVE_AGGREGATES", LIVE_AGGREGATES) {
         workers.push(tokio::spawn(live(soak.clone(), COUNT, |c| &c.aggregate_payloads)));
     }
-    for _ in 0..SLOW {
+    for _ in 0..clients("SLOW", SLOW) {
         workers.push(tokio::spawn(slow(soak.clone())));
     }
-    workers.push(tokio::spawn(jobs(soak.clone())));
+    if clients("JOBS", 1) > 0 {
+        workers.push(tokio::spawn(jobs(soak.clone())));
+    }
     workers.push(tokio::spawn(sample_rss(soak.clone(), start, rss.clone())));
 
     // SIGKILL at random through the first 60% (SOAK_KILL=0: never); the rest is quiet

@@ -54,13 +54,39 @@ fn like_to_regex(pattern: &str) -> Result<String> {
     Ok(out)
 }
 
-/// A [`TextPattern`], compiled.
+/// A character's lowercase as PostgreSQL takes it under a UTF-8 locale (`towlower`):
+/// always one character; the one whose full Unicode lowercase is longer ('İ', whose
+/// lowercase is 'i' and a combining dot) takes its first. `lower()` and every
+/// case-insensitive LIKE (`ILIKE`, `_ilike`) fold with it, in every path.
+#[inline]
+pub fn lower_char(c: char) -> char {
+    if c.is_ascii() {
+        c.to_ascii_lowercase()
+    } else {
+        c.to_lowercase().next().unwrap_or(c)
+    }
+}
+
+/// A text's lowercase, character by character (see [`lower_char`]).
+pub fn pg_lower(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().all(|c| lower_char(c) == c) {
+        s.into()
+    } else {
+        s.chars().map(lower_char).collect::<String>().into()
+    }
+}
+
+/// A [`TextPattern`], compiled. A case-insensitive LIKE is matched as PostgreSQL
+/// matches it: the pattern and the text both lowercased.
 #[derive(Debug, Clone)]
-pub struct Matcher(regex::Regex);
+pub struct Matcher {
+    regex: regex::Regex,
+    lower_text: bool,
+}
 
 impl PartialEq for Matcher {
     fn eq(&self, other: &Self) -> bool {
-        self.0.as_str() == other.0.as_str()
+        self.regex.as_str() == other.regex.as_str() && self.lower_text == other.lower_text
     }
 }
 
@@ -72,16 +98,18 @@ impl Matcher {
                 "the pattern is longer than {MAX_PATTERN_BYTES} bytes"
             )));
         }
+        let lower_text = p.kind == PatternKind::Like && p.case_insensitive;
         let source = match p.kind {
+            PatternKind::Like if lower_text => like_to_regex(&pg_lower(&p.pattern))?,
             PatternKind::Like => like_to_regex(&p.pattern)?,
             PatternKind::Regex => p.pattern.clone(),
         };
         regex::RegexBuilder::new(&source)
-            .case_insensitive(p.case_insensitive)
+            .case_insensitive(p.case_insensitive && !lower_text)
             .size_limit(MAX_COMPILED_BYTES)
             .dfa_size_limit(MAX_COMPILED_BYTES)
             .build()
-            .map(Matcher)
+            .map(|regex| Matcher { regex, lower_text })
             .map_err(|e| match e {
                 regex::Error::CompiledTooBig(_) => EngineError::FilterTooComplex("the pattern is too large".into()),
                 e => EngineError::InvalidInput(format!("invalid regular expression: {e}")),
@@ -90,13 +118,45 @@ impl Matcher {
 
     #[inline]
     pub fn matches(&self, text: &str) -> bool {
-        self.0.is_match(text)
+        if self.lower_text {
+            self.regex.is_match(&pg_lower(text))
+        } else {
+            self.regex.is_match(text)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ilike_folds_as_postgresql_does() {
+        let ilike = |p: &str, t: &str| {
+            Matcher::new(&TextPattern {
+                kind: PatternKind::Like,
+                pattern: p.into(),
+                case_insensitive: true,
+            })
+            .expect("compiles")
+            .matches(t)
+        };
+        // what PostgreSQL 15 answers under a C.UTF-8 locale
+        for (text, pattern, expected) in [
+            ("ſ", "s", false),
+            ("ſ", "S", false),
+            ("İ", "i", true),
+            ("É", "é", true),
+            ("ß", "SS", false),
+            ("\u{212A}", "k", true),
+            ("ǅ", "ǆ", true),
+            ("Σ", "ς", false),
+            ("ẞ", "ß", true),
+            ("StraSSe", "%strasse", true),
+        ] {
+            assert_eq!(ilike(pattern, text), expected, "{text:?} ILIKE {pattern:?}");
+        }
+    }
 
     #[test]
     fn like_patterns() {

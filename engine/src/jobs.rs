@@ -389,14 +389,12 @@ impl Jobs {
                 // a full device is waited out, however long it takes: the job runs
                 // again once space comes back, at most a minute later
                 let waits_for_space = e.code() == crate::error::ErrorCode::StorageFull;
-                if waits_for_space {
-                    let backoff = self.config.backoff_base_ms.saturating_mul(1u64 << r.retries.min(16));
+                if waits_for_space || r.retries < self.config.max_retries {
+                    let mut backoff = self.config.backoff_base_ms.saturating_mul(1u64 << r.retries.min(16));
+                    if waits_for_space {
+                        backoff = backoff.min(STORAGE_FULL_MAX_BACKOFF_MS);
+                    }
                     r.retries = r.retries.saturating_add(1);
-                    r.status = JobStatus::Retrying;
-                    r.not_before_ms = now_ms + backoff.min(STORAGE_FULL_MAX_BACKOFF_MS);
-                } else if r.retries < self.config.max_retries {
-                    let backoff = self.config.backoff_base_ms.saturating_mul(1u64 << r.retries.min(16));
-                    r.retries += 1;
                     r.status = JobStatus::Retrying;
                     r.not_before_ms = now_ms + backoff;
                 } else {

@@ -61,7 +61,7 @@ impl ColdDir {
         Self { dir: dir.into(), uid }
     }
     fn path(&self, file: &str) -> Result<Path> {
-        Path::parse(format!("{}/{file}", self.dir)).map_err(cold_err)
+        Path::parse(format!("{}/{file}", self.dir)).map_err(StorageError::cold)
     }
     fn manifest_file(&self) -> String {
         format!("t{}.manifest.json", self.uid)
@@ -124,29 +124,35 @@ impl std::fmt::Debug for ColdStore {
     }
 }
 
-fn cold_err(e: impl std::fmt::Display) -> StorageError {
-    StorageError::cold(e)
+/// Caches of `bytes` in all: two thirds for byte ranges of segments, one third for
+/// decoded row groups.
+fn caches(bytes: usize) -> (Arc<RangeCache>, DecodedCache) {
+    (
+        Arc::new(RangeCache::new(bytes / 3 * 2)),
+        DecodedCache(BoundedCache::new(bytes / 3)),
+    )
 }
 
 impl ColdStore {
     /// A store on an object store, whose puts are durable once they return.
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        let (ranges, decoded) = caches(CACHE_BYTES);
         Self {
             store,
             local: None,
             manifests: RwLock::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
-            ranges: Arc::new(RangeCache::new(CACHE_BYTES / 3 * 2)),
-            decoded: DecodedCache(BoundedCache::new(CACHE_BYTES / 3)),
+            ranges,
+            decoded,
         }
     }
 
-    /// The same store with `bytes` for its caches: two thirds for byte ranges of
-    /// segments, one third for decoded row groups.
+    /// The same store with `bytes` for its caches.
     pub fn with_cache_bytes(self, bytes: usize) -> Self {
+        let (ranges, decoded) = caches(bytes);
         Self {
-            ranges: Arc::new(RangeCache::new(bytes / 3 * 2)),
-            decoded: DecodedCache(BoundedCache::new(bytes / 3)),
+            ranges,
+            decoded,
             ..self
         }
     }
@@ -158,9 +164,9 @@ impl ColdStore {
 
     /// A store on the local filesystem under `root`, written through `ops`.
     pub fn local_with(root: &std::path::Path, ops: Arc<dyn FileOps>) -> Result<Self> {
-        std::fs::create_dir_all(root).map_err(cold_err)?;
-        let root = root.canonicalize().map_err(cold_err)?;
-        let fs = LocalFileSystem::new_with_prefix(&root).map_err(cold_err)?;
+        std::fs::create_dir_all(root).map_err(StorageError::cold)?;
+        let root = root.canonicalize().map_err(StorageError::cold)?;
+        let fs = LocalFileSystem::new_with_prefix(&root).map_err(StorageError::cold)?;
         Ok(Self {
             local: Some(LocalFiles::new(root, ops)),
             ..Self::new(Arc::new(fs))
@@ -174,15 +180,15 @@ impl ColdStore {
                 let (local, rel) = (local.clone(), path.to_string());
                 tokio::task::spawn_blocking(move || local.put_durably(&rel, &bytes))
                     .await
-                    .map_err(cold_err)?
-                    .map_err(cold_err)
+                    .map_err(StorageError::cold)?
+                    .map_err(StorageError::cold)
             }
             None => self
                 .store
                 .put(path, PutPayload::from(bytes))
                 .await
                 .map(|_| ())
-                .map_err(cold_err),
+                .map_err(StorageError::cold),
         }
     }
 
@@ -193,12 +199,12 @@ impl ColdStore {
                 let (local, rel) = (local.clone(), path.to_string());
                 tokio::task::spawn_blocking(move || local.remove(&rel))
                     .await
-                    .map_err(cold_err)?
-                    .map_err(cold_err)
+                    .map_err(StorageError::cold)?
+                    .map_err(StorageError::cold)
             }
             None => match self.store.delete(path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(cold_err(e)),
+                Err(e) => Err(StorageError::cold(e)),
             },
         };
         self.handles.write().remove(path.as_ref());
@@ -248,11 +254,11 @@ impl ColdStore {
         let path = dir.path(&dir.manifest_file())?;
         let m = match self.store.get(&path).await {
             Ok(got) => {
-                let bytes = got.bytes().await.map_err(cold_err)?;
+                let bytes = got.bytes().await.map_err(StorageError::cold)?;
                 serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt(format!("manifest {path}: {e}")))?
             }
             Err(object_store::Error::NotFound { .. }) => Manifest::default(),
-            Err(e) => return Err(cold_err(e)),
+            Err(e) => return Err(StorageError::cold(e)),
         };
         let m = Arc::new(m);
         Ok(self.manifests.write().entry(dir.clone()).or_insert(m).clone())
@@ -284,11 +290,11 @@ impl ColdStore {
             .build();
         let mut buf = Vec::with_capacity(rows * 16);
         {
-            let mut w = ArrowWriter::try_new(&mut buf, first.schema(), Some(props)).map_err(cold_err)?;
+            let mut w = ArrowWriter::try_new(&mut buf, first.schema(), Some(props)).map_err(StorageError::cold)?;
             for b in batches {
-                w.write(b).map_err(cold_err)?;
+                w.write(b).map_err(StorageError::cold)?;
             }
-            w.close().map_err(cold_err)?;
+            w.close().map_err(StorageError::cold)?;
         }
         let size = buf.len() as u64;
         self.put(&dir.path(&dir.segment_file(id))?, buf).await?;
@@ -297,7 +303,7 @@ impl ColdStore {
 
     /// Replaces the partition's manifest in one atomic put.
     pub async fn commit_manifest(&self, dir: &ColdDir, m: Manifest) -> Result<Arc<Manifest>> {
-        let bytes = serde_json::to_vec_pretty(&m).map_err(cold_err)?;
+        let bytes = serde_json::to_vec_pretty(&m).map_err(StorageError::cold)?;
         self.put(&dir.path(&dir.manifest_file())?, bytes).await?;
         let m = Arc::new(m);
         self.manifests.write().insert(dir.clone(), m.clone());
@@ -332,14 +338,18 @@ impl ColdStore {
             Some(h) => h.meta.clone(),
             None => ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
                 .await
-                .map_err(cold_err)?,
+                .map_err(StorageError::cold)?,
         };
         let key_leaf = key.and_then(|id| leaf_of(&meta, id));
         let mut blooms = vec![];
         if let Some(leaf) = key_leaf {
             let mut b = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone());
             for rg in 0..meta.metadata().num_row_groups() {
-                blooms.push(b.get_row_group_column_bloom_filter(rg, leaf).await.map_err(cold_err)?);
+                blooms.push(
+                    b.get_row_group_column_bloom_filter(rg, leaf)
+                        .await
+                        .map_err(StorageError::cold)?,
+                );
             }
         }
         let key_root = key.and_then(|id| meta.schema().fields().iter().position(|f| field_id_of(f) == Some(id)));
@@ -403,7 +413,7 @@ impl ColdStore {
                     };
                     let batches = self.read(dir, seg, &req).await?;
                     let Some(first) = batches.first() else { continue };
-                    let b = arrow::compute::concat_batches(&first.schema(), &batches).map_err(cold_err)?;
+                    let b = arrow::compute::concat_batches(&first.schema(), &batches).map_err(StorageError::cold)?;
                     self.decoded.put((h.id, rg), b.clone());
                     b
                 }
@@ -523,8 +533,8 @@ impl ColdStore {
             let predicates: Vec<Box<dyn ArrowPredicate>> = vec![Box::new(predicate)];
             b = b.with_row_filter(RowFilter::new(predicates));
         }
-        let stream = b.build().map_err(cold_err)?;
-        Ok(stream.map(|b| b.map_err(cold_err)).boxed())
+        let stream = b.build().map_err(StorageError::cold)?;
+        Ok(stream.map(|b| b.map_err(StorageError::cold)).boxed())
     }
 
     /// Deletes the partition's files that its manifest does not list (segments of a
@@ -534,8 +544,12 @@ impl ColdStore {
         let m = self.manifest(dir).await?;
         let keep: HashSet<&str> = m.segments.iter().map(|s| s.file.as_str()).collect();
         let manifest = dir.manifest_file();
-        let prefix = Path::parse(&dir.dir).map_err(cold_err)?;
-        let listed = self.store.list_with_delimiter(Some(&prefix)).await.map_err(cold_err)?;
+        let prefix = Path::parse(&dir.dir).map_err(StorageError::cold)?;
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(StorageError::cold)?;
         let mut n = 0;
         for obj in listed.objects {
             let Some(name) = obj.location.filename() else { continue };
@@ -550,11 +564,11 @@ impl ColdStore {
     /// Deletes every file of table `uid` under `prefix`, in all its partitions.
     pub async fn delete_table(&self, prefix: &str, uid: u64) -> Result<usize> {
         let owner = ColdDir::new(prefix, uid);
-        let prefix = Path::parse(prefix).map_err(cold_err)?;
+        let prefix = Path::parse(prefix).map_err(StorageError::cold)?;
         let mut files = self.store.list(Some(&prefix));
         let mut doomed = vec![];
         while let Some(obj) = files.next().await {
-            let obj = obj.map_err(cold_err)?;
+            let obj = obj.map_err(StorageError::cold)?;
             if obj.location.filename().is_some_and(|n| owner.owns(n)) {
                 doomed.push(obj.location);
             }
@@ -576,8 +590,12 @@ impl ColdStore {
 
     /// The names of the subdirectories of `prefix` (the user partitions of a table).
     pub async fn subdirs(&self, prefix: &str) -> Result<Vec<String>> {
-        let p = Path::parse(prefix).map_err(cold_err)?;
-        let listed = self.store.list_with_delimiter(Some(&p)).await.map_err(cold_err)?;
+        let p = Path::parse(prefix).map_err(StorageError::cold)?;
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&p))
+            .await
+            .map_err(StorageError::cold)?;
         Ok(listed
             .common_prefixes
             .iter()

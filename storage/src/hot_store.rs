@@ -347,7 +347,9 @@ impl HotStore {
 
     fn note_outcome(&self, res: Result<()>) -> Result<()> {
         match &res {
-            Ok(()) => self.full.store(false, std::sync::atomic::Ordering::Relaxed),
+            // a load, not a store, on every write: the flag's cache line stays shared
+            Ok(()) if self.is_full() => self.full.store(false, std::sync::atomic::Ordering::Relaxed),
+            Ok(()) => {}
             Err(e) if e.is_full() => self.mark_full(),
             Err(_) => {}
         }

@@ -46,7 +46,7 @@ impl ScalarUDFImpl for Lower {
             return datafusion::common::plan_err!("lower() takes one argument");
         };
         let scalar = matches!(arg, ColumnarValue::Scalar(_));
-        let input = arg.to_array(args.number_rows.max(1))?;
+        let input = arg.to_array(if scalar { 1 } else { args.number_rows })?;
         let ty = input.data_type().clone();
         let text = cast(&input, &DataType::Utf8)?;
         let lowered: StringArray = text.as_string::<i32>().iter().map(|v| v.map(pg_lower)).collect();
